@@ -1,0 +1,106 @@
+"""Data that crosses actor boundaries: usage, ledger records, agent requests and replies.
+
+Everything here is a frozen pydantic v2 model with a literal ``kind``; costs are ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.tiers import Tier
+
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
+"""How one attempt ended: answered, failed, abandoned by us, or served without an API call."""
+
+CallSource = Literal["api", "cache", "batch"]
+"""Where the answer came from: a live Messages call, the response cache, or a Message Batch."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Usage(_Frozen):
+    """Tokens of one call, as the API bills them (cache reads and writes kept apart)."""
+
+    kind: Literal["usage"] = "usage"
+    input_tokens: int = 0
+    """Uncached input tokens (after the last cache breakpoint)."""
+    output_tokens: int = 0
+    """Output tokens."""
+    cache_write_5m: int = 0
+    """Input tokens written to the 5-minute cache."""
+    cache_write_1h: int = 0
+    """Input tokens written to the 1-hour cache."""
+    cache_read: int = 0
+    """Input tokens read from the cache."""
+
+    @property
+    def limited_input_tokens(self) -> int:
+        """What counts toward input tokens/min: uncached input plus cache writes, not reads."""
+        return self.input_tokens + self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Every input token: uncached, written and read."""
+        return self.limited_input_tokens + self.cache_read
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f: getattr(self, f) + getattr(other, f) for f in _TOKEN_FIELDS})
+
+    @classmethod
+    def from_api(cls, usage: Any) -> Usage:
+        """Map the SDK's ``Usage`` / ``MessageDeltaUsage`` (or its dict) to ours.
+
+        The 5m/1h split comes from ``cache_creation``; when the API omits it, every cache
+        write is taken as 5-minute, which is the API's default TTL.
+        """
+        data = usage if isinstance(usage, dict) else usage.model_dump()
+        written = data.get("cache_creation_input_tokens") or 0
+        split = data.get("cache_creation") or {}
+        w1h = split.get("ephemeral_1h_input_tokens") or 0
+        w5m = split.get("ephemeral_5m_input_tokens") or (written - w1h)
+        return cls(input_tokens=data.get("input_tokens") or 0,
+                   output_tokens=data.get("output_tokens") or 0,
+                   cache_write_5m=w5m, cache_write_1h=w1h,
+                   cache_read=data.get("cache_read_input_tokens") or 0)
+
+
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+class CallRecord(_Frozen):
+    """One attempt of one call, as the Ledger stores it. Idempotent by (call_id, attempt)."""
+
+    kind: Literal["call"] = "call"
+    call_id: str
+    """Stable across the retries of one logical call."""
+    attempt: int = Field(ge=0)
+    """0 for the first attempt, 1 for the first retry, ..."""
+    incarnation: str = ""
+    """The recording actor's incarnation (fencing: a zombie's late records are recognisable)."""
+    run_id: str
+    topology: str = ""
+    agent: str
+    """The agent's name, ``run/topology/role[-i]``."""
+    role: str = ""
+    tier: Tier
+    model: str
+    status: CallStatus
+    usage: Usage = Usage()
+    source: CallSource = "api"
+    speculative: bool = False
+    """A speculative first-of-N attempt (winner or loser)."""
+    streamed: bool = False
+    http_status: int | None = None
+    error_type: str | None = None
+    """The API's ``error.type`` (``rate_limit_error``...) or ``connection_error``."""
+    request_id: str | None = None
+    started_at: float
+    """Unix time the attempt was sent."""
+    latency_s: float = 0.0
+    """From sending to the last byte (or the failure)."""
+    ttft_s: float | None = None
+    """Time to the first token, for streamed calls."""

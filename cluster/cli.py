@@ -1,0 +1,39 @@
+"""The ``raytroupe`` command: one Typer app; each command lives in a module of its own.
+
+Errors are caught only here, at the edge: a raytroupe error becomes one clear line on stderr
+and a non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from actors.errors import RaytroupeError, UsageError
+
+app = typer.Typer(
+    name="raytroupe",
+    help="An actor-model runtime for multi-agent Claude applications, built on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_commands() -> None:
+    """Import each command module; each adds its command(s) to ``app``."""
+    from cluster import demo_command, emulator_command  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning our errors into one line + exit code."""
+    _register_commands()
+    try:
+        app()
+    except UsageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    except RaytroupeError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)

@@ -1,0 +1,68 @@
+"""Runtime settings, read from the environment (and a ``.env`` file) by pydantic-settings.
+
+The API key is a ``SecretStr``: its repr and str are masked, and nothing in raytroupe calls
+``get_secret_value()`` except the one place that builds an Anthropic client.
+
+Example:
+    >>> s = Settings(_env_file=None)
+    >>> s.uses_emulator
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EmulatorProfile = Literal["fast", "realistic"]
+
+
+class Settings(BaseSettings):
+    """Everything raytroupe reads from the environment.
+
+    ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` keep the SDK's own names; everything else
+    is prefixed ``RAYTROUPE_`` (``RAYTROUPE_RPM=50``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAYTROUPE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    """The real API key. Unset: everything runs against the local emulator."""
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    """Where the API lives; set by the runtime to the emulator's URL when offline."""
+    emulator_profile: EmulatorProfile = "fast"
+    """Latency of the offline emulator: ``fast`` (milliseconds) or ``realistic`` (seconds)."""
+    rpm: int = Field(default=4_000, gt=0)
+    """Requests per minute per model tier, cluster-wide (the API's default for a Scale org)."""
+    itpm: int = Field(default=2_000_000, gt=0)
+    """Input tokens per minute per model tier (uncached input + cache writes)."""
+    otpm: int = Field(default=400_000, gt=0)
+    """Output tokens per minute per model tier."""
+    max_concurrency: int = Field(default=64, gt=0)
+    """Requests in flight at once per model tier, cluster-wide."""
+    data_dir: Path = Path(".raytroupe")
+    """Where the Ledger journal, chunk results and caches live."""
+    price_table: Path | None = None
+    """A TOML file merged over the shipped price table (see ``actors/tiers.toml``)."""
+
+    @field_validator("anthropic_api_key")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty ``ANTHROPIC_API_KEY=`` means offline, not an empty credential."""
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @property
+    def uses_emulator(self) -> bool:
+        """True when there is no API key, so calls go to the local emulator."""
+        return self.anthropic_api_key is None

@@ -1,0 +1,54 @@
+"""Shared fixtures: a clean environment, one real Ray per session, a real loopback emulator.
+
+Ray is never mocked: ``ray_session`` starts it once for the whole run (about 2 s) and every
+test that needs Ray asks for it. Multi-node tests build their own ``ray.cluster_utils.Cluster``
+in their module (they must run after ``ray_session`` is shut down, so they live in a module
+that requests ``ray_cluster`` instead).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Set before Ray is imported anywhere: no token auth (a consistent mode for CLI and drivers),
+# actor output not collapsed, no usage reporting.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+_SECRET_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL",
+                "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches the real API: keys, base URLs and proxies are cleared."""
+    for name in _SECRET_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("RAYTROUPE_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test run: 2 CPUs, no dashboard, a small object store."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+                 namespace="raytroupe-tests", log_to_driver=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def emulator() -> Iterator[object]:
+    """A fresh emulator on a free loopback port, fast profile, no limits that bind."""
+    from emulator import run_emulator
+
+    with run_emulator() as emu:
+        yield emu
