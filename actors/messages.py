@@ -5,7 +5,8 @@ Everything here is a frozen pydantic v2 model with a literal ``kind``; costs are
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,3 +105,112 @@ class CallRecord(_Frozen):
     """From sending to the last byte (or the failure)."""
     ttft_s: float | None = None
     """Time to the first token, for streamed calls."""
+
+
+class TextBlock(_Frozen):
+    """Text the model wrote."""
+
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class ToolUseBlock(_Frozen):
+    """The model asking for a tool call."""
+
+    kind: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="kind")]
+
+
+class Turn(_Frozen):
+    """One turn of a conversation, in the API's shape (``content`` as the API takes it)."""
+
+    kind: Literal["turn"] = "turn"
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class AskRequest(_Frozen):
+    """What a caller asks an agent. Validated where it is built, before any actor call."""
+
+    kind: Literal["ask"] = "ask"
+    prompt: str = Field(min_length=1)
+    """The user turn."""
+    max_tokens: int = Field(default=1024, gt=0)
+    """Upper bound on output tokens (reserved against limits and budget until settled)."""
+    system: str | None = None
+    """Overrides the agent's system prompt for this request."""
+    cache_system: bool = False
+    """Mark the system prompt as a prompt-cache breakpoint (shared instructions)."""
+    history: tuple[Turn, ...] = ()
+    """Earlier turns to send before ``prompt`` (in addition to the agent's own memory)."""
+    remember: bool = False
+    """Append this exchange to the agent's conversation memory."""
+    stop_sequences: tuple[str, ...] = ()
+    run_id: str | None = None
+    """Attribute the call to this run (default: the agent's run)."""
+    role: str | None = None
+    """Attribute the call to this logical role (a host actor serving many logical agents)."""
+    call_id: str | None = None
+    """Idempotency key of the logical call; generated when absent."""
+
+
+class Reply(_Frozen):
+    """An agent's answer, with what it cost (summed over the tool loop and retries)."""
+
+    kind: Literal["reply"] = "reply"
+    text: str
+    """The text blocks of the final model turn, joined."""
+    content: tuple[ContentBlock, ...] = ()
+    stop_reason: str | None = None
+    agent: str
+    tier: Tier
+    model: str
+    usage: Usage = Usage()
+    cost_usd: Decimal = Decimal(0)
+    """From the price table; the Ledger is authoritative and equal."""
+    calls: int = 1
+    """API calls made (tool turns and summaries included, retries not)."""
+    attempts: int = 1
+    """HTTP attempts made (retries included)."""
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    call_ids: tuple[str, ...] = ()
+
+
+class TextDelta(_Frozen):
+    """A piece of streamed text, relayed as it arrives."""
+
+    kind: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+StreamItem = Annotated[TextDelta | Reply, Field(discriminator="kind")]
+"""What ``Agent.stream`` yields: text deltas, then exactly one ``Reply``."""
+
+
+class AgentSpec(_Frozen):
+    """Who an agent is: its name, role, tier and standing instructions (a value, not an actor).
+
+    A host actor can serve many logical agents; a long-lived role gets an actor of its own.
+    """
+
+    kind: Literal["agent_spec"] = "agent_spec"
+    name: str = Field(min_length=1)
+    """Unique within the cluster's namespace; shown in the dashboard: ``run/topology/role-i``."""
+    role: str = ""
+    tier: Tier = "haiku"
+    model: str | None = None
+    """A model id overriding the tier's default (must be in the price table)."""
+    system: str | None = None
+    """Standing instructions sent as the system prompt."""
+    run_id: str = "default"
+    topology: str = ""
+    max_turns: int = Field(default=8, gt=0)
+    """Cap on model turns of one ``ask`` when tools are used."""
+    memory_budget_tokens: int = Field(default=20_000, gt=0)
+    """Above this, older remembered turns are replaced by a haiku-written summary."""

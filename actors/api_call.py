@@ -1,0 +1,177 @@
+"""One HTTP attempt against the Messages API, whole or streamed, and nothing else.
+
+The SDK call happens inside one error-translating boundary (``_translated``): SDK exceptions
+hold the request headers, and so the API key, so they never leave this module; what leaves is an
+``Attempt`` with plain fields and, on failure, a ``CallFailed`` carrying status, error type,
+request id and message (``reliability-notes.md`` §4). The whole and streamed paths share the
+content and usage mappers.
+
+Usage of a stream cut short: the input side comes from ``message_start``; the output side is
+the number of deltas received, because the emulator sends one token per delta and bills the
+tokens it sent (on the real API each delta carries at least one token, so this is a lower bound).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+
+from actors.errors import (
+    CallFailed,
+    ConnectionFailed,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+)
+from actors.messages import ContentBlock, TextBlock, TextDelta, ToolUseBlock, Usage
+from actors.retry_policy import server_retry_after
+
+_KEPT_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
+
+
+@dataclass
+class Attempt:
+    """What one HTTP attempt produced: a reply or an error, and what it used."""
+
+    started_at: float = field(default_factory=time.time)
+    _t0: float = field(default_factory=time.monotonic)
+    content: tuple[ContentBlock, ...] = ()
+    stop_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Rate-limit headers, request id and retry hints only (never the request's headers)."""
+    error: CallFailed | None = None
+    error_code: str | None = None
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    delivered: bool = False
+    """A stream passed at least one delta to the caller (so it must not be retried)."""
+
+    @property
+    def status(self) -> int | None:
+        """HTTP status: 200 when answered, the error's status, or None without a response."""
+        return 200 if self.error is None else self.error.status
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("request-id")
+
+    def finish(self) -> Attempt:
+        """Stamp the latency; returns self for chaining."""
+        self.latency_s = time.monotonic() - self._t0
+        return self
+
+
+def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Copy the headers the limiter and retry loop need: rate limits, retry hints, request id."""
+    return {k.lower(): v for k, v in headers.items()
+            if k.lower() in _KEPT_HEADERS or k.lower().startswith("anthropic-ratelimit-")}
+
+
+def map_content(blocks: Any) -> tuple[ContentBlock, ...]:
+    """The SDK's content blocks to ours (text and tool_use; other kinds are dropped)."""
+    out: list[ContentBlock] = []
+    for block in blocks:
+        if block.type == "text":
+            out.append(TextBlock(text=block.text))
+        elif block.type == "tool_use":
+            out.append(ToolUseBlock(id=block.id, name=block.name, input=dict(block.input or {})))
+    return tuple(out)
+
+
+_BY_STATUS: dict[int, type[CallFailed]] = {402: QuotaExhausted, 429: RateLimited}
+
+
+def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str | None]:
+    """Translate one SDK exception into our error, its kept headers and its error code."""
+    if isinstance(exc, anthropic.APIStatusError):
+        headers = keep_headers(exc.response.headers)
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error_type = error.get("type") or "api_error"
+        code = (error.get("details") or {}).get("error_code")
+        message = str(error.get("message") or f"HTTP {exc.status_code}")
+        fields = {"status": exc.status_code, "error_type": error_type,
+                  "request_id": headers.get("request-id") or body.get("request_id")}
+        cls = _BY_STATUS.get(exc.status_code)
+        if cls is None:
+            cls = Overloaded if exc.status_code >= 500 or exc.status_code in (408, 409) \
+                else RequestRejected
+        if code == "enforced_spend_limit_reached":
+            cls = QuotaExhausted
+        if cls is RateLimited:
+            return RateLimited(message, retry_after=server_retry_after(headers), **fields), \
+                headers, code
+        return cls(message, **fields), headers, code
+    kind = "timeout" if isinstance(exc, anthropic.APITimeoutError) else "connection_error"
+    return ConnectionFailed(f"no response from the API ({kind})", error_type=kind), {}, None
+
+
+@contextmanager
+def _translated(attempt: Attempt) -> Iterator[None]:
+    """Record any SDK failure on ``attempt`` instead of raising it (the key stays inside)."""
+    try:
+        yield
+    except anthropic.APIError as exc:
+        attempt.error, headers, attempt.error_code = _failure(exc)
+        attempt.headers.update(headers)
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code == 200:
+            # An ``event: error`` inside a 200 stream: the SDK reports the stream's status;
+            # class it by its error type as the HTTP error would be.
+            attempt.error = _in_stream_error(attempt.error)
+
+
+def _in_stream_error(error: CallFailed) -> CallFailed:
+    status = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}.get(
+        error.error_type or "", 500)
+    cls = RateLimited if status == 429 else Overloaded
+    return cls(error.message, status=status, error_type=error.error_type,
+               request_id=error.request_id)
+
+
+async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Attempt:
+    """Make one non-streaming attempt."""
+    attempt = Attempt()
+    with _translated(attempt):
+        raw = await client.messages.with_raw_response.create(**params)
+        attempt.headers.update(keep_headers(raw.headers))
+        message = raw.parse()
+        attempt.content = map_content(message.content)
+        attempt.stop_reason = message.stop_reason
+        attempt.usage = Usage.from_api(message.usage)
+    return attempt.finish()
+
+
+async def stream(client: anthropic.AsyncAnthropic,
+                 params: dict[str, Any]) -> AsyncIterator[TextDelta | Attempt]:
+    """Make one streaming attempt: yield text deltas as they arrive, then the ``Attempt``."""
+    attempt = Attempt()
+    deltas = 0
+    snapshot_usage: Any = None
+    with _translated(attempt):
+        async with client.messages.stream(**params) as st:
+            attempt.headers.update(keep_headers(st.response.headers))
+            async for event in st:
+                if event.type == "message_start":
+                    snapshot_usage = event.message.usage
+                elif event.type == "content_block_delta":
+                    deltas += 1
+                    if attempt.ttft_s is None:
+                        attempt.ttft_s = time.monotonic() - attempt._t0
+                    if event.delta.type == "text_delta":
+                        attempt.delivered = True
+                        yield TextDelta(text=event.delta.text)
+            final = await st.get_final_message()
+            attempt.content = map_content(final.content)
+            attempt.stop_reason = final.stop_reason
+            attempt.usage = Usage.from_api(final.usage)
+    if attempt.error is not None and snapshot_usage is not None:
+        started = Usage.from_api(snapshot_usage)
+        attempt.usage = started.model_copy(update={"output_tokens": deltas})
+    yield attempt.finish()

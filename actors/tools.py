@@ -1,0 +1,104 @@
+"""Python callables as Anthropic tools, and running one model turn's tool calls concurrently.
+
+A tool is a plain function (sync or async) with typed parameters and a docstring; its schema
+comes from a pydantic model built from the signature, and the same model validates the model's
+arguments before the function runs. A tool that raises, or gets arguments that fail validation,
+returns an ``is_error`` result to the model instead of killing the agent; results are capped in
+size and only ever go back as ``tool_result`` blocks (``reliability-notes.md`` §6).
+
+Example:
+    >>> def add(a: int, b: int) -> int:
+    ...     '''Add two integers.'''
+    ...     return a + b
+    >>> Tool.from_function(add).schema()["input_schema"]["required"]
+    ['a', 'b']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from actors.errors import ConfigError
+from actors.messages import ToolUseBlock
+
+MAX_RESULT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable the model may use, with the model that validates its arguments."""
+
+    name: str
+    description: str
+    function: Callable[..., Any]
+    arguments: type[BaseModel]
+
+    @classmethod
+    def from_function(cls, function: Callable[..., Any]) -> Tool:
+        """Build a tool from a function's name, docstring and annotated parameters."""
+        fields: dict[str, Any] = {}
+        for name, param in inspect.signature(function).parameters.items():
+            if param.annotation is inspect.Parameter.empty:
+                raise ConfigError(f"tool {function.__name__!r}: parameter {name!r} has no type "
+                                  "annotation; the model needs a schema")
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[name] = (param.annotation, default)
+        model = create_model(f"{function.__name__}_arguments", **fields)
+        doc = inspect.getdoc(function) or function.__name__
+        return cls(function.__name__, doc, function, model)
+
+    def schema(self) -> dict[str, Any]:
+        """The tool definition the Messages API takes."""
+        schema = self.arguments.model_json_schema()
+        schema.pop("title", None)
+        return {"name": self.name, "description": self.description, "input_schema": schema}
+
+    async def run(self, arguments: dict[str, Any]) -> tuple[str, bool]:
+        """Validate the arguments and call the function; return (result text, is_error)."""
+        try:
+            values = self.arguments.model_validate(arguments).model_dump()
+            if inspect.iscoroutinefunction(self.function):
+                result = await self.function(**values)
+            else:
+                # Sync tools may block (I/O, CPU): keep them off the actor's event loop.
+                result = await asyncio.to_thread(self.function, **values)
+        except ValidationError as exc:
+            return f"invalid arguments for {self.name}: {exc.errors(include_url=False)}", True
+        except Exception as exc:  # a tool's failure is the model's information, not our crash
+            return f"{self.name} failed: {type(exc).__name__}: {exc}", True
+        text = result if isinstance(result, str) else json.dumps(result, default=str)
+        return text[:MAX_RESULT_CHARS], False
+
+
+class Toolbox:
+    """The tools one agent may use (an allowlist: a name not in it is an error result)."""
+
+    def __init__(self, functions: Sequence[Callable[..., Any]] = ()) -> None:
+        self._tools = {t.name: t for t in map(Tool.from_function, functions)}
+
+    def __bool__(self) -> bool:
+        return bool(self._tools)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """Every tool's definition, for the request's ``tools``."""
+        return [tool.schema() for tool in self._tools.values()]
+
+    async def run_all(self, calls: Sequence[ToolUseBlock]) -> list[dict[str, Any]]:
+        """Run every tool call of one model turn concurrently; return ``tool_result`` blocks."""
+        results = await asyncio.gather(*(self._run_one(call) for call in calls))
+        return [{"type": "tool_result", "tool_use_id": call.id, "content": text,
+                 **({"is_error": True} if failed else {})}
+                for call, (text, failed) in zip(calls, results, strict=True)]
+
+    async def _run_one(self, call: ToolUseBlock) -> tuple[str, bool]:
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return f"unknown tool {call.name!r}; available: {', '.join(self._tools)}", True
+        return await tool.run(call.input)
