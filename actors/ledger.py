@@ -1,0 +1,381 @@
+"""The Ledger: what every attempt cost, per run, agent, tier, topology and model; budgets.
+
+One named actor per cluster (:func:`get_ledger`). It is an ordinary class, made an actor where
+it is created, so its logic is tested by calling it directly. Its promises:
+
+- **Exact.** Each attempt is priced from the one price table (``actors/tiers.toml``) as a
+  ``Decimal``: uncached input, output, 5-minute and 1-hour cache writes and cache reads apart,
+  the batch discount for Message Batches, nothing for response-cache hits.
+- **Idempotent.** Records are keyed by ``(call_id, attempt)``; a duplicate (a client's retry, a
+  zombie's replay after a node failure, Ray re-running ``record`` after a restart) is
+  acknowledged and ignored. The journal's primary key decides, so two Ledger processes
+  writing one file (a zombie and its successor) still count an attempt once.
+- **Durable.** A record is acknowledged only once its journal transaction has committed, and a
+  restarted Ledger reloads the journal in ``__init__``: nothing acknowledged is lost.
+- **Budgets never overspent.** Before each attempt the caller reserves its worst-case cost;
+  the check and the reservation happen with no ``await`` between them, so concurrent callers
+  cannot both pass a check that only one fits (BerriAI/litellm#34732's check-then-record race).
+  Reservations are journaled, so a Ledger restart does not forget money in flight, and expire
+  after a TTL, so a dead caller does not lock a budget forever.
+
+Set-up shared by the examples below:
+
+    >>> ledger = get_ledger(data_dir=Path(".raytroupe"))
+    >>> await ledger.set_budget.remote("r1", Decimal("2.00"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.errors import BudgetExceeded, UsageError
+from actors.ledger_journal import (
+    JOURNAL_NAME,
+    JournalEntry,
+    JournalWrite,
+    LedgerJournal,
+    Reservation,
+    read_entries,
+)
+from actors.ledger_metrics import ledger_metrics
+from actors.ledger_rollup import Rollup, RollupBy, check_rollup_by, empty_rollup, is_billed
+from actors.ledger_rollup import rollup as rollup_entries
+from actors.messages import CallRecord
+from actors.tiers import ModelSpec, PriceTable, load_price_table
+
+LEDGER_NAME = "ledger"
+"""The Ledger actor's name in its namespace."""
+DEFAULT_RESERVATION_TTL_S = 600.0
+"""How long a reservation outlives a silent caller: far longer than any one API attempt."""
+
+_records = TypeAdapter(list[CallRecord])
+_log = logging.getLogger(__name__)
+
+
+class BudgetStatus(BaseModel):
+    """A run's budget as the Ledger sees it now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["budget"] = "budget"
+    run_id: str
+    cap_usd: Decimal | None
+    """The run's ``max_cost_usd``; None when it has no cap."""
+    spent_usd: Decimal
+    """Cost of the run's recorded attempts."""
+    reserved_usd: Decimal
+    """Worst-case cost of the run's attempts in flight."""
+    reservations: int
+    """Attempts in flight holding a reservation."""
+
+
+class LedgerStats(BaseModel):
+    """Counters of this Ledger process, for diagnosis (zombie replays show as duplicates)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["ledger_stats"] = "ledger_stats"
+    record_batches: int
+    """``record`` calls served since this process started."""
+    records: int
+    """Records received, duplicates included."""
+    duplicates: int
+    """Records ignored because their ``(call_id, attempt)`` was already journaled."""
+    budget_refusals: int
+    """Reservations refused with ``BudgetExceeded``."""
+    journaled_at_start: int
+    """Attempts the journal held when this process loaded it."""
+
+
+class Ledger:
+    """Records every attempt, answers roll-ups, and holds runs to their budgets.
+
+    Args:
+        data_dir: Where the journal lives (``data_dir/ledger.sqlite``).
+        price_table: A loaded table, a TOML file merged over the shipped one, or None for the
+            shipped table.
+        reservation_ttl_s: Seconds after which an unreleased reservation is presumed orphaned.
+        clock: Unix time source for reservation expiry (tests pass a fake one).
+    """
+
+    def __init__(self, data_dir: str | Path, price_table: PriceTable | str | Path | None = None,
+                 *, reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not isinstance(price_table, PriceTable):
+            price_table = load_price_table(price_table)
+        self._prices = price_table
+        self._ttl, self._clock = reservation_ttl_s, clock
+        self._journal = LedgerJournal(Path(data_dir) / JOURNAL_NAME)
+        state = self._journal.load(now=clock())
+        self._spent: dict[str, Decimal] = dict(state.spent)
+        self._caps: dict[str, Decimal] = dict(state.budgets)
+        self._held: dict[str, dict[tuple[str, int], Reservation]] = {}
+        for res in state.reservations:
+            self._held.setdefault(res.run_id, {})[(res.call_id, res.attempt)] = res
+        self._metrics = ledger_metrics()
+        self._counts = dict.fromkeys(("record_batches", "records", "duplicates",
+                                      "budget_refusals"), 0)
+        self._counts["journaled_at_start"] = state.entries
+        self._unpriced: set[str] = set()
+
+    def __repr__(self) -> str:
+        held = sum(len(h) for h in self._held.values())
+        return (f"Ledger(journal={str(self._journal.path)!r}, runs={len(self._spent)}, "
+                f"budgets={len(self._caps)}, reservations={held})")
+
+    async def record(self, records: Sequence[CallRecord]) -> int:
+        """Journal a batch of attempts; release their reservations; ignore duplicates.
+
+        Returns once the batch is durable. Safe to repeat: a record already journaled is
+        acknowledged again and counted once.
+
+        Returns:
+            How many records were new.
+
+        Example:
+            >>> await ledger.record.remote([record])
+            1
+        """
+        checked = _records.validate_python(list(records))
+        entries = tuple(self._priced(r) for r in checked)
+        inserted = await self._journal.write(JournalWrite(entries=entries))
+        for entry, is_new in zip(entries, inserted, strict=True):
+            record = entry.record
+            self._held.get(record.run_id, {}).pop((record.call_id, record.attempt), None)
+            if is_new:
+                self._spent[record.run_id] = self._spent.get(record.run_id, Decimal(0)) \
+                    + entry.cost_usd
+                self._metrics.observe(entry)
+        new = sum(inserted)
+        self._counts["record_batches"] += 1
+        self._counts["records"] += len(entries)
+        self._counts["duplicates"] += len(entries) - new
+        if new < len(entries):
+            _log.info("ledger: ignored %d duplicate record(s)", len(entries) - new)
+        return new
+
+    async def reserve(self, run_id: str, call_id: str, attempt: int,
+                      worst_case_usd: Decimal) -> None:
+        """Hold ``worst_case_usd`` of the run's budget for one attempt, or refuse it.
+
+        A run without a cap holds nothing (there is nothing to protect). Repeating a
+        reservation that is already held is a no-op: Ray replays it after a restart.
+
+        Raises:
+            BudgetExceeded: spent + reserved + ``worst_case_usd`` would pass the run's cap;
+                nothing was reserved.
+            UsageError: ``worst_case_usd`` is negative or not a number.
+
+        Example:
+            >>> await ledger.reserve.remote("r1", "call-7", 0, Decimal("0.0150"))
+        """
+        worst = _usd(worst_case_usd, "worst_case_usd")
+        cap = self._caps.get(run_id)
+        if cap is None:
+            return
+        held = self._live_reservations(run_id)
+        key = (call_id, attempt)
+        if key in held:
+            return
+        committed = self._spent.get(run_id, Decimal(0)) + sum(r.amount_usd
+                                                              for r in held.values())
+        if committed + worst > cap:
+            self._counts["budget_refusals"] += 1
+            self._metrics.refused(run_id)
+            raise BudgetExceeded(run_id, cap, committed, worst)
+        # Held in memory before the first await: the next reserver already sees it.
+        res = Reservation(run_id=run_id, call_id=call_id, attempt=attempt, amount_usd=worst,
+                          expires_at=self._clock() + self._ttl)
+        held[key] = res
+        try:
+            await self._journal.write(JournalWrite(reserve=(res,)))
+        except BaseException:
+            if held.get(key) is res:
+                del held[key]
+            raise
+
+    async def release(self, run_id: str, call_id: str, attempt: int) -> None:
+        """Drop an attempt's reservation without a record (the attempt was never sent).
+
+        Example:
+            >>> await ledger.release.remote("r1", "call-7", 0)
+        """
+        if self._held.get(run_id, {}).pop((call_id, attempt), None) is not None:
+            await self._journal.write(JournalWrite(release=((call_id, attempt),)))
+
+    async def set_budget(self, run_id: str, cap_usd: Decimal | None) -> None:
+        """Set (or with None, remove) the run's ``max_cost_usd``; journaled before returning.
+
+        Example:
+            >>> await ledger.set_budget.remote("r1", Decimal("2.00"))
+        """
+        cap = None if cap_usd is None else _usd(cap_usd, "cap_usd")
+        previous = self._caps.get(run_id)
+        if cap is None:
+            self._caps.pop(run_id, None)
+        else:
+            self._caps[run_id] = cap
+        try:
+            await self._journal.write(JournalWrite(budgets=((run_id, cap),)))
+        except BaseException:
+            if previous is None:
+                self._caps.pop(run_id, None)
+            else:
+                self._caps[run_id] = previous
+            raise
+
+    async def budget(self, run_id: str) -> BudgetStatus:
+        """The run's cap, spend and reservations now.
+
+        Example:
+            >>> (await ledger.budget.remote("r1")).spent_usd
+            Decimal('0.0310')
+        """
+        held = self._live_reservations(run_id)
+        return BudgetStatus(run_id=run_id, cap_usd=self._caps.get(run_id),
+                            spent_usd=self._spent.get(run_id, Decimal(0)),
+                            reserved_usd=sum((r.amount_usd for r in held.values()), Decimal(0)),
+                            reservations=len(held))
+
+    async def rollup(self, run_id: str | None = None, by: RollupBy = "run") -> list[Rollup]:
+        """Totals grouped by ``by`` over one run's attempts (or every run's), oldest first.
+
+        Reads the journal in a thread, so it reflects every acknowledged record.
+
+        Raises:
+            UsageError: ``by`` is not one of run, agent, tier, topology, model.
+
+        Example:
+            >>> [r.key for r in await ledger.rollup.remote(run_id="r1", by="agent")]
+            ['r1/research/lead', 'r1/research/worker-0']
+        """
+        by = check_rollup_by(by)
+        entries = await asyncio.to_thread(read_entries, self._journal.path, run_id)
+        return rollup_entries(entries, by)
+
+    async def totals(self, run_id: str) -> Rollup:
+        """One run's totals (all zero for a run with no attempt).
+
+        Example:
+            >>> (await ledger.totals.remote("r1")).cost_usd
+            Decimal('0.0310')
+        """
+        rolled = await self.rollup(run_id, "run")
+        return rolled[0] if rolled else empty_rollup("run", run_id)
+
+    async def runs(self) -> list[Rollup]:
+        """Totals of every run, oldest first.
+
+        Example:
+            >>> [r.key for r in await ledger.runs.remote()]
+            ['r1', 'r2']
+        """
+        return await self.rollup(None, "run")
+
+    async def stats(self) -> LedgerStats:
+        """This process's counters (batches served, duplicates ignored, refusals)."""
+        return LedgerStats(**self._counts)
+
+    async def close(self) -> None:
+        """Commit what is queued and stop the journal's writer thread."""
+        await asyncio.to_thread(self._journal.close)
+
+    def _live_reservations(self, run_id: str) -> dict[tuple[str, int], Reservation]:
+        """The run's reservations, with expired ones dropped (their callers are gone)."""
+        held = self._held.setdefault(run_id, {})
+        now = self._clock()
+        for key in [k for k, r in held.items() if r.expires_at <= now]:
+            del held[key]
+        return held
+
+    def _priced(self, record: CallRecord) -> JournalEntry:
+        cost = Decimal(0)
+        if is_billed(record):
+            discount = self._prices.batch_discount if record.source == "batch" else None
+            cost = self._spec(record).cost_usd(**record.usage.model_dump(exclude={"kind"}),
+                                                batch_discount=discount)
+        return JournalEntry(record=record, cost_usd=cost, recorded_at=time.time())
+
+    def _spec(self, record: CallRecord) -> ModelSpec:
+        """The record's model prices; an unknown model is priced as its tier's default model.
+
+        The Agent prices its reservation from the same table, so an unknown model cannot
+        normally reach here; refusing the record would lose spend, so it is kept and logged.
+        """
+        try:
+            return self._prices.spec(record.model)
+        except KeyError:
+            if record.model not in self._unpriced:
+                self._unpriced.add(record.model)
+                _log.warning("ledger: model %r has no prices; billing it as tier %r",
+                             record.model, record.tier)
+            return self._prices.spec(record.tier)
+
+
+def _usd(value: Any, name: str) -> Decimal:
+    """An amount in USD as a ``Decimal`` (floats go through ``str``, so 0.1 stays 0.1)."""
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    except ArithmeticError:
+        raise UsageError(f"{name} must be an amount in USD, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise UsageError(f"{name} must be a finite amount >= 0 USD, got {value!r}")
+    return amount
+
+
+def get_ledger(data_dir: Path = Path(".raytroupe"),
+               price_table: PriceTable | str | Path | None = None,
+               namespace: str = "raytroupe", *,
+               reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+               detached: bool = False) -> Any:
+    """Return the cluster's Ledger actor, creating it if it does not exist yet.
+
+    Every caller (driver, agents on any node) gets the same actor: it is the named singleton
+    ``ledger`` in ``namespace``. It uses no CPU slot, restarts forever (its methods are
+    idempotent, so Ray may replay them), and is soft-pinned to the head node, where a worker
+    node's death cannot take it down. If it already exists, the arguments are ignored.
+
+    Args:
+        data_dir: Directory of the journal, resolved here so that the actor's working
+            directory does not matter. On a multi-node cluster it is a path on the head node.
+        price_table: Passed to :class:`Ledger`.
+        namespace: The Ray namespace of the singleton.
+        reservation_ttl_s: Passed to :class:`Ledger`.
+        detached: Let the Ledger outlive the driver that created it (long-lived clusters);
+            by default it ends with that driver's job.
+
+    Returns:
+        The actor handle.
+
+    Example:
+        >>> ledger = get_ledger(data_dir=Path(".raytroupe"))
+        >>> await ledger.totals.remote("r1")
+    """
+    options: dict[str, Any] = dict(
+        name=LEDGER_NAME, namespace=namespace, get_if_exists=True, num_cpus=0,
+        max_restarts=-1, max_task_retries=-1, max_concurrency=1000,
+        scheduling_strategy=_soft_pin_to_head(),
+    )
+    if detached:
+        options["lifetime"] = "detached"
+    directory = str(Path(data_dir).expanduser().resolve())
+    return ray.remote(Ledger).options(**options).remote(
+        directory, price_table, reservation_ttl_s=reservation_ttl_s)
+
+
+def _soft_pin_to_head() -> NodeAffinitySchedulingStrategy | Literal["DEFAULT"]:
+    """Prefer the head node; ``soft`` lets Ray place it elsewhere if the head cannot host it."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+    return "DEFAULT"

@@ -1,0 +1,172 @@
+"""The per-process side of the Ledger: batched, retried-until-acknowledged records.
+
+An Agent records every attempt, so one RPC per record would make the Ledger the hot spot
+(about 3k calls/s per actor; ray-notes §2). The client buffers records and sends them in
+batches (``batch_size`` records, or whatever has waited ``linger_s``), one batch in flight at
+a time, which also bounds what this process has queued at the Ledger. A batch is re-sent until
+the Ledger acknowledges it: records are idempotent by ``(call_id, attempt)``, so a re-send after
+an ambiguous failure (the Ledger died after committing) costs nothing, while giving up would
+lose spend from the bill. Reservations are not batched: the caller must know before it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+from typing import Any
+
+from ray.exceptions import RayTaskError
+
+from actors.errors import MessageTypeError, RaytroupeError
+from actors.messages import CallRecord
+
+_log = logging.getLogger(__name__)
+
+
+class LedgerClient:
+    """One per process: reserves budget for attempts and records them to the Ledger.
+
+    Args:
+        ledger: The Ledger actor handle (``get_ledger(...)``).
+        batch_size: Send as soon as this many records are waiting.
+        linger_s: Send records that have waited this long, however few.
+        max_batch: Most records in one RPC (bounds its size after a long outage).
+        backoff_s: First and largest pause between re-sends of an unacknowledged batch.
+
+    Example:
+        >>> client = LedgerClient(get_ledger())
+        >>> await client.reserve("r1", "call-7", 0, Decimal("0.0150"))
+        >>> client.record(record)            # returns at once
+        >>> await client.flush()             # every record acknowledged
+    """
+
+    def __init__(self, ledger: Any, *, batch_size: int = 50, linger_s: float = 0.5,
+                 max_batch: int = 500, backoff_s: tuple[float, float] = (0.05, 2.0)) -> None:
+        self._ledger = ledger
+        self._batch_size, self._linger_s, self._max_batch = batch_size, linger_s, max_batch
+        self._backoff_s = backoff_s
+        self._pending: list[CallRecord] = []
+        self._in_flight = 0
+        self._flushers = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._has_records = asyncio.Event()
+        self._due = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.sent_batches = 0
+        """Batches acknowledged so far (for tests and diagnosis)."""
+
+    def __repr__(self) -> str:
+        return (f"LedgerClient(pending={len(self._pending)}, in_flight={self._in_flight}, "
+                f"sent_batches={self.sent_batches})")
+
+    async def reserve(self, run_id: str, call_id: str, attempt: int,
+                      worst_case_usd: Decimal) -> None:
+        """Reserve the attempt's worst-case cost against the run's budget (one RPC).
+
+        Raises:
+            BudgetExceeded: the attempt could push the run past its cap; do not send it.
+        """
+        try:
+            await self._ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd)
+        except RayTaskError as exc:
+            # Re-raise our own error as itself, not Ray's wrapper subclass of it.
+            if isinstance(exc.cause, RaytroupeError):
+                raise exc.cause from None
+            raise
+
+    def record(self, record: CallRecord) -> None:
+        """Queue one attempt's record; it is sent in the background and re-sent until acked.
+
+        Must be called from the process's event loop (the one every call of this client uses).
+
+        Raises:
+            MessageTypeError: ``record`` is not a ``CallRecord``.
+        """
+        if not isinstance(record, CallRecord):
+            raise MessageTypeError(
+                f"LedgerClient.record takes a CallRecord, got {type(record).__name__}")
+        self._start()
+        self._pending.append(record)
+        self._idle.clear()
+        self._has_records.set()
+        if len(self._pending) >= self._batch_size:
+            self._due.set()
+
+    async def flush(self) -> None:
+        """Send what is queued now and wait until every record is acknowledged.
+
+        Bound the wait with ``asyncio.timeout`` if the Ledger may be gone for good: records
+        stay queued, and retried, after a timeout.
+        """
+        if self._idle.is_set():
+            return
+        self._flushers += 1
+        self._due.set()
+        try:
+            await self._idle.wait()
+        finally:
+            self._flushers -= 1
+
+    async def aclose(self) -> None:
+        """Flush, then stop the background sender."""
+        try:
+            await self.flush()
+        finally:
+            if self._sender is not None:
+                self._sender.cancel()
+                self._sender = None
+
+    def _start(self) -> None:
+        """Start the sender on the running loop, once (records must all come from that loop)."""
+        loop = asyncio.get_running_loop()
+        if self._sender is not None and not self._sender.done():
+            if loop is not self._loop:
+                raise RuntimeError("a LedgerClient is bound to the event loop that first used it")
+            return
+        self._loop = loop
+        self._sender = loop.create_task(self._send_forever(), name="ledger-client-sender")
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self._has_records.wait()
+            await self._linger()
+            batch = self._pending[:self._max_batch]
+            del self._pending[:self._max_batch]
+            if not self._pending:
+                self._has_records.clear()
+            self._in_flight = len(batch)
+            await self._send_until_acked(batch)
+            self._in_flight = 0
+            if not self._pending:
+                self._idle.set()
+
+    async def _linger(self) -> None:
+        """Wait until a batch is full, someone flushes, or the records have waited linger_s."""
+        if self._flushers or len(self._pending) >= self._batch_size:
+            return
+        self._due.clear()
+        try:
+            await asyncio.wait_for(self._due.wait(), self._linger_s)
+        except TimeoutError:
+            pass
+
+    async def _send_until_acked(self, batch: list[CallRecord]) -> None:
+        delay, failures = self._backoff_s[0], 0
+        while True:
+            try:
+                await self._ledger.record.remote(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: the batch is idempotent, so re-send it
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    _log.warning("ledger client: %d record(s) not acknowledged (try %d): %s",
+                                 len(batch), failures, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_s[1])
+            else:
+                self.sent_batches += 1
+                return

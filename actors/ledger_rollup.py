@@ -1,0 +1,188 @@
+"""Roll-ups of journaled attempts: counts, tokens, exact cost and latency percentiles per key.
+
+The Ledger actor and the ``raytroupe ledger`` command both call :func:`rollup` on entries read
+from the journal, so what the command prints is what the actor answers.
+
+Counting rules, chosen so that the roll-up equals the provider's bill:
+- ``attempts`` counts every journaled attempt; ``calls`` the distinct ``call_id``s among them;
+  ``retries`` the attempts after a call's first (``attempt > 0``).
+- Tokens and cost count what the provider billed: a response-cache hit (``source="cache"``)
+  costs nothing and its tokens were never consumed, so it adds neither (BerriAI/litellm#39057
+  replayed them into token totals and double counted).
+- Latency percentiles cover attempts that went to the API (cache hits would drag them to 0);
+  ``ttft_p50`` covers streamed attempts that reported a first token.
+- Percentiles use the nearest-rank method: the reported value is one that was observed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from actors.errors import UsageError
+from actors.ledger_journal import JournalEntry
+from actors.messages import CallRecord
+
+RollupBy = Literal["run", "agent", "tier", "topology", "model"]
+"""What a roll-up groups attempts by."""
+
+ROLLUP_KEYS: tuple[RollupBy, ...] = get_args(RollupBy)
+
+
+class Rollup(BaseModel):
+    """Totals of the attempts sharing one key (a run, an agent, a tier, ...).
+
+    Example:
+        >>> [r] = await ledger.rollup.remote(run_id="r1", by="run")
+        >>> r.cost_usd, r.calls, r.latency_p95
+        (Decimal('0.0123'), 12, 1.84)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["rollup"] = "rollup"
+    by: RollupBy
+    """The grouping: ``run``, ``agent``, ``tier``, ``topology`` or ``model``."""
+    key: str
+    """The run id, agent name, tier, topology or model id of this group."""
+    calls: int = 0
+    """Logical calls (distinct call ids)."""
+    attempts: int = 0
+    """HTTP attempts, retries included (and response-cache hits)."""
+    errors: int = 0
+    """Attempts that ended in an error."""
+    rate_limited: int = 0
+    """Attempts answered with 429."""
+    retries: int = 0
+    """Attempts after the first of their call."""
+    cancelled: int = 0
+    """Attempts we abandoned (speculative losers, cancelled streams)."""
+    cache_hits: int = 0
+    """Calls served from the response cache, at no cost."""
+    input_tokens: int = 0
+    """Billed uncached input tokens."""
+    output_tokens: int = 0
+    """Billed output tokens."""
+    cache_write_5m: int = 0
+    """Billed 5-minute cache writes."""
+    cache_write_1h: int = 0
+    """Billed 1-hour cache writes."""
+    cache_read: int = 0
+    """Billed cache reads."""
+    cost_usd: Decimal = Decimal(0)
+    """Exact cost in USD."""
+    latency_p50: float | None = None
+    """Median seconds from sending an attempt to its last byte; None without API attempts."""
+    latency_p95: float | None = None
+    """95th percentile latency in seconds."""
+    latency_p99: float | None = None
+    """99th percentile latency in seconds."""
+    ttft_p50: float | None = None
+    """Median time to first token of streamed attempts, in seconds."""
+    first_started_at: float | None = None
+    """Unix time the group's first attempt was sent."""
+
+
+def check_rollup_by(by: str) -> RollupBy:
+    """Return ``by`` if it is a roll-up key; raise ``UsageError`` naming the choices if not."""
+    if by not in ROLLUP_KEYS:
+        raise UsageError(f"cannot roll up by {by!r}: choose one of {', '.join(ROLLUP_KEYS)}")
+    return by  # type: ignore[return-value]
+
+
+def key_of(record: CallRecord, by: RollupBy) -> str:
+    """The group ``record`` falls in when rolling up ``by``."""
+    return record.run_id if by == "run" else getattr(record, by)
+
+
+def is_billed(record: CallRecord) -> bool:
+    """False for a response-cache hit, which never reached the provider."""
+    return record.source != "cache" and record.status != "cache_hit"
+
+
+def percentile(ordered: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence; None when it is empty.
+
+    Example:
+        >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+        2.0
+    """
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rollup(entries: Iterable[JournalEntry], by: RollupBy) -> list[Rollup]:
+    """Group ``entries`` by ``by`` and total each group, oldest group first.
+
+    Example:
+        >>> [r.key for r in rollup(read_entries(path), "tier")]
+        ['haiku', 'sonnet']
+    """
+    by = check_rollup_by(by)
+    groups: dict[str, _Totals] = {}
+    for entry in entries:
+        key = key_of(entry.record, by)
+        totals = groups.get(key)
+        if totals is None:
+            totals = groups[key] = _Totals()
+        totals.add(entry)
+    rolled = [totals.finish(by, key) for key, totals in groups.items()]
+    return sorted(rolled, key=lambda r: (r.first_started_at or 0.0, r.key))
+
+
+def empty_rollup(by: RollupBy, key: str) -> Rollup:
+    """The roll-up of a group without attempts (a run that made no call yet)."""
+    return Rollup(by=by, key=key)
+
+
+class _Totals:
+    """Running totals of one group (mutable; turned into a frozen ``Rollup`` at the end)."""
+
+    __slots__ = ("call_ids", "cost", "counts", "first", "latencies", "tokens", "ttfts")
+
+    def __init__(self) -> None:
+        self.call_ids: set[str] = set()
+        self.counts = dict.fromkeys(("attempts", "errors", "rate_limited", "retries",
+                                     "cancelled", "cache_hits"), 0)
+        self.tokens = dict.fromkeys(("input_tokens", "output_tokens", "cache_write_5m",
+                                     "cache_write_1h", "cache_read"), 0)
+        self.cost = Decimal(0)
+        self.latencies: list[float] = []
+        self.ttfts: list[float] = []
+        self.first: float | None = None
+
+    def add(self, entry: JournalEntry) -> None:
+        record = entry.record
+        self.call_ids.add(record.call_id)
+        self.first = record.started_at if self.first is None else min(self.first,
+                                                                        record.started_at)
+        counts = self.counts
+        counts["attempts"] += 1
+        counts["errors"] += record.status == "error"
+        counts["rate_limited"] += record.http_status == 429
+        counts["retries"] += record.attempt > 0
+        counts["cancelled"] += record.status == "cancelled"
+        if not is_billed(record):
+            counts["cache_hits"] += 1
+            return
+        for name in self.tokens:
+            self.tokens[name] += getattr(record.usage, name)
+        self.cost += entry.cost_usd
+        self.latencies.append(record.latency_s)
+        if record.ttft_s is not None:
+            self.ttfts.append(record.ttft_s)
+
+    def finish(self, by: RollupBy, key: str) -> Rollup:
+        latencies, ttfts = sorted(self.latencies), sorted(self.ttfts)
+        return Rollup(
+            by=by, key=key, calls=len(self.call_ids), **self.counts, **self.tokens,
+            cost_usd=self.cost, latency_p50=percentile(latencies, 50),
+            latency_p95=percentile(latencies, 95), latency_p99=percentile(latencies, 99),
+            ttft_p50=percentile(ttfts, 50), first_started_at=self.first,
+        )
