@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     """Import each command module; each adds its command(s) to ``app``."""
-    from cluster import demo_command, emulator_command  # noqa: F401
+    from cluster import demo_command, emulator_command, ledger_command  # noqa: F401
 
 
 def main() -> None:

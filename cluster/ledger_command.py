@@ -1,0 +1,113 @@
+"""``raytroupe ledger [RUN]``: what each run, agent, tier, topology or model cost.
+
+Reads the Ledger's journal file directly (read-only), so it works without Ray, during a run or
+long after, on the machine that holds ``--data-dir`` (the head node's).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from actors.ledger_journal import JOURNAL_NAME, iter_entries, read_run_ids
+from actors.ledger_rollup import Rollup, RollupBy, empty_rollup, rollup
+from cluster.cli import app
+
+_MICRO_USD = Decimal("0.000001")
+
+
+@app.command("ledger")
+def ledger_command(
+    run: Annotated[str | None, typer.Argument(
+        help="A run id: show its totals and roll-up. Omit it to list every run.")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", envvar="RAYTROUPE_DATA_DIR",
+        help="Directory holding the Ledger journal (ledger.sqlite).")] = Path(".raytroupe"),
+    by: Annotated[RollupBy | None, typer.Option(
+        "--by", help="Roll up by agent, tier, topology or model (default: agent for a run).",
+    )] = None,
+) -> None:
+    """Show tokens, USD, calls, errors, 429s, retries and latency percentiles from the Ledger."""
+    path = data_dir / JOURNAL_NAME
+    try:
+        known = read_run_ids(path)
+    except FileNotFoundError:
+        _fail(f"no Ledger journal at {path}: run something first, or pass --data-dir")
+    if run is not None and run not in known:
+        choices = ", ".join(known[:10]) or "none yet"
+        _fail(f"run {run!r} is not in the Ledger at {path} (runs: {choices})")
+    console = Console()
+    if run is None:
+        runs = rollup(iter_entries(path), "run")
+        if not runs:
+            console.print(f"No calls recorded yet in {path}.")
+            return
+        _print(console, "Runs", runs, total=None)
+        if by is not None and by != "run":
+            _print(console, f"All runs by {by}", rollup(iter_entries(path), by), total=None)
+        return
+    by = by or "agent"
+    totals = rollup(iter_entries(path, run), "run") or [empty_rollup("run", run)]
+    _print(console, f"Run {run} by {by}", rollup(iter_entries(path, run), by), total=totals[0])
+
+
+def _fail(message: str) -> NoReturn:
+    """One clear line on stderr and exit code 1."""
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(1)
+
+
+_COLUMNS = ("calls", "attempts", "errors", "429s", "retries", "input", "output", "cache write",
+            "cache read", "USD", "p50 s", "p95 s", "p99 s")
+_SPLIT = (("calls, tokens and cost", ("calls", "input", "output", "cache write", "cache read",
+                                      "USD")),
+          ("reliability and latency", ("attempts", "errors", "429s", "retries", "p50 s", "p95 s",
+                                       "p99 s")))
+
+
+def _print(console: Console, title: str, rows: list[Rollup], total: Rollup | None) -> None:
+    """One table if it fits the terminal, else two narrower ones (costs, then reliability)."""
+    wide = _table(title, rows, total, _COLUMNS)
+    unbounded = console.options.update_width(10_000)
+    if Measurement.get(console, unbounded, wide).maximum <= console.width:
+        console.print(wide)
+        return
+    for part, columns in _SPLIT:
+        console.print(_table(f"{title}: {part}", rows, total, columns))
+
+
+def _table(title: str, rows: list[Rollup], total: Rollup | None,
+           columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(rows[0].by if rows else "key", overflow="fold")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(row.key, *_cells(row, columns))
+    if total is not None and len(rows) != 1:
+        table.add_section()
+        table.add_row("total", *_cells(total, columns), style="bold")
+    return table
+
+
+def _cells(row: Rollup, columns: tuple[str, ...]) -> list[str]:
+    cells = {
+        "calls": f"{row.calls:,}", "attempts": f"{row.attempts:,}", "errors": f"{row.errors:,}",
+        "429s": f"{row.rate_limited:,}", "retries": f"{row.retries:,}",
+        "input": f"{row.input_tokens:,}", "output": f"{row.output_tokens:,}",
+        "cache write": f"{row.cache_write_5m + row.cache_write_1h:,}",
+        "cache read": f"{row.cache_read:,}", "USD": f"${row.cost_usd.quantize(_MICRO_USD):,}",
+        "p50 s": _seconds(row.latency_p50), "p95 s": _seconds(row.latency_p95),
+        "p99 s": _seconds(row.latency_p99),
+    }
+    return [cells[name] for name in columns]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,143 @@
+"""The Ledger on real Ray: one singleton, batched client, restarts that lose and double nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from actors.errors import BudgetExceeded
+from actors.ledger import LEDGER_NAME, get_ledger
+from actors.ledger_client import LedgerClient
+from tests.actors.ledger_fixtures import make_record
+
+COST = Decimal("0.00015")  # one make_record() on haiku-5-5
+
+
+@pytest.fixture
+def ledger_ns(ray_session: None) -> Iterator[str]:
+    """A namespace of its own per test (other modules own the default ``raytroupe`` one)."""
+    namespace = f"ledger-{uuid.uuid4().hex[:8]}"
+    yield namespace
+    try:
+        ray.kill(ray.get_actor(LEDGER_NAME, namespace=namespace), no_restart=True)
+    except ValueError:
+        pass
+
+
+@ray.remote(num_cpus=0)
+def _ledger_id_from_a_task(data_dir: str, namespace: str) -> str:
+    return get_ledger(Path(data_dir), namespace=namespace)._actor_id.hex()
+
+
+async def _until(predicate: Any, timeout_s: float = 30.0) -> None:
+    """Poll an async predicate until true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_get_ledger_is_one_singleton(ledger_ns: str, tmp_path: Path) -> None:
+    first = get_ledger(tmp_path, namespace=ledger_ns)
+    again = get_ledger(tmp_path / "elsewhere", namespace=ledger_ns)
+    from_task = ray.get(_ledger_id_from_a_task.remote(str(tmp_path), ledger_ns))
+    assert first._actor_id == again._actor_id
+    assert from_task == first._actor_id.hex()
+    ray.get(first.set_budget.remote("r1", Decimal(1)))
+    assert (tmp_path / "ledger.sqlite").is_file()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.asyncio
+async def test_client_batches_and_flush_waits_for_acks(ledger_ns: str, tmp_path: Path) -> None:
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger, batch_size=50, linger_s=0.5)
+    for i in range(120):
+        client.record(make_record(f"c{i}"))
+    await client.flush()
+    totals = await ledger.totals.remote("r1")
+    assert (totals.attempts, totals.cost_usd) == (120, COST * 120)
+    stats = await ledger.stats.remote()
+    assert stats.record_batches == client.sent_batches <= 3
+    # A lone record goes out after its linger, with no flush.
+    client.record(make_record("late"))
+
+    async def _late_arrived() -> bool:
+        return (await ledger.totals.remote("r1")).attempts == 121
+
+    await _until(_late_arrived)
+    await client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_budget_refusal_reaches_the_caller_as_itself(ledger_ns: str,
+                                                           tmp_path: Path) -> None:
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger)
+    await ledger.set_budget.remote("r1", Decimal("0.01"))
+    await client.reserve("r1", "c1", 0, Decimal("0.006"))
+    with pytest.raises(BudgetExceeded) as refused:
+        await client.reserve("r1", "c2", 0, Decimal("0.006"))
+    assert type(refused.value) is BudgetExceeded
+    assert refused.value.committed_usd == Decimal("0.006")
+
+
+@pytest.mark.asyncio
+async def test_a_killed_ledger_restarts_with_exact_totals(ledger_ns: str,
+                                                          tmp_path: Path) -> None:
+    """Kill the Ledger while records stream in; replay some: totals stay exact."""
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger, batch_size=10, linger_s=0.01, max_batch=10)
+    records = [make_record(f"c{i}", attempt=i % 3) for i in range(400)]
+    for record in records[:200]:
+        client.record(record)
+        await asyncio.sleep(0)
+
+    async def _some_acked() -> bool:
+        return client.sent_batches >= 3
+
+    await _until(_some_acked)
+    ray.kill(ledger, no_restart=False)
+    for record in records[200:] + records[:50]:  # the tail, then replays of acked records
+        client.record(record)
+        await asyncio.sleep(0)
+    await client.flush()
+    totals = await ledger.totals.remote("r1")
+    assert (totals.attempts, totals.calls, totals.cost_usd) == (400, 400, COST * 400)
+    assert totals.retries == sum(1 for r in records if r.attempt > 0)
+    stats = await ledger.stats.remote()
+    assert stats.journaled_at_start > 0  # this is a restarted process that reloaded
+    assert (await ledger.budget.remote("r1")).spent_usd == COST * 400
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_metrics_reach_the_metrics_endpoint(ledger_ns: str, tmp_path: Path) -> None:
+    """Ray reports custom metrics every 10 s by default, hence slow."""
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    agent = f"{ledger_ns}/research/lead"
+    await ledger.record.remote([make_record(run_id=ledger_ns, role="lead", ttft_s=0.2)])
+    port = ray.nodes()[0]["MetricsExportPort"]
+    wanted = f'agent="{agent}"'
+
+    async def _exported() -> bool:
+        body = await asyncio.to_thread(_scrape, port)
+        lines = [line for line in body.splitlines() if wanted in line]
+        return any(line.startswith("ray_raytroupe_ledger_tokens_total{") and
+                   'kind="input"' in line and line.endswith(" 1000.0") for line in lines)
+
+    await _until(_exported, timeout_s=40)
