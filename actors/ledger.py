@@ -45,11 +45,16 @@ from actors.ledger_journal import (
     JournalWrite,
     LedgerJournal,
     Reservation,
-    read_entries,
 )
 from actors.ledger_metrics import ledger_metrics
-from actors.ledger_rollup import Rollup, RollupBy, check_rollup_by, empty_rollup, is_billed
-from actors.ledger_rollup import rollup as rollup_entries
+from actors.ledger_rollup import (
+    Rollup,
+    RollupBy,
+    check_rollup_by,
+    empty_rollup,
+    is_billed,
+    read_rollups,
+)
 from actors.messages import CallRecord
 from actors.tiers import ModelSpec, PriceTable, load_price_table
 
@@ -260,8 +265,7 @@ class Ledger:
             ['r1/research/lead', 'r1/research/worker-0']
         """
         by = check_rollup_by(by)
-        entries = await asyncio.to_thread(read_entries, self._journal.path, run_id)
-        return rollup_entries(entries, by)
+        return await asyncio.to_thread(read_rollups, self._journal.path, run_id, by)
 
     async def totals(self, run_id: str) -> Rollup:
         """One run's totals (all zero for a run with no attempt).
@@ -300,7 +304,7 @@ class Ledger:
 
     def _priced(self, record: CallRecord) -> JournalEntry:
         cost = Decimal(0)
-        if is_billed(record):
+        if is_billed(record.source, record.status):
             discount = self._prices.batch_discount if record.source == "batch" else None
             cost = self._spec(record).cost_usd(**record.usage.model_dump(exclude={"kind"}),
                                                 batch_discount=discount)

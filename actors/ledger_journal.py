@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -134,6 +134,34 @@ class JournalState(BaseModel):
     """Reservations not yet expired."""
     entries: int
     """How many attempts the journal holds."""
+
+
+class RollupRow(NamedTuple):
+    """The columns of one attempt that a roll-up reads, its group key first.
+
+    Roll-ups read every row of a run, so they read plain tuples rather than models: about
+    ten times faster than rebuilding each ``CallRecord``.
+    """
+
+    key: str
+    call_id: str
+    attempt: int
+    status: str
+    http_status: int | None
+    source: str
+    input_tokens: int
+    output_tokens: int
+    cache_write_5m: int
+    cache_write_1h: int
+    cache_read: int
+    cost_usd: str
+    latency_s: float
+    ttft_s: float | None
+    started_at: float
+
+
+_KEY_COLUMNS = {"run": "run_id", "agent": "agent", "tier": "tier", "topology": "topology",
+                "model": "model"}
 
 
 class LedgerJournal:
@@ -302,11 +330,18 @@ def _row_of(entry: JournalEntry) -> tuple[Any, ...]:
 
 
 def _entry_of(row: sqlite3.Row) -> JournalEntry:
+    """Rebuild an entry from its row without re-validating it.
+
+    Every row was validated as a ``CallRecord`` before it was written, and the schema keeps
+    its types; skipping validation makes reading about 10x faster (roll-ups read every row).
+    """
     fields = dict(zip(_CALL_COLUMNS, row, strict=True))
-    usage = Usage(**{name: fields.pop(name) for name in _USAGE_COLUMNS})
+    usage = Usage.model_construct(**{name: fields.pop(name) for name in _USAGE_COLUMNS})
     cost, recorded_at = Decimal(fields.pop("cost_usd")), fields.pop("recorded_at")
-    record = CallRecord(usage=usage, **fields)
-    return JournalEntry(record=record, cost_usd=cost, recorded_at=recorded_at)
+    fields["speculative"], fields["streamed"] = bool(fields["speculative"]), \
+        bool(fields["streamed"])
+    record = CallRecord.model_construct(usage=usage, **fields)
+    return JournalEntry.model_construct(record=record, cost_usd=cost, recorded_at=recorded_at)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -342,6 +377,26 @@ def iter_entries(path: Path, run_id: str | None = None) -> Iterator[JournalEntry
 def read_entries(path: Path, run_id: str | None = None) -> list[JournalEntry]:
     """All journaled attempts (of ``run_id``, or all), oldest first; see :func:`iter_entries`."""
     return list(iter_entries(path, run_id))
+
+
+def iter_rollup_rows(path: Path, run_id: str | None, by: str) -> Iterator[RollupRow]:
+    """Yield the roll-up columns of the journaled attempts (of ``run_id``, or all).
+
+    Args:
+        path: The journal file.
+        run_id: One run, or None for every run.
+        by: The grouping (``run``, ``agent``, ``tier``, ``topology``, ``model``): its column
+            becomes each row's ``key``.
+
+    Raises:
+        FileNotFoundError: there is no journal at ``path``.
+        KeyError: ``by`` is not a grouping.
+    """
+    columns = ", ".join((_KEY_COLUMNS[by], *RollupRow._fields[1:]))
+    where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    with closing(_connect_read_only(path)) as conn:
+        for row in conn.execute(f"SELECT {columns} FROM calls {where}", args):
+            yield RollupRow._make(row)
 
 
 def read_run_ids(path: Path) -> list[str]:

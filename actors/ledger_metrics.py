@@ -68,7 +68,7 @@ class LedgerMetrics:
             self.retries.inc(1, tags=tags)
         if record.http_status == 429:
             self.rate_limited.inc(1, tags=tags)
-        if not is_billed(record):
+        if not is_billed(record.source, record.status):
             return
         for kind, fields in _TOKEN_KINDS:
             count = sum(getattr(record.usage, name) for name in fields)

@@ -1,7 +1,7 @@
 """Roll-ups of journaled attempts: counts, tokens, exact cost and latency percentiles per key.
 
-The Ledger actor and the ``raytroupe ledger`` command both call :func:`rollup` on entries read
-from the journal, so what the command prints is what the actor answers.
+The Ledger actor and the ``raytroupe ledger`` command both call :func:`read_rollups` on the
+journal, so what the command prints is what the actor answers.
 
 Counting rules, chosen so that the roll-up equals the provider's bill:
 - ``attempts`` counts every journaled attempt; ``calls`` the distinct ``call_id``s among them;
@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from actors.errors import UsageError
-from actors.ledger_journal import JournalEntry
-from actors.messages import CallRecord
+from actors.ledger_journal import RollupRow, iter_rollup_rows
 
 RollupBy = Literal["run", "agent", "tier", "topology", "model"]
 """What a roll-up groups attempts by."""
@@ -94,14 +94,9 @@ def check_rollup_by(by: str) -> RollupBy:
     return by  # type: ignore[return-value]
 
 
-def key_of(record: CallRecord, by: RollupBy) -> str:
-    """The group ``record`` falls in when rolling up ``by``."""
-    return record.run_id if by == "run" else getattr(record, by)
-
-
-def is_billed(record: CallRecord) -> bool:
+def is_billed(source: str, status: str) -> bool:
     """False for a response-cache hit, which never reached the provider."""
-    return record.source != "cache" and record.status != "cache_hit"
+    return source != "cache" and status != "cache_hit"
 
 
 def percentile(ordered: Sequence[float], pct: float) -> float | None:
@@ -117,21 +112,29 @@ def percentile(ordered: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
-def rollup(entries: Iterable[JournalEntry], by: RollupBy) -> list[Rollup]:
-    """Group ``entries`` by ``by`` and total each group, oldest group first.
+def read_rollups(path: Path, run_id: str | None, by: RollupBy) -> list[Rollup]:
+    """Roll up the journal at ``path`` (one run, or all of them) by ``by``, oldest group first.
+
+    Raises:
+        UsageError: ``by`` is not one of run, agent, tier, topology, model.
+        FileNotFoundError: there is no journal at ``path``.
 
     Example:
-        >>> [r.key for r in rollup(read_entries(path), "tier")]
+        >>> [r.key for r in read_rollups(path, "r1", "tier")]
         ['haiku', 'sonnet']
     """
     by = check_rollup_by(by)
+    return rollup(iter_rollup_rows(path, run_id, by), by)
+
+
+def rollup(rows: Iterable[RollupRow], by: RollupBy) -> list[Rollup]:
+    """Total ``rows`` per key, oldest group first (rows carry their group key)."""
     groups: dict[str, _Totals] = {}
-    for entry in entries:
-        key = key_of(entry.record, by)
-        totals = groups.get(key)
+    for row in rows:
+        totals = groups.get(row.key)
         if totals is None:
-            totals = groups[key] = _Totals()
-        totals.add(entry)
+            totals = groups[row.key] = _Totals()
+        totals.add(row)
     rolled = [totals.finish(by, key) for key, totals in groups.items()]
     return sorted(rolled, key=lambda r: (r.first_started_at or 0.0, r.key))
 
@@ -157,26 +160,29 @@ class _Totals:
         self.ttfts: list[float] = []
         self.first: float | None = None
 
-    def add(self, entry: JournalEntry) -> None:
-        record = entry.record
-        self.call_ids.add(record.call_id)
-        self.first = record.started_at if self.first is None else min(self.first,
-                                                                        record.started_at)
+    def add(self, row: RollupRow) -> None:
+        self.call_ids.add(row.call_id)
+        if self.first is None or row.started_at < self.first:
+            self.first = row.started_at
         counts = self.counts
         counts["attempts"] += 1
-        counts["errors"] += record.status == "error"
-        counts["rate_limited"] += record.http_status == 429
-        counts["retries"] += record.attempt > 0
-        counts["cancelled"] += record.status == "cancelled"
-        if not is_billed(record):
+        counts["errors"] += row.status == "error"
+        counts["rate_limited"] += row.http_status == 429
+        counts["retries"] += row.attempt > 0
+        counts["cancelled"] += row.status == "cancelled"
+        if not is_billed(row.source, row.status):
             counts["cache_hits"] += 1
             return
-        for name in self.tokens:
-            self.tokens[name] += getattr(record.usage, name)
-        self.cost += entry.cost_usd
-        self.latencies.append(record.latency_s)
-        if record.ttft_s is not None:
-            self.ttfts.append(record.ttft_s)
+        tokens = self.tokens
+        tokens["input_tokens"] += row.input_tokens
+        tokens["output_tokens"] += row.output_tokens
+        tokens["cache_write_5m"] += row.cache_write_5m
+        tokens["cache_write_1h"] += row.cache_write_1h
+        tokens["cache_read"] += row.cache_read
+        self.cost += Decimal(row.cost_usd)
+        self.latencies.append(row.latency_s)
+        if row.ttft_s is not None:
+            self.ttfts.append(row.ttft_s)
 
     def finish(self, by: RollupBy, key: str) -> Rollup:
         latencies, ttfts = sorted(self.latencies), sorted(self.ttfts)

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from actors.ledger_journal import JOURNAL_NAME, iter_entries, read_run_ids
-from actors.ledger_rollup import Rollup, RollupBy, empty_rollup, rollup
+from actors.ledger_journal import JOURNAL_NAME, read_run_ids
+from actors.ledger_rollup import Rollup, RollupBy, empty_rollup, read_rollups
 from cluster.cli import app
 
 _MICRO_USD = Decimal("0.000001")
@@ -44,17 +44,17 @@ def ledger_command(
         _fail(f"run {run!r} is not in the Ledger at {path} (runs: {choices})")
     console = Console()
     if run is None:
-        runs = rollup(iter_entries(path), "run")
+        runs = read_rollups(path, None, "run")
         if not runs:
             console.print(f"No calls recorded yet in {path}.")
             return
         _print(console, "Runs", runs, total=None)
         if by is not None and by != "run":
-            _print(console, f"All runs by {by}", rollup(iter_entries(path), by), total=None)
+            _print(console, f"All runs by {by}", read_rollups(path, None, by), total=None)
         return
     by = by or "agent"
-    totals = rollup(iter_entries(path, run), "run") or [empty_rollup("run", run)]
-    _print(console, f"Run {run} by {by}", rollup(iter_entries(path, run), by), total=totals[0])
+    totals = read_rollups(path, run, "run") or [empty_rollup("run", run)]
+    _print(console, f"Run {run} by {by}", read_rollups(path, run, by), total=totals[0])
 
 
 def _fail(message: str) -> NoReturn:
