@@ -1,0 +1,221 @@
+"""What a rate limit is, which bucket a call draws from, and what the lease and limiter say.
+
+The API meters each organisation per *model class* (our tier) with continuously refilled
+buckets for requests, input tokens and output tokens per minute (``anthropic-api.md`` §6.1),
+plus a cap on requests in flight that we enforce ourselves. :class:`TierLimits` holds those
+four numbers; :class:`BucketKey` names one set of buckets: one account (a fingerprint of the
+API key, never the key) and one tier.
+
+The other models are the wire protocol between a process's
+:class:`~actors.limiter_lease.LimiterLease` and the cluster's
+:class:`~actors.ratelimiter.RateLimiter`. Everything a limiter hands out lands in the lease's
+local *stock* first; the lease reports what its calls used from that stock, so the limiter
+always knows how much of each bucket sits unused in some process.
+
+Example:
+    >>> key = BucketKey.for_api_key("sk-ant-example", "sonnet")
+    >>> key.tier, len(key.account)
+    ('sonnet', 12)
+    >>> TierLimits(rpm=50, itpm=30_000, otpm=8_000, max_concurrency=8).refill_per_s
+    (0.8333333333333334, 500.0, 133.33333333333334)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.tiers import Tier
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TierLimits(_Frozen):
+    """The per-minute limits of one tier for one account, and its concurrency cap.
+
+    Each per-minute limit is also the bucket's capacity, so a burst of up to a whole minute's
+    allowance goes through at once, as with the API's token buckets.
+    """
+
+    rpm: int = Field(gt=0)
+    """Requests per minute."""
+    itpm: int = Field(gt=0)
+    """Input tokens per minute: uncached input plus cache writes (cache reads are free)."""
+    otpm: int = Field(gt=0)
+    """Output tokens per minute (``max_tokens`` reserved up front, the rest refunded)."""
+    max_concurrency: int = Field(gt=0)
+    """Requests in flight at once, cluster-wide."""
+
+    @property
+    def capacity(self) -> tuple[int, int, int]:
+        """Bucket sizes: (requests, input tokens, output tokens)."""
+        return (self.rpm, self.itpm, self.otpm)
+
+    @property
+    def refill_per_s(self) -> tuple[float, float, float]:
+        """Refill rates per second: (requests, input tokens, output tokens)."""
+        return (self.rpm / 60, self.itpm / 60, self.otpm / 60)
+
+
+class BucketKey(_Frozen):
+    """One account's buckets for one tier: every call to that tier with that key draws here."""
+
+    account: str = Field(pattern=r"^[0-9a-f]{6,64}$")
+    """A hex fingerprint of the API key (a sha256 prefix): safe to log, never the key."""
+    tier: Tier
+    """The model class whose limits the call shares."""
+
+    @classmethod
+    def for_api_key(cls, api_key: str, tier: Tier) -> BucketKey:
+        """Build the key for ``api_key``, keeping only a 12-hex-digit sha256 fingerprint."""
+        return cls(account=hashlib.sha256(api_key.encode()).hexdigest()[:12], tier=tier)
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.tier}"
+
+
+class Amount(_Frozen):
+    """Quantities of the three buckets: request permits, input tokens, output tokens."""
+
+    requests: float = 0
+    input_tokens: float = 0
+    output_tokens: float = 0
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.requests, self.input_tokens, self.output_tokens)
+
+    @classmethod
+    def of(cls, values: tuple[float, float, float] | list[float]) -> Amount:
+        return cls(requests=values[0], input_tokens=values[1], output_tokens=values[2])
+
+    def __bool__(self) -> bool:
+        return any(self.as_tuple())
+
+
+class Need(_Frozen):
+    """One local call waiting for a grant: 1 request permit, its tokens, maybe a slot."""
+
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    slot: bool = True
+    """False when the lease already holds a spare concurrency slot for this call."""
+
+
+class Holding(_Frozen):
+    """Concurrency slots a lease holds for one key (in flight plus spare)."""
+
+    key: BucketKey
+    slots: int = Field(ge=0)
+
+
+class GrantRequest(_Frozen):
+    """A lease asks for the needs of its queued calls (a prefix may be granted) and headroom."""
+
+    lease_id: str
+    session: str
+    """The registration the lease holds (from its last settle reply)."""
+    seq: int
+    """Unique per lease: a retried request with the same ``seq`` gets the same grant."""
+    key: BucketKey
+    needs: list[Need] = []
+    """In arrival order; the limiter grants the longest prefix that fits (at least one)."""
+    extra: Amount = Amount()
+    """Spare stock wanted for calls to come; granted only from idle capacity, never waited for."""
+
+
+class KeyView(_Frozen):
+    """What a lease should know about one key after talking to the limiter."""
+
+    key: BucketKey
+    limits: TierLimits
+    waiting_others: int = 0
+    """Parked grant requests of *other* leases: when above 0, give stock back."""
+    paused_for_s: float = 0.0
+    """Seconds left of a 429 pause; no call may start before then."""
+
+
+class Grant(_Frozen):
+    """The answer to a :class:`GrantRequest`."""
+
+    session: str | None
+    """None: the limiter does not know this lease (new, expired or the limiter restarted)."""
+    granted: int = 0
+    """How many needs, from the first, were granted into the lease's stock."""
+    extra: Amount = Amount()
+    rejected: str | None = None
+    """Why the first need can never be granted (larger than a bucket's capacity)."""
+    view: KeyView | None = None
+
+
+class HeaderReading(_Frozen):
+    """The ``anthropic-ratelimit-*-remaining`` values of one response, and how old they are."""
+
+    requests: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    age_s: float = Field(default=0.0, ge=0)
+    """Seconds between the response and the report: the bucket has refilled since."""
+
+    @classmethod
+    def parse(cls, headers: dict[str, str] | None, age_s: float = 0.0) -> HeaderReading | None:
+        """Read the remaining values from response headers (any case); None if there are none."""
+        if not headers:
+            return None
+        lower = {k.lower(): v for k, v in headers.items()}
+        values = {field: _int(lower.get(f"anthropic-ratelimit-{name}-remaining"))
+                  for field, name in (("requests", "requests"), ("input_tokens", "input-tokens"),
+                                      ("output_tokens", "output-tokens"))}
+        if all(v is None for v in values.values()):
+            return None
+        return cls(**values, age_s=age_s)
+
+
+class KeyReport(_Frozen):
+    """What happened to one key's stock and slots in a lease since its last report."""
+
+    key: BucketKey
+    used: Amount = Amount()
+    """Taken from stock by calls, net of refunds the lease kept in stock (may be negative)."""
+    returned: Amount = Amount()
+    """Stock handed back to the buckets (idle, or others are waiting)."""
+    charged: Amount = Amount()
+    """Usage beyond what the calls had reserved: taken from the buckets, which may go negative."""
+    released_slots: int = Field(default=0, ge=0)
+    headers: HeaderReading | None = None
+    retry_after_s: float | None = None
+    """Set when a call got a 429: the bucket pauses cluster-wide for this long."""
+
+
+class SettleBatch(_Frozen):
+    """A lease's batched report; it also renews the lease, or registers it when unknown."""
+
+    lease_id: str
+    session: str | None
+    seq: int
+    """Increasing per lease; a batch whose ``seq`` was already applied is ignored."""
+    holdings: list[Holding] = []
+    """Every slot the lease holds, so a new registration starts from the truth."""
+    reports: list[KeyReport] = []
+    closing: bool = False
+    """The lease is closing: forget it (after applying the reports)."""
+
+
+class SettleReply(_Frozen):
+    """The limiter's answer to a :class:`SettleBatch`."""
+
+    session: str
+    lease_ttl_s: float
+    views: list[KeyView] = []
+    name: str | None = None
+    """The limiter actor's name and namespace, so a lease can find it again if it dies."""
+    namespace: str | None = None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

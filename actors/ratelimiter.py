@@ -1,0 +1,617 @@
+"""The cluster-wide rate limiter: one named actor keeps every process under one key's limits.
+
+Per :class:`~actors.limits.BucketKey` it keeps three continuously refilled buckets (requests,
+input tokens, output tokens per minute; capacity = the limit, refill = limit/60 per second)
+and a concurrency cap. Processes never call it per request: each holds a
+:class:`~actors.limiter_lease.LimiterLease` that fetches grants in batches into a local stock
+and reports usage in batches (ray-notes §2: one RPC per call tops out near 1k pairs/s).
+
+Why not ``aiolimiter``: its ``AsyncLimiter`` waits for one amount on the local loop and has no
+way to take several buckets at once, refund, run negative after a late charge, expose its level
+for header correction, or count stock parked in other processes. What this module does keep
+from ``leakybucket.py`` is its shape: one future per waiter, one timer per bucket re-armed on
+every change, cancelled waiters skipped, levels recomputed lazily from a replaceable clock.
+
+Invariants, per key (``level`` is what the limiter can still grant, ``held`` what sits unused
+in lease stocks):
+
+* ``level + held <= capacity`` at all times, so hoarded stock cannot outlive the bucket it came
+  from; grants in any window of ``w`` seconds are at most ``capacity + refill * w``.
+* ``in_use`` (slots held by live leases) only grows below ``max_concurrency``.
+* A grant waits in a FIFO queue: the head blocks everything behind it, so a large request is
+  never starved by small ones. A request larger than a bucket is refused at once.
+* Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
+* Waiting is a future, never an occupied loop: settles always get through (ray-notes §2's
+  measured deadlock), and a lease parks at most one grant request per key.
+
+Example:
+    >>> limiter = get_rate_limiter(TierLimits(rpm=50, itpm=30_000, otpm=8_000,
+    ...                            max_concurrency=8), namespace="demo")   # doctest: +SKIP
+    >>> ray.get(limiter.status.remote()).buckets                          # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache, partial
+from typing import Any, Protocol
+
+import ray
+from pydantic import BaseModel, ConfigDict
+from ray.util.metrics import Counter, Gauge, Histogram
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.limits import (
+    Amount,
+    BucketKey,
+    Grant,
+    GrantRequest,
+    HeaderReading,
+    KeyReport,
+    KeyView,
+    Need,
+    SettleBatch,
+    SettleReply,
+    TierLimits,
+)
+from actors.tiers import Tier
+
+DEFAULT_LEASE_TTL_S = 6.0
+"""A lease not heard from for this long is dead: its slots and stock return to the buckets."""
+
+_TOLERANCE = (1.0, 1000.0, 1000.0)
+"""Header remaining values differ from ours by at most this before we act: the API rounds
+token values to the nearest thousand (``anthropic-api.md`` §6.2); request counts are exact."""
+_EXTRA_SHARE = 0.25
+"""Headroom for a lease's stock takes at most this share of what a bucket has left, so one
+process cannot drain a bucket into its stock while others have yet to ask."""
+_EPS = 1e-6
+_WAIT_BOUNDS = [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Monotonic seconds and timers; tests pass a fake one and drive it."""
+
+    def now(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
+
+
+class LoopClock:
+    """``time.monotonic`` and the running event loop's timers."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(max(0.0, when - self.now()), callback)
+
+
+class BucketStatus(BaseModel):
+    """One key's live state, for tests, the CLI and humans."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: BucketKey
+    limits: TierLimits
+    available: Amount
+    """What the buckets can grant now (negative after a late charge)."""
+    held: Amount
+    """Granted into lease stocks and not used yet."""
+    in_use: int
+    waiting: int
+    paused_for_s: float
+
+
+class LimiterStatus(BaseModel):
+    """The limiter's live state: which incarnation answers, its leases and its buckets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incarnation: str
+    restarted: bool
+    leases: int
+    buckets: list[BucketStatus]
+
+
+@dataclass(eq=False)
+class _Lease:
+    """What the limiter knows of one registered lease."""
+
+    lease_id: str
+    session: str
+    expires_at: float
+    last_seq: int
+    slots: dict[BucketKey, int] = field(default_factory=dict)
+    held: dict[BucketKey, list[float]] = field(default_factory=dict)
+    acquires: dict[BucketKey, tuple[int, asyncio.Future[Grant]]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    lease: _Lease
+    needs: list[Need]
+    extra: Amount
+    future: asyncio.Future[Grant]
+    since: float
+
+
+class _Buckets:
+    """One key's three buckets, its concurrency count and its FIFO queue of grant requests."""
+
+    def __init__(self, key: BucketKey, limits: TierLimits, *, level: list[float],
+                 stamp: float) -> None:
+        self.key, self.limits = key, limits
+        self.level, self.stamp = level, stamp
+        self.held = [0.0, 0.0, 0.0]
+        self.in_use = 0
+        self.paused_until = 0.0
+        self.waiters: deque[_Waiter] = deque()
+        self.timer: Cancellable | None = None
+
+    def refill(self, now: float) -> None:
+        """Add what flowed in since the last look, up to capacity minus what stocks hold."""
+        elapsed = now - self.stamp
+        if elapsed <= 0:
+            return
+        for i, (cap, rate) in enumerate(zip(self.limits.capacity, self.limits.refill_per_s,
+                                            strict=True)):
+            top = cap - self.held[i]
+            if self.level[i] < top:
+                self.level[i] = min(top, self.level[i] + elapsed * rate)
+        self.stamp = now
+
+    def clamp(self) -> None:
+        for i, cap in enumerate(self.limits.capacity):
+            self.level[i] = min(self.level[i], cap - self.held[i])
+
+    def too_big(self, need: Need) -> str | None:
+        """Why ``need`` can never be granted, or None."""
+        for amount, cap, what, fix in (
+                (need.input_tokens, self.limits.itpm, "input tokens", "shorten the prompt"),
+                (need.output_tokens, self.limits.otpm, "output tokens", "lower max_tokens")):
+            if amount > cap:
+                return (f"{self.key.tier}: the request needs {amount:,} {what} but the limit "
+                        f"is {cap:,}/min; {fix} or raise the tier's limit")
+        return None
+
+    def blocked_until(self, need: Need, now: float, grace_until: float) -> float | None:
+        """None if ``need`` fits now; else when to look again (``inf``: on an event only)."""
+        if now < self.paused_until:
+            return self.paused_until
+        if need.slot:
+            if now < grace_until:
+                return grace_until
+            if self.in_use >= self.limits.max_concurrency:
+                return math.inf
+        wait = 0.0
+        for i, amount in enumerate((1, need.input_tokens, need.output_tokens)):
+            deficit = amount - self.level[i]
+            if deficit > _EPS:
+                if amount > self.limits.capacity[i] - self.held[i]:
+                    return math.inf  # only stock coming back can make room
+                wait = max(wait, deficit / self.limits.refill_per_s[i])
+        return None if wait == 0.0 else now + wait
+
+    def move_to_stock(self, lease: _Lease, amounts: Iterable[float]) -> None:
+        held = lease.held.setdefault(self.key, [0.0, 0.0, 0.0])
+        for i, amount in enumerate(amounts):
+            self.level[i] -= amount
+            self.held[i] += amount
+            held[i] += amount
+
+    def correct(self, reading: HeaderReading) -> None:
+        """Lower our level where the server says fewer remain (beyond its rounding)."""
+        values = (reading.requests, reading.input_tokens, reading.output_tokens)
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            server = min(self.limits.capacity[i],
+                         value + reading.age_s * self.limits.refill_per_s[i])
+            if self.level[i] + self.held[i] - server > _TOLERANCE[i]:
+                self.level[i] = server - self.held[i]
+
+
+class RateLimiter:
+    """The cluster's one rate limiter; make it an actor with :func:`get_rate_limiter`.
+
+    Its callers are leases (:class:`~actors.limiter_lease.LimiterLease`), which speak
+    :class:`~actors.limits.GrantRequest` and :class:`~actors.limits.SettleBatch`. A limiter
+    that Ray restarts starts with EMPTY buckets (it cannot know what was spent in the last
+    minute) and grants no concurrency slot until every live lease has had time to re-register
+    the slots it still holds.
+
+    Example:
+        >>> limiter = get_rate_limiter(TierLimits(rpm=50, itpm=30_000, otpm=8_000,
+        ...                            max_concurrency=8))                 # doctest: +SKIP
+        >>> await limiter.set_limits.remote("opus", TierLimits(...))       # doctest: +SKIP
+    """
+
+    def __init__(self, default_limits: TierLimits,
+                 per_tier: Mapping[Tier, TierLimits] | None = None, *,
+                 lease_ttl_s: float = DEFAULT_LEASE_TTL_S, clock: Clock | None = None,
+                 restarted: bool | None = None) -> None:
+        self._clock: Clock = clock or LoopClock()
+        self._defaults, self._per_tier = default_limits, dict(per_tier or {})
+        self.lease_ttl_s = lease_ttl_s
+        self.incarnation = uuid.uuid4().hex[:8]
+        self.restarted = _was_restarted() if restarted is None else restarted
+        self._started = self._clock.now()
+        # Leases renew every ttl/4 at the latest; after a restart, wait that long (and a bit)
+        # for them to re-register their slots before granting any new one.
+        self._grace_until = self._started + (lease_ttl_s / 3 if self.restarted else 0.0)
+        self._sessions = itertools.count(1)
+        self._buckets: dict[BucketKey, _Buckets] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._expiry: tuple[float, Cancellable] | None = None
+        self._metrics = _metrics()
+        self._address = _actor_address()
+
+    def __repr__(self) -> str:
+        busy = sum(b.in_use for b in self._buckets.values())
+        waiting = sum(len(b.waiters) for b in self._buckets.values())
+        return (f"RateLimiter({self.incarnation}{', restarted' if self.restarted else ''}: "
+                f"{len(self._buckets)} buckets, {len(self._leases)} leases, {busy} in flight, "
+                f"{waiting} waiting)")
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def acquire(self, request: GrantRequest) -> Grant:
+        """Grant the longest prefix of ``request.needs`` that fits, waiting (FIFO) for one.
+
+        Example:
+            >>> grant = await limiter.acquire.remote(GrantRequest(
+            ...     lease_id=lid, session=s, seq=1, key=key, needs=[Need(input_tokens=900,
+            ...     output_tokens=1024)]))                                  # doctest: +SKIP
+        """
+        now = self._clock.now()
+        lease = self._leases.get(request.lease_id)
+        if lease is None or lease.session != request.session:
+            return Grant(session=None)  # the lease must register with a settle first
+        self._renew(lease, now)
+        state = self._bucket(request.key)
+        previous = lease.acquires.get(request.key)
+        if previous is not None and previous[0] == request.seq:
+            return await asyncio.shield(previous[1])  # a retry of a call we already have
+        if previous is not None and not previous[1].done():
+            previous[1].cancel()  # its caller gave up on it: never grant into the void
+        needs, rejected = self._admissible(state, request.needs)
+        if not needs:
+            state.refill(now)
+            extra = Amount() if rejected or self._has_waiters(state) else \
+                self._extra(state, lease, request.extra, now)
+            return Grant(session=lease.session, extra=extra, rejected=rejected,
+                         view=self._view(state, lease))
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        state.waiters.append(_Waiter(lease, needs, request.extra, future, now))
+        lease.acquires[request.key] = (request.seq, future)
+        self._dispatch(state)
+        return await future
+
+    async def settle(self, batch: SettleBatch) -> SettleReply:
+        """Apply a lease's batched report, renew it (or register it) and tell it what to know.
+
+        Idempotent: a batch whose ``seq`` was applied already changes nothing.
+
+        Example:
+            >>> reply = await limiter.settle.remote(SettleBatch(lease_id=lid, session=None,
+            ...                                      seq=1))                # doctest: +SKIP
+        """
+        now = self._clock.now()
+        lease = self._leases.get(batch.lease_id)
+        if lease is None or lease.session != batch.session:
+            if lease is not None:
+                self._forget(lease)
+            lease = self._register(batch, now)
+            for report in batch.reports:  # stock and slots of the old session are gone
+                self._apply_outside(self._bucket(report.key), report, now)
+        elif batch.seq > lease.last_seq:
+            lease.last_seq = batch.seq
+            for report in batch.reports:
+                self._apply(lease, report, now)
+        self._renew(lease, now)
+        keys = {r.key for r in batch.reports} | set(lease.slots) | set(lease.held)
+        views = [self._view(self._bucket(k), lease) for k in keys]
+        if batch.closing:
+            self._forget(lease)
+        for key in keys:
+            self._dispatch(self._bucket(key))
+        return SettleReply(session=lease.session, lease_ttl_s=self.lease_ttl_s, views=views,
+                           name=self._address[0], namespace=self._address[1])
+
+    async def set_limits(self, tier: Tier, limits: TierLimits) -> None:
+        """Change one tier's limits for every account, now and for buckets made later.
+
+        Example:
+            >>> await limiter.set_limits.remote("opus", TierLimits(rpm=20, itpm=10_000,
+            ...                                 otpm=2_000, max_concurrency=4))  # doctest: +SKIP
+        """
+        self._per_tier[tier] = limits
+        now = self._clock.now()
+        for state in [b for b in self._buckets.values() if b.key.tier == tier]:
+            state.refill(now)
+            state.limits = limits
+            state.clamp()
+            for waiter in list(state.waiters):
+                waiter.needs, rejected = self._admissible(state, waiter.needs)
+                if not waiter.needs and not waiter.future.done():
+                    state.waiters.remove(waiter)
+                    waiter.future.set_result(Grant(session=waiter.lease.session,
+                                                   rejected=rejected,
+                                                   view=self._view(state, waiter.lease)))
+            self._dispatch(state)
+
+    async def status(self) -> LimiterStatus:
+        """The live state of every bucket (never a key: accounts are fingerprints)."""
+        now = self._clock.now()
+        buckets = []
+        for state in self._buckets.values():
+            state.refill(now)
+            buckets.append(BucketStatus(
+                key=state.key, limits=state.limits, available=Amount.of(state.level),
+                held=Amount.of(state.held), in_use=state.in_use,
+                waiting=sum(len(w.needs) for w in state.waiters if not w.future.done()),
+                paused_for_s=max(0.0, state.paused_until - now)))
+        return LimiterStatus(incarnation=self.incarnation, restarted=self.restarted,
+                             leases=len(self._leases), buckets=buckets)
+
+    # -- granting ----------------------------------------------------------------------------
+
+    def _dispatch(self, state: _Buckets) -> None:
+        """Serve the queue head while it fits; else arm one timer for when it will."""
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        now = self._clock.now()
+        state.refill(now)
+        while state.waiters:
+            waiter = state.waiters[0]
+            if waiter.future.done():  # cancelled by its caller, or its lease expired
+                state.waiters.popleft()
+                continue
+            wake_at = state.blocked_until(waiter.needs[0], now, self._grace_until)
+            if wake_at is not None:
+                if wake_at < math.inf:
+                    state.timer = self._clock.call_at(wake_at, partial(self._dispatch, state))
+                break
+            state.waiters.popleft()
+            self._grant(state, waiter, now)
+        self._metrics.depth.set(sum(len(w.needs) for w in state.waiters),
+                                tags={"tier": state.key.tier})
+
+    def _grant(self, state: _Buckets, waiter: _Waiter, now: float) -> None:
+        granted = 0
+        for need in waiter.needs:
+            if granted and state.blocked_until(need, now, self._grace_until) is not None:
+                break
+            state.move_to_stock(waiter.lease, (1, need.input_tokens, need.output_tokens))
+            if need.slot:
+                state.in_use += 1
+                waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
+            granted += 1
+        whole = granted == len(waiter.needs) and not self._has_waiters(state)
+        extra = self._extra(state, waiter.lease, waiter.extra, now) if whole else Amount()
+        tags = {"tier": state.key.tier}
+        self._metrics.wait.observe(now - waiter.since, tags=tags)
+        self._metrics.grants.inc(granted + extra.requests, tags=tags)
+        waiter.future.set_result(Grant(session=waiter.lease.session, granted=granted,
+                                       extra=extra, view=self._view(state, waiter.lease)))
+
+    def _extra(self, state: _Buckets, lease: _Lease, asked: Amount, now: float) -> Amount:
+        """Headroom for a lease's stock, from idle capacity only (see ``_EXTRA_SHARE``)."""
+        if not asked or now < state.paused_until:
+            return Amount()
+        give = [float(math.floor(min(want, max(0.0, level) * _EXTRA_SHARE)))
+                for want, level in zip(asked.as_tuple(), state.level, strict=True)]
+        state.move_to_stock(lease, give)
+        return Amount.of(give)
+
+    @staticmethod
+    def _admissible(state: _Buckets, needs: list[Need]) -> tuple[list[Need], str | None]:
+        """Cut ``needs`` before the first that can never fit; say why if that is the first."""
+        for i, need in enumerate(needs):
+            reason = state.too_big(need)
+            if reason is not None:
+                return needs[:i], reason if i == 0 else None
+        return needs, None
+
+    @staticmethod
+    def _has_waiters(state: _Buckets) -> bool:
+        return any(not w.future.done() for w in state.waiters)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def _apply(self, lease: _Lease, report: KeyReport, now: float) -> None:
+        """Move a report's stock and slots, then its charges, headers and pause."""
+        state = self._bucket(report.key)
+        state.refill(now)
+        held = lease.held.setdefault(report.key, [0.0, 0.0, 0.0])
+        for i, (used, back) in enumerate(zip(report.used.as_tuple(),
+                                               report.returned.as_tuple(), strict=True)):
+            delta = used + back  # negative when refunds kept in stock exceed what calls took
+            if delta > held[i]:
+                # A lease cannot use or return more than we granted it: trust our books.
+                back, delta = max(0.0, min(back, held[i])), held[i]
+            held[i] -= delta
+            state.held[i] -= delta
+            state.level[i] += max(0.0, back)
+        state.clamp()
+        released = min(report.released_slots, lease.slots.get(report.key, 0))
+        lease.slots[report.key] = lease.slots.get(report.key, 0) - released
+        state.in_use -= released
+        self._apply_outside(state, report, now)
+
+    def _apply_outside(self, state: _Buckets, report: KeyReport, now: float) -> None:
+        """The parts of a report that stand on their own: charges, headers, a 429 pause."""
+        state.refill(now)
+        for i, amount in enumerate(report.charged.as_tuple()):
+            state.level[i] -= max(0.0, amount)
+        if report.headers is not None:
+            state.correct(report.headers)
+        if report.retry_after_s is not None:
+            until = now + max(0.0, report.retry_after_s)
+            if until > state.paused_until:
+                state.paused_until = until
+                self._metrics.pauses.inc(1, tags={"tier": state.key.tier})
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _register(self, batch: SettleBatch, now: float) -> _Lease:
+        lease = _Lease(batch.lease_id, f"{self.incarnation}-{next(self._sessions)}",
+                       expires_at=now + self.lease_ttl_s, last_seq=batch.seq)
+        for holding in batch.holdings:
+            # Slots a lease still holds count even above the cap: their calls are in flight.
+            self._bucket(holding.key).in_use += holding.slots
+            lease.slots[holding.key] = holding.slots
+        self._leases[lease.lease_id] = lease
+        return lease
+
+    def _renew(self, lease: _Lease, now: float) -> None:
+        lease.expires_at = now + self.lease_ttl_s
+        if self._expiry is None:
+            self._expiry = (lease.expires_at,
+                            self._clock.call_at(lease.expires_at, self._expire_leases))
+
+    def _expire_leases(self) -> None:
+        """Forget leases not heard from for a TTL; re-arm for the next one to lapse."""
+        now = self._clock.now()
+        self._expiry = None
+        for lease in [x for x in self._leases.values() if x.expires_at <= now]:
+            keys = set(lease.slots) | set(lease.held)
+            self._forget(lease)
+            for key in keys:
+                self._dispatch(self._bucket(key))
+        if self._leases:
+            first = min(x.expires_at for x in self._leases.values())
+            self._expiry = (first, self._clock.call_at(first, self._expire_leases))
+
+    def _forget(self, lease: _Lease) -> None:
+        """Drop a lease: its slots come back; its unused stock is written off, never re-granted
+        (it came out of the buckets, which refill in its place)."""
+        self._leases.pop(lease.lease_id, None)
+        for key, slots in lease.slots.items():
+            self._bucket(key).in_use -= slots
+        for key, held in lease.held.items():
+            state = self._bucket(key)
+            state.held = [a - b for a, b in zip(state.held, held, strict=True)]
+        for _, future in lease.acquires.values():
+            if not future.done():
+                future.set_result(Grant(session=None))
+        lease.slots.clear()
+        lease.held.clear()
+
+    # -- small lookups -----------------------------------------------------------------------
+
+    def _bucket(self, key: BucketKey) -> _Buckets:
+        state = self._buckets.get(key)
+        if state is None:
+            limits = self._per_tier.get(key.tier, self._defaults)
+            if self.restarted:  # empty at our start, refilled since
+                state = _Buckets(key, limits, level=[0.0, 0.0, 0.0], stamp=self._started)
+            else:
+                state = _Buckets(key, limits, level=[float(c) for c in limits.capacity],
+                                 stamp=self._clock.now())
+            self._buckets[key] = state
+        return state
+
+    def _view(self, state: _Buckets, lease: _Lease) -> KeyView:
+        others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
+        return KeyView(key=state.key, limits=state.limits, waiting_others=others,
+                       paused_for_s=max(0.0, state.paused_until - self._clock.now()))
+
+
+def get_rate_limiter(default_limits: TierLimits,
+                     per_tier: Mapping[Tier, TierLimits] | None = None,
+                     namespace: str = "raytroupe", *, name: str = "rate_limiter",
+                     lifetime: str | None = None,
+                     lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> Any:
+    """Get the cluster's rate limiter, creating it if it does not exist yet.
+
+    Safe to call from many processes at once: Ray's ``get_if_exists`` makes one actor, and
+    the first creator's limits win (change them later with ``set_limits``). The actor is
+    soft-pinned to the head node (it must not live on a worker that can die), restarts
+    forever, and takes 10,000 concurrent calls so that parked grants never block settles.
+
+    Args:
+        default_limits: Limits of every tier without an override (from cluster settings).
+        per_tier: Overrides by tier.
+        namespace: Ray namespace of the named actor; drivers sharing it share the limits.
+        name: The actor's name.
+        lifetime: None (dies with the creating driver) or ``"detached"``.
+        lease_ttl_s: Seconds after which a silent lease's slots and stock return.
+
+    Returns:
+        The actor handle.
+    """
+    options: dict[str, Any] = {
+        "name": name, "namespace": namespace, "get_if_exists": True, "lifetime": lifetime,
+        "num_cpus": 0, "max_concurrency": 10_000, "max_restarts": -1,
+        # Our leases retry with idempotent sequence numbers; Ray replaying calls on a new
+        # incarnation would only hide the restart from them.
+        "max_task_retries": 0,
+    }
+    head = _head_node_id()
+    if head is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
+    return ray.remote(RateLimiter).options(**options).remote(
+        default_limits, dict(per_tier or {}), lease_ttl_s=lease_ttl_s)
+
+
+def _head_node_id() -> str | None:
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return None
+
+
+def _actor_address() -> tuple[str | None, str | None]:
+    """(name, namespace) of the actor running this code, or (None, None) outside one."""
+    if not ray.is_initialized():
+        return None, None
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:
+        return None, None
+    return context.get_actor_name() or None, context.namespace
+
+
+def _was_restarted() -> bool:
+    """True inside an actor that Ray has restarted (its ``__init__`` is running again)."""
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and context.was_current_actor_reconstructed
+
+
+class _Metrics:
+    """The limiter's metrics, tagged by tier. Inert outside Ray, so tests need no switch."""
+
+    TAG_KEYS = ("tier",)
+
+    def __init__(self) -> None:
+        self.wait = Histogram("raytroupe_limiter_wait_s",
+                              "Seconds a grant request waited in the limiter's queue.",
+                              boundaries=_WAIT_BOUNDS, tag_keys=self.TAG_KEYS)
+        self.depth = Gauge("raytroupe_limiter_queue_depth",
+                           "Calls waiting for a grant in the limiter.", tag_keys=self.TAG_KEYS)
+        self.grants = Counter("raytroupe_limiter_grants",
+                              "Request permits granted (calls and stock).",
+                              tag_keys=self.TAG_KEYS)
+        self.pauses = Counter("raytroupe_limiter_429_pauses",
+                              "Cluster-wide pauses after a 429.", tag_keys=self.TAG_KEYS)
+
+
+@cache
+def _metrics() -> _Metrics:
+    return _Metrics()

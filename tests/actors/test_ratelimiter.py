@@ -1,0 +1,451 @@
+"""The RateLimiter's logic and the lease's hot path, on a fake clock, without Ray.
+
+The limiter is an ordinary class: these tests call its async methods directly and drive time
+with :class:`FakeClock`. The lease tests talk to it through :class:`InProcessHandle`, a named
+stand-in for an actor handle (``handle.method.remote(arg)`` runs the method on this loop) that
+also counts the calls, which is what batching is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors.errors import ConfigError
+from actors.limiter_lease import LimiterLease
+from actors.limits import (
+    Amount,
+    BucketKey,
+    Grant,
+    GrantRequest,
+    Holding,
+    KeyReport,
+    Need,
+    SettleBatch,
+    TierLimits,
+)
+from actors.ratelimiter import RateLimiter
+
+KEY = BucketKey(account="a1b2c3", tier="sonnet")
+# 6,000 input tokens a minute: 100 a second; everything else out of the way unless a test says.
+LIMITS = TierLimits(rpm=10_000, itpm=6_000, otpm=1_000_000, max_concurrency=100)
+
+
+class FakeClock:
+    """Time that moves only when a test says so; due timers fire in order as it moves."""
+
+    def __init__(self) -> None:
+        self.t = 1_000.0
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(callback)
+        heapq.heappush(self._timers, (when, next(self._order), timer))
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        end = self.t + seconds
+        while self._timers and self._timers[0][0] <= end + 1e-9:  # float sums drift a hair
+            when, _, timer = heapq.heappop(self._timers)
+            self.t = max(self.t, when)
+            if not timer.cancelled:
+                timer.callback()
+        self.t = end
+
+
+class _Timer:
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback, self.cancelled = callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class InProcessHandle:
+    """Calls ``target``'s methods as tasks on this loop, like an actor handle would."""
+
+    def __init__(self, target: RateLimiter) -> None:
+        self.target, self.calls = target, Counter[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        handle = self
+
+        class _Method:
+            @staticmethod
+            def remote(arg: Any) -> asyncio.Future[Any]:
+                handle.calls[name] += 1
+                return asyncio.ensure_future(getattr(handle.target, name)(arg))
+
+        return _Method
+
+
+async def until(condition: Callable[[], bool], spins: int = 200) -> None:
+    """Let the loop run until ``condition`` holds (bounded: fail rather than hang)."""
+    for _ in range(spins):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def spin() -> None:
+    """Let every ready task run (to check that something did *not* happen)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def make(limits: TierLimits = LIMITS, **kw: Any) -> tuple[RateLimiter, FakeClock]:
+    """A limiter on a fake clock; leases live long unless a test is about their expiry."""
+    clock = FakeClock()
+    kw.setdefault("lease_ttl_s", 600)
+    return RateLimiter(limits, clock=clock, restarted=kw.pop("restarted", False), **kw), clock
+
+
+async def register(limiter: RateLimiter, lease_id: str, slots: int = 0) -> str:
+    holdings = [Holding(key=KEY, slots=slots)] if slots else []
+    reply = await limiter.settle(SettleBatch(lease_id=lease_id, session=None, seq=1,
+                                             holdings=holdings))
+    return reply.session
+
+
+def ask(limiter: RateLimiter, lease_id: str, session: str, seq: int, *needs: Need,
+        extra: Amount | None = None) -> asyncio.Task[Grant]:
+    request = GrantRequest(lease_id=lease_id, session=session, seq=seq, key=KEY,
+                           needs=list(needs), extra=extra or Amount())
+    return asyncio.ensure_future(limiter.acquire(request))
+
+
+def need(input_tokens: int = 1_000, output_tokens: int = 0, slot: bool = True) -> Need:
+    return Need(input_tokens=input_tokens, output_tokens=output_tokens, slot=slot)
+
+
+async def use(limiter: RateLimiter, lease_id: str, session: str, seq: int, calls: int,
+              input_tokens: int) -> None:
+    """Report that ``calls`` calls went out with the stock they were granted."""
+    await limiter.settle(SettleBatch(lease_id=lease_id, session=session, seq=seq, reports=[
+        KeyReport(key=KEY, used=Amount(requests=calls, input_tokens=input_tokens))]))
+
+
+async def available(limiter: RateLimiter) -> Amount:
+    return (await limiter.status()).buckets[0].available
+
+
+# -- the buckets --------------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_a_full_bucket_grants_its_capacity_then_refill_paces_the_rest() -> None:
+    limiter, clock = make()
+    session = await register(limiter, "a")
+    burst = await ask(limiter, "a", session, 2, *[need() for _ in range(6)])
+    assert burst.granted == 6  # 6,000 tokens: the whole minute's allowance at once
+    await use(limiter, "a", session, 3, 6, 6_000)
+
+    late = ask(limiter, "a", session, 4, need())
+    await spin()
+    clock.advance(9.9)  # 990 tokens refilled: not yet
+    await spin()
+    assert not late.done()
+    clock.advance(0.1)
+    await until(late.done)
+    assert late.result().granted == 1
+
+
+@pytest.mark.asyncio
+async def test_first_come_first_served_a_big_request_is_not_starved_by_small_ones() -> None:
+    limiter, clock = make()
+    a, b = await register(limiter, "a"), await register(limiter, "b")
+    assert (await ask(limiter, "a", a, 2, need(5_000))).granted == 1  # 1,000 left
+    await use(limiter, "a", a, 3, 1, 5_000)
+    big = ask(limiter, "a", a, 4, need(5_000))
+    small = ask(limiter, "b", b, 2, need(500))  # would fit now, but queues behind the big one
+    order: list[str] = []
+    big.add_done_callback(lambda _: order.append("big"))
+    small.add_done_callback(lambda _: order.append("small"))
+    await spin()
+    assert order == []
+    clock.advance(40)  # 1,000 + 4,000: the big one fits, then the small one waits again
+    await until(lambda: order == ["big"])
+    await spin()
+    assert order == ["big"]
+    clock.advance(5)
+    await until(lambda: order == ["big", "small"])
+
+
+@pytest.mark.asyncio
+async def test_stock_a_lease_has_not_used_yet_keeps_the_bucket_from_refilling_past_it() -> None:
+    limiter, clock = make()
+    session = await register(limiter, "a")
+    await ask(limiter, "a", session, 2, need(5_000))
+    clock.advance(60)  # a minute on: a bucket that forgot the stock would be full again
+    status = (await limiter.status()).buckets[0]
+    assert (status.available.input_tokens, status.held.input_tokens) == (1_000, 5_000)
+    await use(limiter, "a", session, 3, 1, 5_000)  # the call went out now
+    clock.advance(10)
+    assert (await available(limiter)).input_tokens == pytest.approx(2_000)
+
+
+@pytest.mark.asyncio
+async def test_a_grant_takes_the_prefix_of_needs_that_fits() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    grant = await ask(limiter, "a", session, 2, need(2_500), need(2_500), need(2_500))
+    assert grant.granted == 2
+
+
+@pytest.mark.asyncio
+async def test_refunds_return_to_the_buckets_and_late_charges_delay_later_grants() -> None:
+    limiter, clock = make()
+    session = await register(limiter, "a")
+    assert (await ask(limiter, "a", session, 2, need(4_000))).granted == 1
+    # The call used 1,000 of its 4,000: 3,000 go back.
+    await limiter.settle(SettleBatch(lease_id="a", session=session, seq=3, reports=[
+        KeyReport(key=KEY, used=Amount(requests=1, input_tokens=1_000),
+                  returned=Amount(input_tokens=3_000))]))
+    assert (await available(limiter)).input_tokens == pytest.approx(5_000)
+
+    # Another call used 9,000 more than it reserved: the bucket goes negative...
+    await limiter.settle(SettleBatch(lease_id="a", session=session, seq=4, reports=[
+        KeyReport(key=KEY, charged=Amount(input_tokens=9_000))]))
+    assert (await available(limiter)).input_tokens == pytest.approx(-4_000)
+    waiting = ask(limiter, "a", session, 5, need(1_000))
+    await spin()
+    clock.advance(49)  # ...so 1,000 tokens take 50 s instead of none
+    await spin()
+    assert not waiting.done()
+    clock.advance(1)
+    await until(waiting.done)
+
+
+@pytest.mark.asyncio
+async def test_a_duplicate_report_is_applied_once() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    await ask(limiter, "a", session, 2, need(4_000))
+    batch = SettleBatch(lease_id="a", session=session, seq=3, reports=[
+        KeyReport(key=KEY, used=Amount(requests=1), returned=Amount(input_tokens=3_000))])
+    await limiter.settle(batch)
+    await limiter.settle(batch)  # Ray or the lease retried it
+    assert (await available(limiter)).input_tokens == pytest.approx(5_000)
+
+
+@pytest.mark.asyncio
+async def test_a_retried_grant_request_gets_the_same_grant_not_a_second_one() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    first = await ask(limiter, "a", session, 2, need(2_000))
+    again = await ask(limiter, "a", session, 2, need(2_000))
+    assert first == again
+    assert (await available(limiter)).input_tokens == pytest.approx(4_000)
+
+
+# -- 429s and headers ---------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_one_429_pauses_the_bucket_for_every_lease() -> None:
+    limiter, clock = make()
+    a, b = await register(limiter, "a"), await register(limiter, "b")
+    await limiter.settle(SettleBatch(lease_id="a", session=a, seq=2, reports=[
+        KeyReport(key=KEY, retry_after_s=5)]))
+    other = ask(limiter, "b", b, 2, need(10))
+    await spin()
+    clock.advance(4.9)
+    await spin()
+    assert not other.done()
+    clock.advance(0.1)
+    await until(other.done)
+    assert (await limiter.status()).buckets[0].paused_for_s == 0
+
+
+@pytest.mark.asyncio
+async def test_headers_lower_our_level_only_beyond_the_rounding() -> None:
+    limiter, _ = make(TierLimits(rpm=100, itpm=60_000, otpm=60_000, max_concurrency=10))
+    session = await register(limiter, "a")
+
+    async def report(seq: int, headers: dict[str, str]) -> Amount:
+        from actors.limits import HeaderReading
+        await limiter.settle(SettleBatch(lease_id="a", session=session, seq=seq, reports=[
+            KeyReport(key=KEY, headers=HeaderReading.parse(headers))]))
+        return await available(limiter)
+
+    level = await report(2, {"anthropic-ratelimit-input-tokens-remaining": "59000"})
+    assert level.input_tokens == pytest.approx(60_000)  # 1,000 off: just the rounding
+    level = await report(3, {"Anthropic-RateLimit-Input-Tokens-Remaining": "41000",
+                             "anthropic-ratelimit-requests-remaining": "90"})
+    assert (level.input_tokens, level.requests) == (pytest.approx(41_000), pytest.approx(90))
+    level = await report(4, {"anthropic-ratelimit-output-tokens-remaining": "70000"})
+    assert level.output_tokens == pytest.approx(60_000)  # more than we think: never raised
+
+
+# -- refusals, leases, restarts -----------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_a_request_larger_than_a_bucket_is_refused_with_a_clear_reason() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    grant = await ask(limiter, "a", session, 2, need(7_000))
+    assert grant.granted == 0
+    assert grant.rejected is not None
+    assert "needs 7,000 input tokens but the limit is 6,000/min" in grant.rejected
+
+
+@pytest.mark.asyncio
+async def test_an_expired_lease_gives_its_concurrency_back() -> None:
+    limiter, clock = make(LIMITS.model_copy(update={"max_concurrency": 2}), lease_ttl_s=6)
+    a = await register(limiter, "a")
+    assert (await ask(limiter, "a", a, 2, need(10), need(10))).granted == 2
+    clock.advance(1)
+    b = await register(limiter, "b")
+    blocked = ask(limiter, "b", b, 2, need(10))
+    await spin()
+    clock.advance(4)
+    await spin()
+    assert not blocked.done()
+    clock.advance(1.5)  # "a" has been silent for 6.5 s: dead, its slots return
+    await until(blocked.done)
+    assert blocked.result().granted == 1
+    status = await limiter.status()
+    assert (status.leases, status.buckets[0].in_use) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_lease_that_comes_back_after_expiry_registers_its_slots_again() -> None:
+    limiter, clock = make(LIMITS.model_copy(update={"max_concurrency": 2}), lease_ttl_s=6)
+    a = await register(limiter, "a")
+    await ask(limiter, "a", a, 2, need(10))
+    clock.advance(7)
+    assert (await ask(limiter, "a", a, 3, need(10))).session is None  # forgotten
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=4,
+                                             holdings=[Holding(key=KEY, slots=1)]))
+    assert reply.session != a
+    assert (await limiter.status()).buckets[0].in_use == 1
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_limiter_starts_empty_and_waits_for_leases_to_reregister() -> None:
+    limiter, clock = make(restarted=True, lease_ttl_s=6)
+    session = await register(limiter, "a", slots=1)  # a call still in flight
+    assert (await available(limiter)).input_tokens == pytest.approx(0)
+    waiting = ask(limiter, "a", session, 2, need(100))
+    await spin()
+    clock.advance(1.5)  # 150 tokens refilled, but slots wait out the grace (ttl / 3)
+    await spin()
+    assert not waiting.done()
+    clock.advance(0.6)
+    await until(waiting.done)
+    assert (await limiter.status()).buckets[0].in_use == 2
+
+
+@pytest.mark.asyncio
+async def test_lowering_a_limit_refuses_a_queued_request_that_can_no_longer_fit() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    await ask(limiter, "a", session, 2, need(6_000))
+    parked = ask(limiter, "a", session, 3, need(5_000))
+    await spin()
+    await limiter.set_limits("sonnet", LIMITS.model_copy(update={"itpm": 3_000}))
+    await until(parked.done)
+    assert parked.result().rejected is not None
+    assert "the limit is 3,000/min" in parked.result().rejected
+
+
+@pytest.mark.asyncio
+async def test_headroom_comes_only_from_idle_capacity() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    grant = await ask(limiter, "a", session, 2, need(1_000),
+                      extra=Amount(requests=16, input_tokens=16_000))
+    # 5,000 left after the need: a quarter of it at most goes to one lease's stock.
+    assert grant.extra.input_tokens == 1_250
+    status = (await limiter.status()).buckets[0]
+    assert status.held.input_tokens == pytest.approx(2_250)
+    assert status.available.input_tokens + status.held.input_tokens <= LIMITS.itpm
+
+
+# -- the lease's hot path -----------------------------------------------------------------------
+
+def lease_on(limiter: RateLimiter, clock: FakeClock, **kw: Any) -> tuple[LimiterLease,
+                                                                         InProcessHandle]:
+    handle = InProcessHandle(limiter)
+    return LimiterLease(handle, clock=clock, **kw), handle
+
+
+@pytest.mark.asyncio
+async def test_a_lease_serves_a_burst_of_calls_with_one_grant_request() -> None:
+    limiter, clock = make(LIMITS.model_copy(update={"itpm": 600_000}))
+    lease, handle = lease_on(limiter, clock, batch_size=16)
+    entered: list[int] = []
+
+    async def call(i: int) -> None:
+        async with lease.reserve(KEY, input_tokens=100, output_tokens=50) as permit:
+            entered.append(i)
+            permit.settle(input_tokens=100, output_tokens=50)
+
+    await asyncio.gather(*(call(i) for i in range(12)))
+    assert sorted(entered) == list(range(12))
+    assert handle.calls["acquire"] <= 2  # one for the burst (plus a stock top-up at most)
+    clock.advance(0.05)  # the flush interval: the settles go out in one batch
+    await until(lambda: handle.calls["settle"] >= 2)
+    await until(lambda: (limiter._buckets[KEY].held[0], limiter._buckets[KEY].in_use)
+                != (0, 12))
+    status = (await limiter.status()).buckets[0]
+    assert status.in_use <= 12  # spare slots kept for the next calls, never more
+
+
+@pytest.mark.asyncio
+async def test_a_lease_refuses_a_call_larger_than_the_limit() -> None:
+    limiter, clock = make()
+    lease, _ = lease_on(limiter, clock)
+    with pytest.raises(ConfigError, match="needs 7,000 input tokens but the limit is 6,000"):
+        async with lease.reserve(KEY, input_tokens=7_000, output_tokens=0):
+            pass
+    with pytest.raises(ConfigError, match="limit is 6,000/min"):  # now known locally
+        async with lease.reserve(KEY, input_tokens=6_001, output_tokens=0):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_a_429_seen_by_a_lease_pauses_its_calls_and_the_cluster() -> None:
+    limiter, clock = make()
+    lease, _ = lease_on(limiter, clock)
+    async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as permit:
+        permit.rate_limited(retry_after_s=3)
+    await until(lambda: limiter._buckets[KEY].paused_until > clock.now())
+    entered = asyncio.ensure_future(_enter_and_leave(lease, 10))
+    await spin()
+    clock.advance(2.9)
+    await spin()
+    assert not entered.done()
+    clock.advance(0.2)
+    await until(entered.done)
+
+
+@pytest.mark.asyncio
+async def test_unused_stock_and_slots_go_back_after_the_idle_ttl() -> None:
+    limiter, clock = make()
+    lease, _ = lease_on(limiter, clock, idle_ttl_s=1.0)
+    await _enter_and_leave(lease, 1_000)
+    await until(lambda: limiter._buckets[KEY].held[1] > 0 or True)
+    for _ in range(25):  # 1.25 s of 50 ms ticks
+        clock.advance(0.05)
+        await spin()
+    await until(lambda: limiter._buckets[KEY].in_use == 0)
+    status = (await limiter.status()).buckets[0]
+    assert status.held == Amount()
+    # What the call took is spent; the headroom is back, and the bucket has refilled since
+    # the lease reported the call (at most 1.25 s at 100 tokens/s).
+    assert 5_000 < status.available.input_tokens <= 5_125 + 1e-6
+
+
+async def _enter_and_leave(lease: LimiterLease, input_tokens: int) -> None:
+    async with lease.reserve(KEY, input_tokens=input_tokens, output_tokens=0) as permit:
+        permit.settle(input_tokens=input_tokens, output_tokens=0)
