@@ -170,11 +170,19 @@ class Ledger:
         return new
 
     async def reserve(self, run_id: str, call_id: str, attempt: int,
-                      worst_case_usd: Decimal) -> None:
+                      worst_case_usd: Decimal, ttl_s: float | None = None) -> None:
         """Hold ``worst_case_usd`` of the run's budget for one attempt, or refuse it.
 
         A run without a cap holds nothing (there is nothing to protect). Repeating a
         reservation that is already held is a no-op: Ray replays it after a restart.
+
+        Args:
+            run_id: The run whose budget pays.
+            call_id: The logical call.
+            attempt: The attempt number; its record releases the reservation.
+            worst_case_usd: The most the attempt can cost.
+            ttl_s: How long to hold it if no record comes (default: the Ledger's TTL). Pass
+                more for an attempt that may outlast it, such as a very long stream.
 
         Raises:
             BudgetExceeded: spent + reserved + ``worst_case_usd`` would pass the run's cap;
@@ -200,7 +208,7 @@ class Ledger:
             raise BudgetExceeded(run_id, cap, committed, worst)
         # Held in memory before the first await: the next reserver already sees it.
         res = Reservation(run_id=run_id, call_id=call_id, attempt=attempt, amount_usd=worst,
-                          expires_at=self._clock() + self._ttl)
+                          expires_at=self._clock() + (ttl_s or self._ttl))
         held[key] = res
         try:
             await self._journal.write(JournalWrite(reserve=(res,)))

@@ -63,14 +63,16 @@ class LedgerClient:
                 f"sent_batches={self.sent_batches})")
 
     async def reserve(self, run_id: str, call_id: str, attempt: int,
-                      worst_case_usd: Decimal) -> None:
+                      worst_case_usd: Decimal, ttl_s: float | None = None) -> None:
         """Reserve the attempt's worst-case cost against the run's budget (one RPC).
+
+        ``ttl_s`` overrides the Ledger's reservation TTL for an attempt that may outlast it.
 
         Raises:
             BudgetExceeded: the attempt could push the run past its cap; do not send it.
         """
         try:
-            await self._ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd)
+            await self._ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd, ttl_s)
         except RayTaskError as exc:
             # Re-raise our own error as itself, not Ray's wrapper subclass of it.
             if isinstance(exc.cause, RaytroupeError):

@@ -112,6 +112,18 @@ async def test_reservations_of_a_dead_caller_expire(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_long_attempt_can_hold_longer_than_the_ttl(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ledger = Ledger(tmp_path, reservation_ttl_s=600, clock=clock)
+    await ledger.set_budget("r1", Decimal("0.003"))
+    await ledger.reserve("r1", "long-stream", 0, WORST, ttl_s=3_600)
+    clock.advance(3_599)
+    with pytest.raises(BudgetExceeded):
+        await ledger.reserve("r1", "c2", 0, WORST)
+    await ledger.close()
+
+
+@pytest.mark.asyncio
 async def test_budgets_and_reservations_survive_a_restart(tmp_path: Path) -> None:
     clock = FakeClock()
     first = Ledger(tmp_path, clock=clock)
