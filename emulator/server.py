@@ -131,6 +131,7 @@ class _ThreadServer:
             raise RuntimeError("the emulator did not start within "
                                f"{_START_TIMEOUT_S:.0f} s")
         if self._error is not None:
+            self._thread.join()
             raise RuntimeError(f"the emulator failed to start: {self._error}") from self._error
         _wait_until_answering(self.base_url)
         return EmulatorHandle(self.base_url, self._app, self._loop)
@@ -146,8 +147,9 @@ class _ThreadServer:
             self._loop.run_until_complete(self._start())
         except BaseException as exc:  # reported to start(), which raises it in the caller
             self._error = exc
-            self._ready.set()
+            self._loop.run_until_complete(self._runner.cleanup())
             self._loop.close()
+            self._ready.set()
             return
         self._ready.set()
         try:
