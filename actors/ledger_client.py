@@ -105,6 +105,9 @@ class LedgerClient:
         """
         if self._idle.is_set():
             return
+        if self._pending:  # after a cancelled aclose(), records may wait for a new sender
+            self._start()
+            self._has_records.set()
         self._flushers += 1
         self._due.set()
         try:
@@ -140,8 +143,13 @@ class LedgerClient:
             if not self._pending:
                 self._has_records.clear()
             self._in_flight = len(batch)
-            await self._send_until_acked(batch)
-            self._in_flight = 0
+            try:
+                await self._send_until_acked(batch)
+            except asyncio.CancelledError:
+                self._pending[:0] = batch  # unacknowledged: a restarted sender sends it again
+                raise
+            finally:
+                self._in_flight = 0
             if not self._pending:
                 self._idle.set()
 
