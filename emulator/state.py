@@ -238,6 +238,8 @@ class EmulatorState:
             produced = output.output_tokens
             self.bill(call, produced)
             message = self.message(call, output)
+            # Headers are read before the finally settles, as a stream's are: the whole
+            # max_tokens still shows as reserved, like the API's captured headers (§6.2).
             return Outcome(200, message, {"request-id": request_id, **self.headers(call)})
         except ApiError as exc:
             return self.error_outcome(exc, request_id, call)
