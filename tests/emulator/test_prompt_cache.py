@@ -1,13 +1,23 @@
-"""Prompt-cache accounting on a fake clock: writes, reads, TTLs, lookback, the invariant."""
+"""Prompt-cache accounting on a fake clock: writes, reads, TTLs, lookback, the invariant;
+then the same through the SDK over HTTP."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import anthropic
 import pytest
+from anthropic import AsyncAnthropic
+from anthropic.types import Message
 
+from emulator import EmulatorConfig
 from emulator.prompt_cache import CachePlan, PromptCache, validate_breakpoints
+from emulator.state import EmulatorState
 from emulator.tokens import Segment
+from tests.emulator.loopback_app import served
 
 MIN = 1024
 
@@ -207,3 +217,100 @@ def test_automatic_cache_control_must_be_well_formed() -> None:
         validate_breakpoints(blocks, {"type": "ephemeral", "ttl": "10m"})
     with pytest.raises(ValueError, match="ephemeral"):
         validate_breakpoints(blocks, {"type": "persistent"})
+
+
+# --- through the SDK, over HTTP ------------------------------------------------------------
+
+HAIKU = "claude-haiku-5-5"
+SYSTEM_TEXT = "You review pull requests for an actor-model runtime, carefully and kindly. " * 40
+TOOL = {"name": "lookup", "description": "Look a symbol up in the codebase. " * 60,
+        "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
+QUESTION = [{"role": "user", "content": "Is this change safe?"}]
+
+
+@asynccontextmanager
+async def caching(clock: FakeClock) -> AsyncIterator[tuple[AsyncAnthropic, EmulatorState]]:
+    """An emulator whose prompt cache runs on ``clock``, and an SDK client of it."""
+    async with served(EmulatorConfig(latency_s=0.0, min_cacheable_tokens=100)) as (url, state):
+        state.cache = PromptCache(clock=clock)
+        async with AsyncAnthropic(base_url=url, api_key="sk-test", max_retries=0,
+                                  _strict_response_validation=True) as client:
+            yield client, state
+
+
+def system(ttl: str = "5m") -> list[dict[str, Any]]:
+    return [{"type": "text", "text": SYSTEM_TEXT, "cache_control": {"type": "ephemeral",
+                                                                   "ttl": ttl}}]
+
+
+def tools(ttl: str = "1h") -> list[dict[str, Any]]:
+    return [{**TOOL, "cache_control": {"type": "ephemeral", "ttl": ttl}}]
+
+
+def usage_split(message: Message) -> tuple[int, int, int, int]:
+    usage = message.usage
+    assert usage.cache_creation is not None
+    assert usage.cache_creation_input_tokens == (usage.cache_creation.ephemeral_5m_input_tokens
+                                                 + usage.cache_creation.ephemeral_1h_input_tokens)
+    return (usage.input_tokens, usage.cache_creation.ephemeral_5m_input_tokens,
+            usage.cache_creation.ephemeral_1h_input_tokens, usage.cache_read_input_tokens or 0)
+
+
+@pytest.mark.asyncio
+async def test_sdk_sees_a_write_then_a_read(clock: FakeClock) -> None:
+    async with caching(clock) as (client, state):
+        total = (await client.messages.count_tokens(
+            model=HAIKU, system=system(), messages=QUESTION)).input_tokens  # type: ignore[arg-type]
+        first = await client.messages.create(model=HAIKU, max_tokens=64, system=system(),
+                                             messages=QUESTION)  # type: ignore[arg-type]
+        rest, written, _, _ = usage_split(first)
+        assert written > 0 and rest > 0 and rest + written == total
+        second = await client.messages.create(model=HAIKU, max_tokens=64, system=system(),
+                                              messages=QUESTION)  # type: ignore[arg-type]
+        assert usage_split(second) == (rest, 0, 0, written)
+        billed = state.stats.snapshot()["billed"][HAIKU]
+        assert (billed["cache_write_5m"], billed["cache_read"]) == (written, written)
+
+
+@pytest.mark.asyncio
+async def test_sdk_sees_one_hour_and_five_minute_writes_apart_and_their_expiry(
+        clock: FakeClock) -> None:
+    async with caching(clock) as (client, _):
+        async def ask() -> tuple[int, int, int, int]:
+            reply = await client.messages.create(model=HAIKU, max_tokens=64, tools=tools("1h"),
+                                                 system=system("5m"),  # type: ignore[arg-type]
+                                                 messages=QUESTION)  # type: ignore[arg-type]
+            return usage_split(reply)
+
+        rest, in_5m, in_1h, read = await ask()
+        assert in_5m > 0 and in_1h > 0 and read == 0
+        assert await ask() == (rest, 0, 0, in_1h + in_5m)
+        clock.t += 301  # the 5-minute entry refreshed at t=0 is gone; the 1-hour one is not
+        assert await ask() == (rest, in_5m, 0, in_1h)
+        clock.t += 3600  # 1 h after its last refresh (t=301): gone too
+        assert await ask() == (rest, in_5m, in_1h, 0)
+
+
+@pytest.mark.asyncio
+async def test_sdk_automatic_caching_follows_a_growing_conversation(clock: FakeClock) -> None:
+    async with caching(clock) as (client, _):
+        turn_1 = [{"role": "user", "content": SYSTEM_TEXT}]
+        first = await client.messages.create(model=HAIKU, max_tokens=64, messages=turn_1,
+                                             cache_control={"type": "ephemeral"})  # type: ignore[arg-type]
+        _, written, _, _ = usage_split(first)
+        assert written > 0 and first.usage.input_tokens == 0  # all of it before the breakpoint
+        turn_2 = [*turn_1, {"role": "assistant", "content": "Noted."},
+                  {"role": "user", "content": "And now?"}]
+        second = await client.messages.create(model=HAIKU, max_tokens=64, messages=turn_2,
+                                              cache_control={"type": "ephemeral"})  # type: ignore[arg-type]
+        assert second.usage.cache_read_input_tokens == written
+
+
+@pytest.mark.asyncio
+async def test_sdk_gets_a_400_for_a_fifth_breakpoint(clock: FakeClock) -> None:
+    marked = [{"type": "text", "text": f"part {i}", "cache_control": {"type": "ephemeral"}}
+              for i in range(5)]
+    async with caching(clock) as (client, _):
+        with pytest.raises(anthropic.BadRequestError, match="A maximum of 4 blocks"):
+            await client.messages.create(model=HAIKU, max_tokens=64, system=marked,  # type: ignore[arg-type]
+                                         messages=QUESTION)  # type: ignore[arg-type]
