@@ -157,11 +157,10 @@ class PromptCache:
         read_end = ends[hit] if hit is not None else 0
         plan = CachePlan(input_tokens=0, cache_write_5m=0, cache_write_1h=0,
                          cache_read=read_end, _cache=self)
-        if hit is not None:
-            plan._reads = [((key, model, hashes[i]), self._entries[(key, model, hashes[i])].ttl)
-                           for i in marks if i <= hit and self._live((key, model, hashes[i]), now)]
-            plan._reads.append(((key, model, hashes[hit]), self._entries[(key, model,
-                                                                          hashes[hit])].ttl))
+        if hit is not None:  # refresh the entry read, and this request's marks inside it
+            read_at = sorted({hit, *(i for i in marks if i < hit)})
+            plan._reads = [(ck, self._entries[ck].ttl) for i in read_at
+                           if self._live(ck := (key, model, hashes[i]), now)]
         start = read_end
         for i in sorted(marks):
             if (hit is not None and i <= hit) or ends[i] < min_cacheable:
