@@ -141,7 +141,7 @@ async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Atte
     with _translated(attempt):
         raw = await client.messages.with_raw_response.create(**params)
         attempt.headers.update(keep_headers(raw.headers))
-        message = raw.parse()
+        message = await raw.parse()
         attempt.content = map_content(message.content)
         attempt.stop_reason = message.stop_reason
         attempt.usage = Usage.from_api(message.usage)

@@ -1,0 +1,392 @@
+"""The Agent actor: one Anthropic client, one tier, one pipeline of small steps per call.
+
+Every model call goes through the same steps, each a small method with one job:
+
+    estimate tokens -> check the context window -> Ledger: reserve the worst case (budget)
+    -> RateLimiter: reserve through the process's lease -> one HTTP attempt (SDK, no retries)
+    -> settle the limiter with the real usage and headers -> Ledger: record the attempt
+    -> retry policy: done, or wait and go again
+
+so that later steps (response cache, routing, speculation, batches) slot in as steps of their
+own. The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
+and recorded, and a stream that already delivered text is never replayed.
+
+Example:
+    >>> agent = spawn_agent(AgentSpec(name="demo/lead", tier="haiku"), backend)  # doctest: +SKIP
+    >>> reply = ray.get(agent.ask.remote(AskRequest(prompt="Hello")))          # doctest: +SKIP
+    >>> reply.text, reply.usage.output_tokens, reply.cost_usd                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import ray
+from pydantic import SecretStr
+
+from actors import api_call
+from actors.api_call import Attempt
+from actors.errors import ConfigError, PromptTooLongError
+from actors.ledger_client import LedgerClient
+from actors.limiter_lease import LimiterLease
+from actors.limits import BucketKey
+from actors.memory import SUMMARY_PROMPT, ConversationMemory
+from actors.messages import (
+    AgentSpec,
+    AskRequest,
+    CallRecord,
+    Reply,
+    TextBlock,
+    TextDelta,
+    ToolUseBlock,
+    Usage,
+)
+from actors.retry_policy import RetryPolicy
+from actors.tiers import ModelSpec, Tier, load_price_table
+from actors.token_estimate import estimate_input_tokens
+from actors.tools import Toolbox
+
+# The window check uses a closer estimate than the reservation: the reservation may be
+# generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
+_WINDOW_ESTIMATE_FACTOR = 0.75
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What every agent needs from the runtime, built once by ``cluster.init``.
+
+    The key travels as a constructor argument (never through ``runtime_env``, which the
+    dashboard shows) and is a ``SecretStr``, so reprs and logs stay masked.
+    """
+
+    api_key: SecretStr
+    base_url: str | None
+    limiter: Any
+    """The RateLimiter actor handle."""
+    ledger: Any
+    """The Ledger actor handle."""
+    price_table: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float = 600.0
+    namespace: str = "raytroupe"
+
+    def account(self) -> str:
+        """A fingerprint of the key: the rate-limit account, safe to show and store."""
+        return hashlib.sha256(self.api_key.get_secret_value().encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"Backend(base_url={self.base_url!r}, account={self.account()})"
+
+
+@dataclass
+class _CallContext:
+    """One logical call: its id, the model it targets and how to attribute it."""
+
+    call_id: str
+    model: str
+    spec: ModelSpec
+    run_id: str
+    role: str
+    max_tokens: int
+    cache_system: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class Agent:
+    """An async Ray actor owning one pooled ``AsyncAnthropic`` client and one tier.
+
+    Create it with :func:`spawn_agent`; call ``ask`` for a whole reply and ``stream`` for text
+    deltas followed by the reply.
+    """
+
+    def __init__(self, spec: AgentSpec, backend: Backend,
+                 tools: Sequence[Callable[..., Any]] = ()) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.prices = load_price_table(backend.price_table)
+        self.model = spec.model or self.prices.model_for(spec.tier)
+        self.client = anthropic.AsyncAnthropic(
+            api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
+            max_retries=0, timeout=backend.timeout_s)
+        self.lease = LimiterLease(backend.limiter)
+        self.ledger = LedgerClient(backend.ledger)
+        self.account = backend.account()
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.toolbox = Toolbox(tools)
+        self.memory = ConversationMemory(spec.memory_budget_tokens)
+
+    def __repr__(self) -> str:
+        return f"Agent({self.spec.name!r}, {self.spec.tier}/{self.model})"
+
+    async def ask(self, request: AskRequest) -> Reply:
+        """Answer ``request``, running tool calls until the model stops asking for them.
+
+        Example:
+            >>> reply = await agent.ask.remote(AskRequest(prompt="2+2?"))  # doctest: +SKIP
+
+        Raises:
+            PromptTooLongError, BudgetExceeded: before any HTTP call.
+            CallFailed: the API failed the call after the retry policy gave up.
+        """
+        messages = self._messages(request)
+        started, calls = time.monotonic(), []
+        for _turn in range(self.spec.max_turns):
+            ctx = self._context(request, self.model)
+            await self._call(ctx, self._params(request, messages), on_text=None)
+            calls.append(ctx)
+            final = ctx.attempts[-1]
+            tool_calls = [b for b in final.content if isinstance(b, ToolUseBlock)]
+            if final.stop_reason != "tool_use" or not self.toolbox or not tool_calls:
+                break
+            messages += [{"role": "assistant", "content": _api_blocks(final.content)},
+                         {"role": "user", "content": await self.toolbox.run_all(tool_calls)}]
+        reply = self._reply(calls, time.monotonic() - started)
+        await self._remember(request, reply.text)
+        return reply
+
+    async def stream(self, request: AskRequest) -> AsyncIterator[TextDelta | Reply]:
+        """Stream the reply's text as it arrives, then yield the ``Reply``.
+
+        A Ray streaming generator: cancel it with ``ray.cancel(gen)`` to stop the model (and
+        its bill); dropping the generator does not stop it. Tools are not run on this path.
+
+        Example:
+            >>> async for ref in agent.stream.remote(AskRequest(prompt="Hi")):  # doctest: +SKIP
+            ...     item = await ref
+        """
+        started = time.monotonic()
+        ctx = self._context(request, self.model)
+        queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
+        task = asyncio.create_task(self._call(ctx, self._params(request, self._messages(request)),
+                                              on_text=queue.put_nowait))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        reply = self._reply([ctx], time.monotonic() - started)
+        await self._remember(request, reply.text)
+        yield reply
+
+    async def flush(self) -> None:
+        """Wait until every Ledger record of this agent is acknowledged."""
+        await self.ledger.flush()
+
+    async def forget(self) -> None:
+        """Clear the conversation memory."""
+        self.memory.turns.clear()
+
+    # -- the call pipeline ---------------------------------------------------------------
+
+    async def _call(self, ctx: _CallContext, params: dict[str, Any],
+                    on_text: Callable[[TextDelta], None] | None) -> None:
+        """Run one logical call to success, or raise the final ``CallFailed``."""
+        estimate = estimate_input_tokens(params)
+        self._check_request(ctx, estimate)
+        policy = self.backend.retry
+        for retry in range(policy.max_retries + 1):
+            await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
+                                      self._worst_case_usd(ctx, estimate))
+            attempt = await self._attempt(ctx, params, estimate, retry, on_text)
+            if attempt.error is None:
+                return
+            if not policy.should_retry(retry=retry, status=attempt.status,
+                                       headers=attempt.headers, error_code=attempt.error_code,
+                                       delivered=attempt.delivered):
+                break
+            await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
+                                             headers=attempt.headers))
+        error = ctx.attempts[-1].error
+        assert error is not None
+        error.attempts = len(ctx.attempts)
+        raise error
+
+    async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
+                       retry: int, on_text: Callable[[TextDelta], None] | None) -> Attempt:
+        """One HTTP attempt inside a limiter permit, recorded in the Ledger however it ends."""
+        key = BucketKey(account=self.account, tier=ctx.spec.tier)
+        attempt = Attempt()
+        try:
+            async with self.lease.reserve(key, input_tokens=estimate,
+                                          output_tokens=ctx.max_tokens) as permit:
+                attempt = await self._send(params, on_text)
+                self._settle(permit, attempt)
+        except BaseException:
+            # Cancelled by the caller, or the limiter refused (a request over a limit's
+            # capacity): record the attempt so the Ledger releases its budget reservation.
+            self._record(ctx, attempt.finish(), retry, status="cancelled")
+            raise
+        ctx.attempts.append(attempt)
+        self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
+        return attempt
+
+    async def _send(self, params: dict[str, Any],
+                    on_text: Callable[[TextDelta], None] | None) -> Attempt:
+        if on_text is None:
+            return await api_call.send(self.client, params)
+        attempt = Attempt()
+        async for item in api_call.stream(self.client, params):
+            if isinstance(item, TextDelta):
+                on_text(item)
+            else:
+                attempt = item
+        return attempt
+
+    @staticmethod
+    def _settle(permit: Any, attempt: Attempt) -> None:
+        """Tell the limiter what the attempt really used.
+
+        A 429 pauses the bucket cluster-wide. An error with a status means the API answered
+        without running the model, so nothing is charged but the request. A connection failure
+        is left unsettled: the model may have run, so the reservation stays spent.
+        """
+        if attempt.status == 429:
+            permit.rate_limited(retry_after_s=getattr(attempt.error, "retry_after", None),
+                                headers=attempt.headers)
+        elif attempt.status is not None:
+            permit.settle(input_tokens=attempt.usage.limited_input_tokens,
+                          output_tokens=attempt.usage.output_tokens, headers=attempt.headers)
+
+    def _record(self, ctx: _CallContext, attempt: Attempt, retry: int, status: str) -> None:
+        error = attempt.error
+        self.ledger.record(CallRecord(
+            call_id=ctx.call_id, attempt=retry, incarnation=self.incarnation,
+            run_id=ctx.run_id, topology=self.spec.topology, agent=self.spec.name,
+            role=ctx.role, tier=ctx.spec.tier, model=ctx.model, status=status,  # type: ignore[arg-type]
+            usage=attempt.usage, streamed=attempt.ttft_s is not None,
+            http_status=attempt.status if status != "cancelled" else None,
+            error_type=error.error_type if error else None, request_id=attempt.request_id,
+            started_at=attempt.started_at, latency_s=attempt.latency_s, ttft_s=attempt.ttft_s))
+
+    # -- small pure steps ----------------------------------------------------------------
+
+    def _context(self, request: AskRequest, model: str) -> _CallContext:
+        return _CallContext(
+            # A request's call_id tags the logical call; the suffix makes each execution of it
+            # unique, because a restarted agent re-running it is billed again and the Ledger
+            # must count both (it deduplicates only true replays of one record).
+            call_id=f"{request.call_id or 'call'}.{self.incarnation}.{uuid.uuid4().hex[:8]}",
+            model=model,
+            spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
+            role=request.role or self.spec.role, max_tokens=request.max_tokens,
+            cache_system=request.cache_system)
+
+    @staticmethod
+    def _check_request(ctx: _CallContext, estimate: int) -> None:
+        """Refuse, before any HTTP call, what the model can never accept."""
+        if ctx.max_tokens > ctx.spec.max_output_tokens:
+            raise ConfigError(f"max_tokens {ctx.max_tokens:,} is over {ctx.model}'s maximum of "
+                              f"{ctx.spec.max_output_tokens:,} output tokens")
+        likely = int(estimate * _WINDOW_ESTIMATE_FACTOR)
+        if likely > ctx.spec.context_window:
+            raise PromptTooLongError(ctx.model, likely, ctx.spec.context_window)
+
+    @staticmethod
+    def _worst_case_usd(ctx: _CallContext, estimate: int) -> Decimal:
+        """Input at its dearest possible price (a 1-hour cache write) plus all of max_tokens."""
+        spec = ctx.spec
+        dearest = max(spec.input, spec.cache_write_1h or spec.input)
+        return (dearest * estimate + spec.output * ctx.max_tokens) / Decimal(1_000_000)
+
+    def _messages(self, request: AskRequest) -> list[dict[str, Any]]:
+        turns = [*self.memory.turns, *request.history]
+        return [{"role": t.role, "content": t.content} for t in turns] + \
+            [{"role": "user", "content": request.prompt}]
+
+    def _params(self, request: AskRequest, messages: list[dict[str, Any]],
+                model: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": model or self.model,
+                                  "max_tokens": request.max_tokens, "messages": messages}
+        system = request.system if request.system is not None else self.spec.system
+        if system:
+            params["system"] = [{"type": "text", "text": system,
+                                 **({"cache_control": {"type": "ephemeral"}}
+                                    if request.cache_system else {})}]
+        if self.toolbox:
+            params["tools"] = self.toolbox.schemas()
+        if request.stop_sequences:
+            params["stop_sequences"] = list(request.stop_sequences)
+        return params
+
+    def _reply(self, calls: list[_CallContext], latency_s: float) -> Reply:
+        usage, cost = Usage(), Decimal(0)
+        for ctx in calls:
+            for attempt in ctx.attempts:
+                usage += attempt.usage
+                cost += _cost(ctx.spec, attempt.usage)
+        final = calls[-1].attempts[-1]
+        return Reply(
+            text="".join(b.text for b in final.content if isinstance(b, TextBlock)),
+            content=final.content, stop_reason=final.stop_reason, agent=self.spec.name,
+            tier=calls[-1].spec.tier, model=calls[-1].model, usage=usage, cost_usd=cost,
+            calls=len(calls), attempts=sum(len(c.attempts) for c in calls),
+            latency_s=latency_s, ttft_s=final.ttft_s,
+            call_ids=tuple(c.call_id for c in calls))
+
+    async def _remember(self, request: AskRequest, answer: str) -> None:
+        """Keep the exchange if asked, compacting old turns with a haiku summary when needed."""
+        if not request.remember:
+            return
+        self.memory.add("user", request.prompt)
+        self.memory.add("assistant", answer)
+        if self.memory.needs_compaction():
+            haiku = self.prices.model_for("haiku")
+            summary_request = AskRequest(prompt=SUMMARY_PROMPT +
+                                         self.memory.transcript_to_compact(), max_tokens=400,
+                                         run_id=request.run_id, role=request.role)
+            ctx = self._context(summary_request, haiku)
+            params = self._params(summary_request, [{"role": "user",
+                                                     "content": summary_request.prompt}], haiku)
+            params.pop("tools", None)
+            await self._call(ctx, params, on_text=None)
+            self.memory.compact(self._reply([ctx], 0.0).text)
+
+
+def _cost(spec: ModelSpec, usage: Usage) -> Decimal:
+    return spec.cost_usd(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                         cache_write_5m=usage.cache_write_5m, cache_write_1h=usage.cache_write_1h,
+                         cache_read=usage.cache_read)
+
+
+def _api_blocks(content: Sequence[Any]) -> list[dict[str, Any]]:
+    """Our content blocks back into the API's shape, for the assistant turn of a tool loop."""
+    blocks: list[dict[str, Any]] = []
+    for block in content:
+        if isinstance(block, TextBlock):
+            blocks.append({"type": "text", "text": block.text})
+        elif isinstance(block, ToolUseBlock):
+            blocks.append({"type": "tool_use", "id": block.id, "name": block.name,
+                           "input": block.input})
+    return blocks
+
+
+def spawn_agent(spec: AgentSpec, backend: Backend, tools: Sequence[Callable[..., Any]] = (),
+                **options: Any) -> Any:
+    """Create (or get, by name) the Agent actor for ``spec``.
+
+    Agents restart after a crash (``max_restarts=3``) but Ray never replays their calls
+    (``max_task_retries=0``): a call may have been billed even when Ray says it failed, so
+    retries belong to the Agent's own loop, with call ids the Ledger deduplicates.
+
+    Example:
+        >>> spec = AgentSpec(name="r1/research/lead", tier="sonnet")
+        >>> lead = spawn_agent(spec, backend)  # doctest: +SKIP
+    """
+    tier: Tier = spec.tier
+    load_price_table(backend.price_table).model_for(tier)  # unknown tier: fail here, clearly
+    defaults = {"name": spec.name, "namespace": backend.namespace, "get_if_exists": True,
+                "max_restarts": 3, "max_task_retries": 0, "num_cpus": 0,
+                "max_concurrency": 1000}
+    return ray.remote(Agent).options(**{**defaults, **options}).remote(spec, backend, tools)

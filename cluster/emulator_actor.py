@@ -1,0 +1,53 @@
+"""The offline default: the emulator served from a named Ray actor, one per cluster.
+
+Why an actor and not a thread in the driver: two drivers on one cluster must hit the same
+emulator (its rate limits and its bill are per key, like the real API's), and the server should
+not share the driver's GIL. The actor runs the aiohttp app on its own event loop, on the head
+node, bound to loopback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from aiohttp import web
+
+from cluster.settings import Settings
+
+
+class EmulatorServer:
+    """Serves ``emulator.build_app`` on 127.0.0.1 inside a Ray actor."""
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    async def base_url(self) -> str:
+        """Start the server on first use and return its URL.
+
+        Example:
+            >>> url = ray.get(get_emulator(Settings()).base_url.remote())  # doctest: +SKIP
+        """
+        if self._url is None:
+            from emulator import EmulatorConfig, build_app
+
+            self._runner = web.AppRunner(build_app(EmulatorConfig(profile=self.profile)),
+                                         access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            port = self._runner.addresses[0][1]
+            self._url = f"http://127.0.0.1:{port}"
+        return self._url
+
+
+def get_emulator(settings: Settings, *, namespace: str, lifetime: str | None = None) -> Any:
+    """Get or create the cluster's emulator actor, soft-pinned to the driver's node."""
+    node = ray.get_runtime_context().get_node_id()
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node, soft=True)
+    return ray.remote(EmulatorServer).options(
+        name="emulator", namespace=namespace, get_if_exists=True, lifetime=lifetime,
+        num_cpus=0, max_restarts=-1, max_concurrency=1000, scheduling_strategy=strategy,
+    ).remote(settings.emulator_profile)

@@ -1,0 +1,130 @@
+"""Start or join Ray, get-or-create the cluster's singletons, and pick the API backend.
+
+``init`` is the only place that starts Ray. Called twice, or from two driver processes on one
+cluster, it finds the same RateLimiter, Ledger and (offline) emulator by name in the
+``raytroupe`` namespace: one limit for the whole cluster is the point.
+
+Example:
+    >>> import cluster
+    >>> runtime = cluster.init()                       # doctest: +SKIP
+    >>> lead = runtime.spawn(AgentSpec(name="r1/lead", tier="sonnet"))  # doctest: +SKIP
+    >>> cluster.shutdown()                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from pydantic import SecretStr
+
+from actors.agent import Backend, spawn_agent
+from actors.ledger import get_ledger
+from actors.limits import TierLimits
+from actors.messages import AgentSpec
+from actors.ratelimiter import get_rate_limiter
+from cluster.settings import Settings
+
+log = logging.getLogger("raytroupe")
+
+NAMESPACE = "raytroupe"
+EMULATOR_KEY = SecretStr("sk-ant-emulator-offline")
+"""The dummy key agents present to the emulator (it accepts any non-empty key)."""
+
+
+@dataclass
+class Runtime:
+    """The handles a driver needs: settings, the singletons and how agents reach the API."""
+
+    settings: Settings
+    backend: Backend
+    started_ray: bool
+    emulator: Any = None
+    """The offline emulator actor, when this runtime uses one."""
+
+    @property
+    def limiter(self) -> Any:
+        return self.backend.limiter
+
+    @property
+    def ledger(self) -> Any:
+        return self.backend.ledger
+
+    def spawn(self, spec: AgentSpec, tools: Sequence[Callable[..., Any]] = (),
+              **options: Any) -> Any:
+        """Create (or get, by name) an Agent actor wired to this runtime's backend."""
+        return spawn_agent(spec, self.backend, tools, **options)
+
+
+_current: Runtime | None = None
+
+
+def init(address: str | None = None, settings: Settings | None = None, *,
+         namespace: str = NAMESPACE, detached: bool = False, **ray_init: Any) -> Runtime:
+    """Start or join Ray and get-or-create the RateLimiter, the Ledger and, offline, the emulator.
+
+    Args:
+        address: None starts a local Ray (or reuses the one this process started); ``"auto"``
+            joins a running cluster; ``"ray://host:10001"`` connects a client.
+        settings: Defaults to ``Settings()`` read from the environment.
+        namespace: Where the named singletons live; drivers that share it share limits.
+        detached: Keep the singletons alive after this driver exits (long-lived clusters).
+        **ray_init: Passed to ``ray.init`` when this call starts or joins Ray.
+    """
+    global _current
+    settings = settings or Settings()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, namespace=namespace, **ray_init)
+    lifetime = "detached" if detached else None
+    limiter = get_rate_limiter(default_limits=_limits(settings), namespace=namespace,
+                               lifetime=lifetime)
+    ledger = get_ledger(data_dir=settings.data_dir.resolve(), price_table=settings.price_table,
+                        namespace=namespace, detached=detached)
+    base_url, key, emulator = _backend_endpoint(settings, namespace, lifetime)
+    backend = Backend(api_key=key, base_url=base_url, limiter=limiter, ledger=ledger,
+                      price_table=str(settings.price_table) if settings.price_table else None,
+                      namespace=namespace)
+    _current = Runtime(settings=settings, backend=backend, started_ray=started, emulator=emulator)
+    return _current
+
+
+def current() -> Runtime:
+    """The runtime of the last ``init`` in this process; raises if there is none."""
+    if _current is None:
+        raise RuntimeError("raytroupe is not initialised: call cluster.init() first")
+    return _current
+
+
+def shutdown() -> None:
+    """Forget the runtime and stop Ray if ``init`` started it (job-scoped singletons go too)."""
+    global _current
+    if _current is not None and _current.started_ray:
+        ray.shutdown()
+    _current = None
+
+
+def _limits(settings: Settings) -> TierLimits:
+    return TierLimits(rpm=settings.rpm, itpm=settings.itpm, otpm=settings.otpm,
+                      max_concurrency=settings.max_concurrency)
+
+
+def _backend_endpoint(settings: Settings, namespace: str,
+                      lifetime: str | None) -> tuple[str | None, SecretStr, Any]:
+    """The real API with a key; else the given base URL or a cluster-wide emulator actor."""
+    if settings.anthropic_api_key is not None:
+        return settings.anthropic_base_url, settings.anthropic_api_key, None
+    if settings.anthropic_base_url:
+        log.info("raytroupe: no ANTHROPIC_API_KEY; using the emulator at %s",
+                 settings.anthropic_base_url)
+        return settings.anthropic_base_url, EMULATOR_KEY, None
+    from cluster.emulator_actor import get_emulator
+
+    emulator = get_emulator(settings, namespace=namespace, lifetime=lifetime)
+    base_url = ray.get(emulator.base_url.remote())
+    log.warning("raytroupe: no ANTHROPIC_API_KEY; running offline on the emulator at %s",
+                base_url)
+    return base_url, EMULATOR_KEY, emulator
