@@ -58,11 +58,19 @@ def default_content(body: dict[str, Any]) -> list[dict[str, Any]]:
         return [call]
     if _after_tool_result(body):
         return [{"type": "text", "text": _tool_answer(body)}]
-    schema = _json_schema(body, prompt)
-    if schema is not None or _JSON_WORD.search(prompt) or _JSON_WORD.search(_system(body)):
-        shape = schema if schema is not None else _DEFAULT_SCHEMA
-        return [{"type": "text", "text": json.dumps(fill_schema(shape, prompt, "reply"))}]
-    return [{"type": "text", "text": _summary(prompt)}]
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+        return [{"type": "text", "text": json.dumps(fill_schema(fmt["schema"], prompt, "reply"))}]
+    return [{"type": "text", "text": _text_reply(prompt, _system(body))}]
+
+
+@lru_cache(maxsize=512)
+def _text_reply(prompt: str, system: str) -> str:
+    """JSON when the prompt or system asks for it, else the summary (cached: deterministic)."""
+    if _JSON_WORD.search(prompt) or (system and _JSON_WORD.search(system)):
+        schema = _schema_in(prompt) or _DEFAULT_SCHEMA
+        return json.dumps(fill_schema(schema, prompt, "reply"))
+    return _summary(prompt)
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -124,7 +132,6 @@ def _tool_answer(body: dict[str, Any]) -> str:
     return f"Based on the tool result: {gist}" if gist else "The tool returned no output."
 
 
-@lru_cache(maxsize=512)
 def _summary(prompt: str) -> str:
     """Bullet points drawn from the prompt's sentences, padded from its keywords."""
     text = " ".join(prompt.split())
@@ -186,13 +193,8 @@ _DEFAULT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _json_schema(body: dict[str, Any], prompt: str) -> dict[str, Any] | None:
-    """A schema from ``output_config.format``, else one (or an example) found in the prompt."""
-    fmt = (body.get("output_config") or {}).get("format") or {}
-    if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
-        return fmt["schema"]
-    if not _JSON_WORD.search(prompt):
-        return None
+def _schema_in(prompt: str) -> dict[str, Any] | None:
+    """A JSON schema, or an example object turned into one, found in the prompt."""
     found = _first_json_object(prompt)
     if found is None:
         return None

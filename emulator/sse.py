@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own C encoder
 
 from aiohttp import web
 
@@ -28,8 +28,6 @@ from emulator.output import Output
 from emulator.state import Call, EmulatorState
 
 __all__ = ["SSEWriter", "stream_reply"]
-
-log = logging.getLogger("emulator")
 
 _SLACK_S = 0.001
 """Deltas due within this much of now are written without sleeping (timer granularity)."""
@@ -65,11 +63,11 @@ class SSEWriter:
         """Queue pre-encoded event text."""
         self._buffer.append(text)
 
-    def delta(self, index: int, kind: str, piece: str) -> None:
-        """Queue one delta: one output token."""
+    def deltas(self, index: int, kind: str, pieces: list[str]) -> None:
+        """Queue one delta per piece: one output token each."""
         template = _TEXT_DELTA if kind == "text" else _JSON_DELTA
-        self._buffer.append(template % (index, json.dumps(piece)))
-        self._pending += 1
+        self._buffer.extend([template % (index, _quote(piece)) for piece in pieces])
+        self._pending += len(pieces)
 
     async def flush(self) -> None:
         """Write what is queued."""
@@ -131,14 +129,18 @@ async def _send_blocks(writer: SSEWriter, state: EmulatorState, call: Call, outp
                                              "content_block": block.start()})
         if index == 0:
             writer.raw(_PING)
-        for piece in block.pieces:
-            if sent == error_at:
-                _error_event(writer)
-                return True
-            if not pace.instant:
+        pieces = block.pieces
+        if pace.instant and not sent <= error_at < sent + len(pieces):
+            writer.deltas(index, block.kind, pieces)  # nothing to wait for: all at once
+            sent += len(pieces)
+        else:
+            for piece in pieces:
+                if sent == error_at:
+                    _error_event(writer)
+                    return True
                 await _wait_until(writer, loop, first_due + sent * pace.per_token_s)
-            writer.delta(index, block.kind, piece)
-            sent += 1
+                writer.deltas(index, block.kind, [piece])
+                sent += 1
         writer.raw(_STOP % index)
     if error_at >= 0:  # nothing was long enough to cut in the middle: fail at the end
         _error_event(writer)

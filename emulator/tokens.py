@@ -38,6 +38,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "TOOL_OVERHEAD",
     "Segment",
+    "count_and_check",
     "count_input",
     "has_cache_control",
     "segments",
@@ -81,12 +83,27 @@ def text_tokens(text: str) -> int:
 
 def split_text(text: str) -> list[str]:
     """Cut output text into one-token pieces whose concatenation is ``text``."""
-    return _PIECE.findall(text)
+    return list(_pieces(text))
+
+
+@lru_cache(maxsize=1024)
+def _pieces(text: str) -> tuple[str, ...]:
+    # Replies are deterministic, so the same texts come back again and again.
+    return tuple(_PIECE.findall(text))
 
 
 def count_input(body: dict[str, Any]) -> int:
     """The input token estimate of a (validated) request: the sum of its segments' tokens."""
-    return sum(tokens for _, tokens, _ in _flatten(body))
+    return count_and_check(body)[0]
+
+
+def count_and_check(body: dict[str, Any]) -> tuple[int, bool]:
+    """``(count_input(body), has_cache_control(body))`` in one pass, for the hot path."""
+    total, marked = 0, body.get("cache_control") is not None
+    for _, tokens, cache_control in _flatten(body):
+        total += tokens
+        marked = marked or bool(cache_control)
+    return total, marked
 
 
 def segments(body: dict[str, Any]) -> list[Segment]:
@@ -101,9 +118,7 @@ def has_cache_control(body: dict[str, Any]) -> bool:
     Without one nothing can be read from or written to the prompt cache, so the emulator can
     skip hashing the request.
     """
-    if body.get("cache_control") is not None:
-        return True
-    return any(ttl for _, _, ttl in _flatten(body))
+    return count_and_check(body)[1]
 
 
 def _flatten(body: dict[str, Any]) -> Iterator[tuple[object, int, object]]:
