@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import anthropic
@@ -56,3 +57,18 @@ def _elapsed(profile: str) -> float:
 
 def test_a_realistic_reply_takes_longer_than_a_fast_one_over_http() -> None:
     assert _elapsed("fast") < _elapsed("realistic")
+
+
+def test_a_stream_spreads_its_latency_first_token_late_then_steady() -> None:
+    with run_emulator(latency_s=0.6) as emu, anthropic.Anthropic(
+            base_url=emu.base_url, api_key=emu.api_key, max_retries=0) as sdk:
+        emu.set_responder(lambda body: "one two three four five six")
+        arrivals: list[float] = []
+        with sdk.messages.stream(model="claude-haiku-5-5", max_tokens=50,
+                                 messages=[{"role": "user", "content": "count"}]) as stream:
+            for event in stream:
+                if event.type in ("message_start", "content_block_delta"):
+                    arrivals.append(time.perf_counter())
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(gaps) == 6  # message_start, then one delta per token
+    assert gaps[0] > max(gaps[1:])  # half the latency before the first token, half spread
