@@ -97,7 +97,6 @@ class EmulatorState:
         self.on_reset: list[Callable[[], None]] = []
         """Called by :meth:`reset` after the built-in parts are cleared."""
         self._keys = frozenset(config.api_keys) if config.api_keys is not None else None
-        self._fingerprints: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
 
@@ -132,13 +131,12 @@ class EmulatorState:
         return key
 
     def fingerprint(self, key: str) -> str:
-        """A stable stand-in for ``key`` (sha256 prefix): limits and caches are keyed by it."""
-        found = self._fingerprints.get(key)
-        if found is None:
-            if len(self._fingerprints) > 10_000:  # a key-spraying client must not grow this
-                self._fingerprints.clear()
-            found = self._fingerprints[key] = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return found
+        """A stable stand-in for ``key`` (sha256 prefix): limits and caches are keyed by it.
+
+        Computed each time (about a microsecond) rather than memoised, so the raw key is
+        never kept, not even as a dictionary key.
+        """
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     # --- the steps ---------------------------------------------------------------------
 
