@@ -9,7 +9,9 @@ Every model call goes through the same steps, each a small method with one job:
 
 so that later steps (response cache, routing, speculation, batches) slot in as steps of their
 own. The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
-and recorded, and a stream that already delivered text is never replayed.
+and recorded, and a stream that already delivered text is never replayed. A reply is returned
+only once its Ledger records are acknowledged (durable in the journal), so killing an agent
+loses at most the records of calls still in flight; concurrent calls share one batch.
 
 Example:
     >>> agent = spawn_agent(AgentSpec(name="demo/lead", tier="haiku"), backend)  # doctest: +SKIP
@@ -150,6 +152,7 @@ class Agent:
                          {"role": "user", "content": await self.toolbox.run_all(tool_calls)}]
         reply = self._reply(calls, time.monotonic() - started)
         await self._remember(request, reply.text)
+        await self.ledger.flush()
         return reply
 
     async def stream(self, request: AskRequest) -> AsyncIterator[TextDelta | Reply]:
@@ -178,6 +181,7 @@ class Agent:
                 await asyncio.gather(task, return_exceptions=True)
         reply = self._reply([ctx], time.monotonic() - started)
         await self._remember(request, reply.text)
+        await self.ledger.flush()
         yield reply
 
     async def flush(self) -> None:
