@@ -171,6 +171,7 @@ class LimiterLease:
         self._last_sent = 0.0
         self._tick_timer: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def __repr__(self) -> str:
         parts = [f"{k.tier}: {x.inflight} in flight, {len(x.waiters)} waiting, "
@@ -200,7 +201,12 @@ class LimiterLease:
             self._finished(permit)
 
     async def close(self) -> None:
-        """Give back all stock and spare slots and let the limiter forget this lease."""
+        """Give back all stock and spare slots and let the limiter forget this lease.
+
+        Call it once no call is in flight (a closed lease's slots are all given back).
+        """
+        self._closed = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # fetches in flight land
         for local in self._keys.values():
             self._give_back(local)
         if self._session is not None:
@@ -277,6 +283,8 @@ class LimiterLease:
         if local.fetching or now < local.paused_until:
             return
         if not local.waiters:
+            if self._closed:
+                return
             # Top the stock up for calls to come, at most once per flush interval per key.
             if now < local.topup_at or not self._headroom(local):
                 return
@@ -320,9 +328,12 @@ class LimiterLease:
         return Amount.of([max(0.0, t - s) for s, t in zip(local.stock, target, strict=True)])
 
     def _give_back(self, local: _Local) -> None:
-        """Return stock and spare slots not needed by queued calls."""
-        if local.waiters:
-            return
+        """Return all stock and spare slots to the buckets.
+
+        Also when calls are queued here: others are waiting (or we are idle), and a lease that
+        kept slots for its own queue while queued behind another lease's request for a slot
+        would deadlock the two. Queued calls ask again, in turn.
+        """
         for i in range(3):
             local.returned[i] += local.stock[i]
             local.stock[i] = 0.0
@@ -346,6 +357,8 @@ class LimiterLease:
                 if grant is not None:
                     self._take(local, grant, needs, waiters)
                 self._serve_queue(local)
+                if grant is not None and grant.view is not None:
+                    self._see(grant.view)  # after serving: only leftovers go back
                 if not needs or not local.waiters:
                     break
         except Exception as exc:  # the limiter stayed unreachable: fail the queue, not hang it
@@ -369,8 +382,6 @@ class LimiterLease:
             return None
         if grant.session != self._session:
             return None  # from a registration we have since replaced: its stock is gone
-        if grant.view is not None:
-            self._see(grant.view)
         return grant
 
     def _take(self, local: _Local, grant: Grant, needs: list[Need],
@@ -429,9 +440,8 @@ class LimiterLease:
             permit._done = True  # unsettled: the reservation stays spent
         local = permit._local
         local.inflight -= 1
-        view = local.view
-        if local.waiters or (not (view and view.waiting_others)
-                             and local.spare_slots < self._batch):
+        contended = local.view is not None and local.view.waiting_others > 0
+        if not contended and (local.waiters or local.spare_slots < self._batch):
             local.spare_slots += 1
         else:
             local.released += 1
@@ -457,7 +467,7 @@ class LimiterLease:
         now = self._clock.now()
         for local in self._keys.values():
             if (now >= local.last_active + self._idle_ttl and not local.inflight
-                    and (local.spare_slots or any(local.stock))):
+                    and not local.waiters and (local.spare_slots or any(local.stock))):
                 self._give_back(local)
         renew_due = self._session is not None and now >= self._last_sent + self._lease_ttl / 4
         holding = any(x.holds_anything() for x in self._keys.values())
@@ -531,7 +541,7 @@ class LimiterLease:
             local.paused_until = max(local.paused_until, self._clock.now() + view.paused_for_s)
         if view.waiting_others and (any(local.stock) or local.spare_slots):
             self._give_back(local)
-            self._start_flush()
+            self._start_flush()  # others are waiting for exactly this
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -122,6 +124,8 @@ class LimiterStatus(BaseModel):
 
     incarnation: str
     restarted: bool
+    pid: int
+    """The process serving it (operators find and watch it by this)."""
     leases: int
     buckets: list[BucketStatus]
 
@@ -365,7 +369,7 @@ class RateLimiter:
                 waiting=sum(len(w.needs) for w in state.waiters if not w.future.done()),
                 paused_for_s=max(0.0, state.paused_until - now)))
         return LimiterStatus(incarnation=self.incarnation, restarted=self.restarted,
-                             leases=len(self._leases), buckets=buckets)
+                             pid=os.getpid(), leases=len(self._leases), buckets=buckets)
 
     # -- granting ----------------------------------------------------------------------------
 
@@ -591,7 +595,9 @@ def _was_restarted() -> bool:
     if not ray.is_initialized():
         return False
     context = ray.get_runtime_context()
-    return context.get_actor_id() is not None and context.was_current_actor_reconstructed
+    with warnings.catch_warnings():  # it reads the deprecated ``actor_id`` inside Ray 2.60
+        warnings.simplefilter("ignore")
+        return context.get_actor_id() is not None and context.was_current_actor_reconstructed
 
 
 class _Metrics:
