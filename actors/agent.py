@@ -59,6 +59,7 @@ from actors.tools import Toolbox
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
+_BUDGET_RECHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Agent:
         self.incarnation = uuid.uuid4().hex[:12]
         self.toolbox = Toolbox(tools)
         self.memory = ConversationMemory(spec.memory_budget_tokens)
+        self._capped: dict[str, tuple[bool, float]] = {}
 
     def __repr__(self) -> str:
         return f"Agent({self.spec.name!r}, {self.spec.tier}/{self.model})"
@@ -201,8 +203,9 @@ class Agent:
         self._check_request(ctx, estimate)
         policy = self.backend.retry
         for retry in range(policy.max_retries + 1):
-            await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
-                                      self._worst_case_usd(ctx, estimate))
+            if await self._run_is_capped(ctx.run_id):
+                await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
+                                          self._worst_case_usd(ctx, estimate))
             attempt = await self._attempt(ctx, params, estimate, retry, on_text)
             if attempt.error is None:
                 return
@@ -216,6 +219,21 @@ class Agent:
         assert error is not None
         error.attempts = len(ctx.attempts)
         raise error
+
+    async def _run_is_capped(self, run_id: str) -> bool:
+        """Whether the run has a budget, asked of the Ledger at most every few seconds.
+
+        Runs without a cap need no reservation, which saves a Ledger round trip (~2 ms) per
+        call. A cap set on a run already in progress binds this agent within
+        ``_BUDGET_RECHECK_S``; set budgets before the run starts (sessions and the CLI do).
+        """
+        now = time.monotonic()
+        capped, checked_at = self._capped.get(run_id, (True, -_BUDGET_RECHECK_S))
+        if now - checked_at >= _BUDGET_RECHECK_S:
+            status = await self.backend.ledger.budget.remote(run_id)
+            capped = status.cap_usd is not None
+            self._capped[run_id] = (capped, now)
+        return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
                        retry: int, on_text: Callable[[TextDelta], None] | None) -> Attempt:

@@ -1,0 +1,123 @@
+"""What the Agent pipeline costs over a bare ``AsyncAnthropic``: throughput and added latency.
+
+Baseline and subject run in the same process tree, against the same emulator subprocess:
+
+* throughput, emulator latency 0: ``--calls`` whole calls, ``--in-flight`` at a time, through
+  (a) one bare ``AsyncAnthropic`` in this process, (b) ``--agents`` Agent actors (each call:
+  a Ray round trip, a Ledger reservation, a limiter permit from the local lease, the HTTP call,
+  the settle, the record, the flush before the reply);
+* latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, few in flight, both ways;
+  ``added_latency_p50_ms`` is the difference.
+
+Prints ONE JSON line: ``{"bench": "overhead", "calls_per_s", "sdk_calls_per_s",
+"ratio_vs_sdk", "added_latency_p50_ms", ...}``. Goals on 2 cores: ratio >= 1.0 (Ray lets the
+agents use both cores), added latency p50 <= 2 ms.
+
+Usage: ``python benchmarks/overhead.py [--calls 2000] [--in-flight 32] [--agents 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import anthropic  # noqa: E402
+import ray  # noqa: E402
+
+import cluster  # noqa: E402
+from actors.messages import AgentSpec, AskRequest  # noqa: E402
+from cluster.settings import Settings  # noqa: E402
+from emulator import EmulatorProcess  # noqa: E402
+
+PROMPT = "Summarise in one line why an actor model suits a fleet of LLM agents."
+MAX_TOKENS = 32
+
+
+async def _timed(calls: int, in_flight: int,
+                 one: Callable[[int], Awaitable[Any]]) -> tuple[float, list[float]]:
+    """Run ``calls`` calls ``in_flight`` at a time; return (calls/s, per-call latencies)."""
+    gate, latencies = asyncio.Semaphore(in_flight), []
+
+    async def timed(i: int) -> None:
+        async with gate:
+            t0 = time.perf_counter()
+            await one(i)
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(timed(i) for i in range(calls)))
+    return calls / (time.perf_counter() - started), latencies
+
+
+async def _sdk(base_url: str, calls: int, in_flight: int) -> tuple[float, list[float]]:
+    client = anthropic.AsyncAnthropic(base_url=base_url, api_key="sk-ant-bench", max_retries=0)
+    async with client:
+        async def one(i: int) -> Any:
+            return await client.messages.create(
+                model="claude-haiku-5-5", max_tokens=MAX_TOKENS,
+                messages=[{"role": "user", "content": f"{PROMPT} ({i})"}])
+        await _timed(min(calls, 50), in_flight, one)                    # warm-up
+        return await _timed(calls, in_flight, one)
+
+
+async def _agents(agents: list[Any], calls: int, in_flight: int) -> tuple[float, list[float]]:
+    async def one(i: int) -> Any:
+        agent = agents[i % len(agents)]
+        return await agent.ask.remote(AskRequest(prompt=f"{PROMPT} ({i})",
+                                                 max_tokens=MAX_TOKENS))
+    await _timed(min(calls, 50), in_flight, one)                        # warm-up
+    return await _timed(calls, in_flight, one)
+
+
+def _spawn(base_url: str, count: int, tag: str) -> list[Any]:
+    runtime = cluster.init(settings=Settings(
+        anthropic_base_url=base_url, rpm=10**7, itpm=10**9, otpm=10**9, max_concurrency=10**4,
+        data_dir=Path(tempfile.mkdtemp()), _env_file=None), namespace=f"bench-{tag}")
+    agents = [runtime.spawn(AgentSpec(name=f"bench/{tag}/agent-{i}", run_id=f"bench-{tag}"))
+              for i in range(count)]
+    ray.get([a.flush.remote() for a in agents])
+    return agents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--agents", type=int, default=2)
+    parser.add_argument("--latency-calls", type=int, default=100)
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+             log_to_driver=False)
+    try:
+        with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=0.2) as slow:
+            sdk_rps, _ = asyncio.run(_sdk(fast.base_url, args.calls, args.in_flight))
+            rps, _ = asyncio.run(_agents(_spawn(fast.base_url, args.agents, "fast"),
+                                         args.calls, args.in_flight))
+            _, sdk_lat = asyncio.run(_sdk(slow.base_url, args.latency_calls, 4))
+            _, lat = asyncio.run(_agents(_spawn(slow.base_url, 1, "slow"),
+                                         args.latency_calls, 4))
+    finally:
+        ray.shutdown()
+    sdk_p50, p50 = statistics.median(sdk_lat), statistics.median(lat)
+    print(json.dumps({
+        "bench": "overhead", "calls": args.calls, "in_flight": args.in_flight,
+        "agents": args.agents, "calls_per_s": round(rps, 1),
+        "sdk_calls_per_s": round(sdk_rps, 1), "ratio_vs_sdk": round(rps / sdk_rps, 3),
+        "sdk_latency_p50_ms": round(sdk_p50 * 1000, 2), "latency_p50_ms": round(p50 * 1000, 2),
+        "added_latency_p50_ms": round((p50 - sdk_p50) * 1000, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
