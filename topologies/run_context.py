@@ -1,0 +1,206 @@
+"""What an architecture's ``execute`` works with: its agents, typed calls, events and result.
+
+:class:`Crew` is a session's agents: one Agent actor per logical agent, named
+``run/topology/role[-i]`` (the dashboard shows it, the Ledger attributes to it), spawned on
+first use and reused by later queries of the session. :class:`RunContext` is one run of
+``execute``: every agent call goes through a typed :class:`~topologies.channel.Channel` to the
+agent's ``ask`` (or its stream, for the final answer while ``session.run()`` listens), emits
+``agent_started`` / ``agent_completed`` events and fires the plugins' agent hooks.
+
+Example (inside ``execute``):
+    >>> await run.phase("research", total=3)                                   # doctest: +SKIP
+    >>> finding = await run.ask("researcher_1", "Ray's scheduler?", topic="ray")  # doctest: +SKIP
+    >>> done = run.result(ResearchResult, output=finding.text)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import ray
+
+from actors.agent import Backend, spawn_agent
+from actors.errors import RaytroupeError
+from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
+from topologies.channel import Channel
+from topologies.messages import (
+    AgentCompleted,
+    AgentStarted,
+    ArchitectureResult,
+    Finding,
+    PhaseStarted,
+    TextChunk,
+)
+
+if TYPE_CHECKING:
+    from topologies.architecture import Architecture
+    from topologies.messages import Event
+    from topologies.plugins import PluginManager
+
+ResultT = TypeVar("ResultT", bound=ArchitectureResult)
+EventSink = Callable[["Event"], Awaitable[None]]
+
+CALLS_IN_FLIGHT_PER_AGENT = 16
+"""Bound on one agent's unanswered calls (backpressure; the limiter bounds the API side)."""
+
+
+def actor_name(run_id: str, topology: str, key: str) -> str:
+    """``run/topology/role[-i]``: ``researcher_2`` -> ``r1/research/researcher-2``."""
+    role, _, index = key.rpartition("_")
+    readable = f"{role}-{index}" if role and index.isdigit() else key
+    return f"{run_id}/{topology}/{readable}"
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Our error inside Ray's ``RayTaskError`` wrapper, so callers see one clear line."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RaytroupeError) else exc
+
+
+class Crew:
+    """A session's agents: spawned on first use, flushed and stopped when the session closes.
+
+    Args:
+        architecture: Says each agent's role, tier and model.
+        run_id: The Ledger run every call is attributed to.
+        backend: How agents reach the API (a session may replace its retry policy).
+        plugins: Fired on each spawn.
+        tools: Callables given to agents, by agent key or role name.
+    """
+
+    def __init__(self, architecture: Architecture[Any, Any], run_id: str, backend: Backend,
+                 plugins: PluginManager,
+                 tools: Mapping[str, Sequence[Callable[..., Any]]] | None = None) -> None:
+        self.architecture, self.run_id, self.backend = architecture, run_id, backend
+        self.plugins, self.tools = plugins, dict(tools or {})
+        self.handles: dict[str, Any] = {}
+        self.channels: dict[str, Channel[AskRequest]] = {}
+
+    def names(self) -> dict[str, str]:
+        """Actor name of every agent spawned so far, by agent key."""
+        return {key: actor_name(self.run_id, self.architecture.name, key) for key in self.handles}
+
+    async def agent(self, key: str) -> Any:
+        """The Agent actor of ``key``, spawned on first use (fires ``on_agent_spawn``)."""
+        if key not in self.handles:
+            arch = self.architecture
+            role = arch.role_of(key)
+            tier, model = arch.model_for(key)
+            spec = AgentSpec(name=actor_name(self.run_id, arch.name, key), role=key, tier=tier,
+                             model=model, run_id=self.run_id, topology=arch.name)
+            tools = self.tools.get(key) or self.tools.get(role.name) or ()
+            self.handles[key] = spawn_agent(spec, self.backend, tools)
+            self.channels[key] = Channel(f"{arch.name}->{key}", AskRequest, self.handles[key].ask,
+                                         reply_type=Reply, max_in_flight=CALLS_IN_FLIGHT_PER_AGENT)
+            await self.plugins.fire("on_agent_spawn", key, spec)
+        return self.handles[key]
+
+    async def flush(self) -> None:
+        """Wait until every agent's Ledger records are acknowledged."""
+        await asyncio.gather(*(h.flush.remote() for h in self.handles.values()))
+
+    async def stop(self) -> None:
+        """Flush, then stop every agent actor (they cost about 95 MB each)."""
+        try:
+            await self.flush()
+        finally:
+            for handle in self.handles.values():
+                ray.kill(handle, no_restart=True)
+            self.handles.clear()
+            self.channels.clear()
+
+
+class RunContext:
+    """One run of an architecture: typed agent calls, progress events, and the result's totals.
+
+    Args:
+        crew: The session's agents.
+        emit: Where events go (the session's stream, or nowhere for ``query``).
+        stream_final: Stream the final agent's text as :class:`TextChunk` events.
+        variables: ``$variables`` every prompt of this run may use (``$question``...).
+    """
+
+    def __init__(self, crew: Crew, emit: EventSink, *, stream_final: bool,
+                 variables: Mapping[str, Any]) -> None:
+        self.crew, self.emit, self.stream_final = crew, emit, stream_final
+        self.architecture = crew.architecture
+        self.run_id = crew.run_id
+        self.variables = dict(variables)
+        self.usage, self.cost_usd = Usage(), Decimal(0)
+        self.agents: list[str] = []
+        self.started = time.monotonic()
+
+    async def phase(self, name: str, detail: str = "", total: int | None = None) -> None:
+        """Announce a phase; ``total`` is how many agent calls it will make, when known."""
+        await self.emit(PhaseStarted(name=name, detail=detail, total=total))
+
+    async def ask(self, key: str, prompt: str, *, topic: str = "", final: bool = False,
+                  max_tokens: int | None = None, variables: Mapping[str, Any] | None = None,
+                  history: Sequence[Any] = ()) -> Finding:
+        """Ask agent ``key`` (its role's system prompt filled from the run's variables).
+
+        ``final=True`` marks the run's answer: streamed as ``text`` events under
+        ``session.run()``. Raises our error (``BudgetExceeded``, ``CallFailed``...) unwrapped
+        from Ray's, after firing the plugins' ``on_error``.
+        """
+        arch = self.architecture
+        role = arch.role_of(key)
+        handle = await self.crew.agent(key)
+        tier, _ = arch.model_for(key)
+        system = arch.prompt(role.name, **{**self.variables, "agent": key, **(variables or {})})
+        request = AskRequest(prompt=prompt, system=system, history=tuple(history),
+                             max_tokens=arch.max_tokens_for(key, max_tokens),
+                             run_id=self.run_id, role=key)
+        await self.emit(AgentStarted(agent=key, role=role.name, tier=tier, topic=topic))
+        try:
+            if final and self.stream_final:
+                reply = await self._stream(key, handle, request)
+            else:
+                reply = await self.crew.channels[key].request(request)
+        except Exception as exc:
+            error = unwrap(exc)
+            await self.crew.plugins.fire("on_error", error, key)
+            raise error from None
+        return await self._completed(key, role.name, topic, reply)
+
+    def result(self, cls: type[ResultT], **fields: Any) -> ResultT:
+        """Build the typed result with this run's id, totals, duration and agents."""
+        return cls(architecture=self.architecture.name, run_id=self.run_id, usage=self.usage,
+                   cost_usd=self.cost_usd, duration_s=time.monotonic() - self.started,
+                   agents=tuple(self.agents), **fields)
+
+    async def _stream(self, key: str, handle: Any, request: AskRequest) -> Reply:
+        generator = handle.stream.remote(request)
+        reply: Reply | None = None
+        try:
+            async for ref in generator:
+                item = await ref
+                if isinstance(item, TextDelta):
+                    await self.emit(TextChunk(agent=key, text=item.text))
+                else:
+                    reply = item
+        except BaseException:
+            # A dropped generator keeps the model (and its bill) running: cancel it.
+            ray.cancel(generator)
+            raise
+        assert reply is not None, "Agent.stream ends with a Reply"
+        return reply
+
+    async def _completed(self, key: str, role: str, topic: str, reply: Reply) -> Finding:
+        self.usage += reply.usage
+        self.cost_usd += reply.cost_usd
+        if key not in self.agents:
+            self.agents.append(key)
+        finding = Finding(agent=key, topic=topic, text=reply.text, tier=reply.tier,
+                          usage=reply.usage, cost_usd=reply.cost_usd, latency_s=reply.latency_s)
+        await self.emit(AgentCompleted(
+            agent=key, role=role, tier=reply.tier, topic=topic,
+            input_tokens=reply.usage.total_input_tokens,
+            output_tokens=reply.usage.output_tokens, cost_usd=reply.cost_usd,
+            latency_s=reply.latency_s))
+        await self.crew.plugins.fire("on_agent_complete", key, finding)
+        return finding
