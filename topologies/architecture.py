@@ -92,7 +92,8 @@ class RoleSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*[a-z]$|^[a-z]$")
+    """Lower-case words joined by ``_``, not ending in a digit (``role_<i>`` keys are derived)."""
     description: str = ""
     min_count: int = Field(default=1, ge=0)
     max_count: int = Field(default=1, ge=1)
@@ -132,7 +133,8 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_class: ClassVar[type[ArchitectureConfig]] = ArchitectureConfig
-    roles: ClassVar[tuple[RoleSpec, ...]] = ()
+    roles: tuple[RoleSpec, ...] = ()
+    """The roles (a class default; an instance may derive its own in ``define_roles``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -145,6 +147,7 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
                  plugins: Sequence[Plugin] = (), price_table: str | Path | None = None) -> None:
         self.prices: PriceTable = load_price_table(price_table)
         self.config: ConfigT = self._validated(config, agent_configs)
+        self.roles = self.define_roles()
         self.model = model
         if model is not None:
             self._resolve(model, "model=")
@@ -164,6 +167,14 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
 
         Emit progress through ``run`` (``run.phase``, ``run.ask`` emits agent events itself).
         """
+
+    def define_roles(self) -> tuple[RoleSpec, ...]:
+        """The roles of this instance; override when they come from the config (stages)."""
+        return type(self).roles
+
+    def prompt_name(self, role: str) -> str:
+        """The prompt file a role falls back to (roles made from config share one)."""
+        return role
 
     def role_counts(self) -> dict[str, int]:
         """How many agents play each role in this config (default: each role's minimum)."""
@@ -307,9 +318,11 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
                               f"({', '.join(_TIERS)}) nor a model of the price table") from None
 
     def _prompt_path(self, role: str) -> Path:
-        for folder in (self.config.prompts_dir, PROMPTS_ROOT / self.name):
-            if folder is not None and (folder / f"{role}.md").is_file():
-                return folder / f"{role}.md"
+        folders = (self.config.prompts_dir, PROMPTS_ROOT / self.name)
+        for folder in folders:
+            for stem in dict.fromkeys((role, self.prompt_name(role))):
+                if folder is not None and (folder / f"{stem}.md").is_file():
+                    return folder / f"{stem}.md"
         raise PromptTemplateError(f"{self.name}: no prompt file for role {role!r} (looked for "
                                   f"{role}.md in prompts_dir and {PROMPTS_ROOT / self.name})")
 
