@@ -1,0 +1,166 @@
+"""A small pool of mapper host actors spread over the cluster, each serving many mappers at once.
+
+Never one actor per chunk: an Agent actor costs about 95 MB and up to a second to start
+(``ray-notes.md`` §1), while one actor runs hundreds of concurrent calls on its event loop and
+shares one HTTP client. So a run gets a few hosts, placed with ``SPREAD`` scheduling so they
+land on different nodes, and every chunk is a *logical* mapper (``role="mapper"``, its own
+system prompt) sent to the least busy host. The caller bounds the calls in flight; each host's
+limiter lease and the cluster's RateLimiter bound what reaches the API.
+
+A host can die with its node. Its calls then fail with a ``RayActorError`` while the Agent
+restarts elsewhere (``max_restarts``); the pool sets that host aside for a moment and sends the
+chunk to another one. That call may have been billed before the node died (Ray cannot say), so
+a lost node can cost a chunk twice but never loses one (``reliability-notes.md`` §2).
+
+Example:
+    >>> pool = MapperPool.spawn(backend, run_id="r1", tier="haiku", model="claude-haiku-5-5",
+    ...                         hosts=4)                                     # doctest: +SKIP
+    >>> reply = await pool.ask(AskRequest(prompt="chunk...", role="mapper"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from actors.agent import Backend, spawn_agent
+from actors.messages import AgentSpec, AskRequest, Reply
+from actors.tiers import Tier
+from topologies.errors import TopologyError
+from topologies.run_context import actor_name, unwrap
+
+__all__ = ["MapperPool", "default_host_count"]
+
+log = logging.getLogger("raytroupe")
+
+TOPOLOGY = "mapreduce"
+_SET_ASIDE_S = 2.0
+"""How long a host whose call died is skipped (its restart takes about that, or its node's
+death is detected: ``ray-notes.md`` §5, 6.7 s with fast health checks)."""
+_MAX_HOSTS = 16
+
+
+def default_host_count(max_in_flight: int) -> int:
+    """One host per alive node, at least 2 (two processes use two cores), at most 16.
+
+    Example:
+        >>> default_host_count(1)
+        1
+    """
+    try:
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    except Exception:  # Ray not started yet (a config being described, not run)
+        nodes = 1
+    return max(1, min(max_in_flight, _MAX_HOSTS, max(2, nodes)))
+
+
+class _Host:
+    __slots__ = ("handle", "in_flight", "name", "set_aside_until")
+
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name, self.handle = name, handle
+        self.in_flight = 0
+        self.set_aside_until = 0.0
+
+
+class MapperPool:
+    """Mapper host actors and the routing of chunk calls to them.
+
+    Build it with :meth:`spawn`. ``ask`` is safe to call from many tasks at once.
+    """
+
+    def __init__(self, hosts: list[_Host]) -> None:
+        if not hosts:
+            raise ValueError("a mapper pool needs at least one host")
+        self._hosts = hosts
+        self.host_failures = 0
+        """Calls lost with their host (each was sent again to another one)."""
+
+    def __repr__(self) -> str:
+        return f"MapperPool({[h.name for h in self._hosts]})"
+
+    @classmethod
+    def spawn(cls, backend: Backend, *, run_id: str, tier: Tier, model: str,
+              hosts: int) -> MapperPool:
+        """Create ``hosts`` Agent actors named ``run/mapreduce/mapper-i``, spread over nodes."""
+        members = []
+        for i in range(hosts):
+            name = actor_name(run_id, TOPOLOGY, f"mapper_{i + 1}")
+            spec = AgentSpec(name=name, role="mapper", tier=tier, model=model, run_id=run_id,
+                             topology=TOPOLOGY)
+            members.append(_Host(name, spawn_agent(spec, backend, scheduling_strategy="SPREAD")))
+        return cls(members)
+
+    @property
+    def handles(self) -> dict[str, Any]:
+        """Actor handles by actor name."""
+        return {h.name: h.handle for h in self._hosts}
+
+    async def ask(self, request: AskRequest) -> Reply:
+        """Send one mapper call to the least busy host; move it to another if its host dies.
+
+        Raises:
+            BudgetExceeded, CallFailed, PromptTooLongError: unwrapped from Ray's error.
+            TopologyError: every try lost its host.
+        """
+        tries = len(self._hosts) + 2
+        for _ in range(tries):
+            host = await self._pick()
+            host.in_flight += 1
+            ref = host.handle.ask.remote(request)
+            try:
+                return await ref
+            except asyncio.CancelledError:
+                # Abandoning the future does not stop the actor's call (or its bill).
+                ray.cancel(ref)
+                raise
+            except RayActorError as exc:
+                self.host_failures += 1
+                host.set_aside_until = time.monotonic() + _SET_ASIDE_S
+                log.warning("mapper host %s lost a call (%s); sending it to another host",
+                            host.name, type(exc).__name__)
+            except Exception as exc:
+                raise unwrap(exc) from None
+            finally:
+                host.in_flight -= 1
+        raise TopologyError(f"a mapper call lost its host {tries} times in a row; is the "
+                            "cluster losing nodes? Re-run to resume from the stored chunks")
+
+    async def nodes(self) -> dict[str, str]:
+        """The node id each host runs on, by actor name (waits until each host is up)."""
+        ids = await asyncio.gather(*(h.handle.__ray_call__.remote(_node_id)
+                                     for h in self._hosts))
+        return {h.name: node for h, node in zip(self._hosts, ids, strict=True)}
+
+    async def flush(self) -> None:
+        """Wait until every host's Ledger records are acknowledged (skipping dead hosts)."""
+        results = await asyncio.gather(*(h.handle.flush.remote() for h in self._hosts),
+                                       return_exceptions=True)
+        for host, result in zip(self._hosts, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("mapper host %s could not flush: %s", host.name, result)
+
+    def stop(self) -> None:
+        """Stop every host (after ``flush``): idle actors still cost memory and CPU."""
+        for host in self._hosts:
+            ray.kill(host.handle, no_restart=True)
+
+    async def _pick(self) -> _Host:
+        """The least busy host not set aside; if all are, wait for the first to come back."""
+        now = time.monotonic()
+        ready = [h for h in self._hosts if h.set_aside_until <= now]
+        if not ready:
+            first = min(self._hosts, key=lambda h: h.set_aside_until)
+            await asyncio.sleep(first.set_aside_until - now)
+            ready = [first]
+        return min(ready, key=lambda h: h.in_flight)
+
+
+def _node_id(_agent: Any) -> str:
+    """Runs inside a host (``__ray_call__``): the id of the node it lives on."""
+    return ray.get_runtime_context().get_node_id()
