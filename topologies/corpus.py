@@ -99,7 +99,8 @@ def load_corpus(source: CorpusInput, *, limits: CorpusLimits | None = None,
         root: If given, every input must resolve under this folder.
 
     Returns:
-        The documents (sorted by path within each argument) and the skipped inputs.
+        The documents (per argument: a folder's files by name, then its subfolders) and
+        the skipped inputs.
 
     Example:
         >>> load_corpus(["no/such/folder"]).skipped[0].reason
