@@ -173,19 +173,21 @@ def create_session(architecture: str | type[Architecture[Any, Any]] | Architectu
         UnknownArchitecture: no architecture has that name.
         ConfigError: a config value, agent key, model or role count is wrong.
     """
-    runtime = runtime or _default_runtime()
-    price_table = getattr(runtime.backend, "price_table", None)
     if isinstance(architecture, Architecture):
         if config is not None or model is not None or agent_configs:
             raise ConfigError("configure the architecture instance itself, or pass its name "
                               "with config=/model=/agent_configs=, not both")
         arch = architecture
         arch.plugins.extend(plugins)
+        runtime = runtime or _default_runtime()
     else:
+        # Resolve the name first: a typo should fail before Ray starts.
         cls = get_architecture(architecture) if isinstance(architecture, str) else architecture
+        runtime = runtime or _default_runtime()
         arch = cls(config, model=model, agent_configs=agent_configs, plugins=plugins,
-                   price_table=price_table)
-    return Session(arch, runtime, run_id=run_id, budget_usd=budget_usd, tools=tools)
+                   price_table=getattr(runtime.backend, "price_table", None))
+    budget = _budget(budget_usd)
+    return Session(arch, runtime, run_id=run_id, budget_usd=budget, tools=tools)
 
 
 init = create_session

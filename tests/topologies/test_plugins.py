@@ -1,0 +1,142 @@
+"""Plugins: hook order, and the built-ins backed by the Ledger, the RateLimiter and retries."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import ray
+
+from actors.errors import Overloaded
+from emulator import ScriptedError
+from tests.topologies.rig import Asked, TopologyRig
+from topologies import (
+    CostTrackerPlugin,
+    MetricsCollectorPlugin,
+    Plugin,
+    RetryHandlerPlugin,
+    ThrottlePlugin,
+    create_session,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def _reflexion_answer(asked: Asked) -> str:
+    return '{"success": true}' if "reflector" in asked.system else "done"
+
+
+class Recorder(Plugin):
+    """Writes down every hook it sees, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def on_session_start(self, ctx: Any) -> None:
+        self.seen.append("session_start")
+
+    async def on_before_execute(self, ctx: Any, task: Any) -> None:
+        self.seen.append(f"before:{task}")
+
+    async def on_agent_spawn(self, ctx: Any, agent: str, spec: Any) -> None:
+        self.seen.append(f"spawn:{agent}:{spec.tier}")
+
+    async def on_agent_complete(self, ctx: Any, agent: str, finding: Any) -> None:
+        self.seen.append(f"complete:{agent}")
+
+    async def on_after_execute(self, ctx: Any, result: Any) -> None:
+        self.seen.append(f"after:{result.output}")
+
+    async def on_error(self, ctx: Any, error: BaseException, agent: str | None) -> None:
+        self.seen.append(f"error:{agent}:{type(error).__name__}")
+
+    async def on_session_end(self, ctx: Any) -> None:
+        self.seen.append("session_end")
+
+
+async def test_hooks_fire_in_lifecycle_order(rig: TopologyRig) -> None:
+    recorder = Recorder()
+    with rig.script(_reflexion_answer):
+        session = create_session("reflexion", runtime=rig.runtime)
+        session.architecture.add_plugin(recorder)  # the seed's way, before the first query
+        async with session:
+            await session.query("task")
+    assert recorder.seen == [
+        "session_start", "before:task", "spawn:executor:haiku", "complete:executor",
+        "spawn:reflector:sonnet", "complete:reflector", "after:done", "session_end"]
+
+
+async def test_metrics_and_cost_read_the_ledger_and_equal_the_bill(rig: TopologyRig) -> None:
+    metrics, cost = MetricsCollectorPlugin(), CostTrackerPlugin(budget_usd="1.50")
+    with rig.script(_reflexion_answer):
+        async with create_session("reflexion", runtime=rig.runtime,
+                                  plugins=[metrics, cost]) as session:
+            result = await session.query("task one")
+            await session.query("task two")
+            budget = await rig.runtime.ledger.budget.remote(session.run_id)
+    bill = rig.emulator.stats()
+    summary, m = cost.get_cost_summary(), metrics.get_metrics()
+
+    assert summary["total_cost_usd"] == Decimal(bill["total_cost_usd"]) == m.estimated_cost_usd
+    assert summary["total_cost_usd"] > result.cost_usd  # two queries, one session
+    assert set(summary["agent_costs"]) == {"executor", "reflector"}
+    assert sum(summary["agent_costs"].values()) == summary["total_cost_usd"]
+    billed = sum(v["input_tokens"] + v["output_tokens"] for v in bill["billed"].values())
+    assert summary["total_tokens"] == m.total_tokens == billed
+    assert summary["remaining_usd"] == Decimal("1.50") - summary["total_cost_usd"]
+    assert budget.cap_usd == Decimal("1.50")
+    assert m.agent_count == 2 and m.call_count == 4 and m.tool_call_count == 0
+    assert set(m.agent_durations) == {"executor", "reflector"} and m.duration_ms > 0
+
+
+async def test_throttle_sets_the_rate_limiters_limits_for_the_tiers_used(
+        rig: TopologyRig) -> None:
+    throttle = ThrottlePlugin(max_concurrent=3, tokens_per_minute=90_000)
+    with rig.script(_reflexion_answer):
+        async with create_session("reflexion", runtime=rig.runtime,
+                                  plugins=[throttle]) as session:
+            await session.query("task")
+    status = ray.get(rig.runtime.limiter.status.remote())
+    limits = {b.key.tier: b.limits for b in status.buckets}
+
+    assert set(throttle.applied) == {"haiku", "sonnet"}
+    for tier in ("haiku", "sonnet"):
+        assert limits[tier].max_concurrency == 3 and limits[tier].itpm == 90_000
+        assert limits[tier].rpm == rig.runtime.settings.rpm
+    for tier, default in (("haiku", rig.runtime.settings), ("sonnet", rig.runtime.settings)):
+        ray.get(rig.runtime.limiter.set_limits.remote(tier, _defaults(default)))
+
+
+def _defaults(settings: Any) -> Any:
+    from actors.limits import TierLimits
+
+    return TierLimits(rpm=settings.rpm, itpm=settings.itpm, otpm=settings.otpm,
+                      max_concurrency=settings.max_concurrency)
+
+
+async def test_the_retry_handler_sets_the_agents_retry_policy(rig: TopologyRig) -> None:
+    def flaky_first_call() -> Any:
+        calls = itertools.count()
+
+        def answer(asked: Asked) -> str:
+            if next(calls) == 0:
+                raise ScriptedError("overloaded_error", headers={"retry-after-ms": "10"})
+            return _reflexion_answer(asked)
+        return answer
+
+    recorder, metrics = Recorder(), MetricsCollectorPlugin()
+    with rig.script(flaky_first_call()):
+        async with create_session("reflexion", runtime=rig.runtime,
+                                  plugins=[RetryHandlerPlugin(max_retries=0), recorder]) as s:
+            with pytest.raises(Overloaded):
+                await s.query("task")
+    assert recorder.seen[-3:] == ["error:executor:Overloaded", "error:None:Overloaded",
+                                  "session_end"]
+
+    with rig.script(flaky_first_call()):
+        async with create_session("reflexion", runtime=rig.runtime, plugins=[
+                RetryHandlerPlugin(max_retries=2, initial_delay_s=0.01), metrics]) as s:
+            result = await s.query("task")
+    assert result.success and metrics.get_metrics().retry_count == 1
