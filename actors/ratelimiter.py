@@ -69,9 +69,11 @@ from actors.tiers import Tier
 DEFAULT_LEASE_TTL_S = 6.0
 """A lease not heard from for this long is dead: its slots and stock return to the buckets."""
 
-_TOLERANCE = (1.0, 1000.0, 1000.0)
-"""Header remaining values differ from ours by at most this before we act: the API rounds
-token values to the nearest thousand (``anthropic-api.md`` §6.2); request counts are exact."""
+_ROUNDING = (2.0, 1000.0, 1000.0)
+"""The API rounds token ``remaining`` values to the nearest thousand (``anthropic-api.md``
+§6.2); request counts are exact, but a call or two may be in transit between a lease and us."""
+_DRIFT_SHARE = 0.02
+"""Drift below this share of a bucket is noise (uses leases have not reported yet), not news."""
 _EXTRA_SHARE = 0.25
 """Headroom for a lease's stock takes at most this share of what a bucket has left, so one
 process cannot drain a bucket into its stock while others have yet to ask."""
@@ -217,15 +219,20 @@ class _Buckets:
             held[i] += amount
 
     def correct(self, reading: HeaderReading) -> None:
-        """Lower our level where the server says fewer remain (beyond its rounding)."""
+        """Lower our level where the server says fewer remain, beyond rounding and noise.
+
+        Only the excess over the tolerance is taken away: part of the gap is uses that leases
+        have not reported yet, which their reports will take away again.
+        """
         values = (reading.requests, reading.input_tokens, reading.output_tokens)
         for i, value in enumerate(values):
             if value is None:
                 continue
-            server = min(self.limits.capacity[i],
-                         value + reading.age_s * self.limits.refill_per_s[i])
-            if self.level[i] + self.held[i] - server > _TOLERANCE[i]:
-                self.level[i] = server - self.held[i]
+            cap = self.limits.capacity[i]
+            server = min(cap, value + reading.age_s * self.limits.refill_per_s[i])
+            tolerance = max(_ROUNDING[i], _DRIFT_SHARE * cap)
+            if self.level[i] + self.held[i] - server > tolerance:
+                self.level[i] = server + tolerance - self.held[i]
 
 
 class RateLimiter:

@@ -24,6 +24,7 @@ from actors.limits import (
     BucketKey,
     Grant,
     GrantRequest,
+    HeaderReading,
     Holding,
     KeyReport,
     Need,
@@ -267,23 +268,34 @@ async def test_one_429_pauses_the_bucket_for_every_lease() -> None:
 
 
 @pytest.mark.asyncio
-async def test_headers_lower_our_level_only_beyond_the_rounding() -> None:
-    limiter, _ = make(TierLimits(rpm=100, itpm=60_000, otpm=60_000, max_concurrency=10))
+async def test_headers_lower_our_level_only_beyond_rounding_and_noise() -> None:
+    limits = TierLimits(rpm=100, itpm=60_000, otpm=60_000, max_concurrency=10)
+    limiter, _ = make(limits)
     session = await register(limiter, "a")
 
     async def report(seq: int, headers: dict[str, str]) -> Amount:
-        from actors.limits import HeaderReading
         await limiter.settle(SettleBatch(lease_id="a", session=session, seq=seq, reports=[
             KeyReport(key=KEY, headers=HeaderReading.parse(headers))]))
         return await available(limiter)
 
+    # Tolerance: 1,200 input tokens (2 % of 60,000; above the API's rounding), 2 requests.
     level = await report(2, {"anthropic-ratelimit-input-tokens-remaining": "59000"})
-    assert level.input_tokens == pytest.approx(60_000)  # 1,000 off: just the rounding
+    assert level.input_tokens == pytest.approx(60_000)
     level = await report(3, {"Anthropic-RateLimit-Input-Tokens-Remaining": "41000",
                              "anthropic-ratelimit-requests-remaining": "90"})
-    assert (level.input_tokens, level.requests) == (pytest.approx(41_000), pytest.approx(90))
+    assert (level.input_tokens, level.requests) == (pytest.approx(42_200), pytest.approx(92))
     level = await report(4, {"anthropic-ratelimit-output-tokens-remaining": "70000"})
     assert level.output_tokens == pytest.approx(60_000)  # more than we think: never raised
+
+
+@pytest.mark.asyncio
+async def test_a_header_reading_counts_the_refill_since_the_response() -> None:
+    limiter, _ = make(TierLimits(rpm=100, itpm=60_000, otpm=60_000, max_concurrency=10))
+    session = await register(limiter, "a")
+    reading = HeaderReading(input_tokens=30_000, age_s=2.0)  # 2,000 more have flowed in since
+    await limiter.settle(SettleBatch(lease_id="a", session=session, seq=2, reports=[
+        KeyReport(key=KEY, headers=reading)]))
+    assert (await available(limiter)).input_tokens == pytest.approx(33_200)
 
 
 # -- refusals, leases, restarts -----------------------------------------------------------------
