@@ -183,18 +183,21 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
         # second of start-up then overlaps the map phase instead of following it.
         await run.crew.agent("reducer")
         store = self._store()
-        tree = TreeReducer(lambda notes, level: self._combine(notes, level, run),
+        phase = ["map"]  # combines start during the map phase and go on after it
+        tree = TreeReducer(lambda notes, level: self._combine(notes, level, run, phase[0]),
                            self.config.reduce_budget_tokens - _PROMPT_OVERHEAD_TOKENS,
                            max_in_flight=self.config.max_parallel_combiners)
         try:
             nodes = await pool.nodes()
             stats = await self._map(task, run, pool, store, tree)
+            phase[0] = "reduce"
             await run.phase("reduce", "combining the notes", total=None)
             notes = await tree.finish()
         finally:
             await tree.aclose()
             if store is not None:
                 store.close()
+        await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
         answer = await run.ask("reducer", _reduce_prompt(task.question, notes), topic="answer",
                                final=True, max_tokens=self.config.reducer_max_tokens)
         return run.result(
@@ -237,10 +240,13 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                          max_in_flight=self.config.max_parallel_mappers)
         return await phase.run_all(plan)
 
-    async def _combine(self, notes: Sequence[Note], level: int, run: RunContext) -> Note:
+    async def _combine(self, notes: Sequence[Note], level: int, run: RunContext,
+                       phase: str) -> Note:
         """One combiner call: several notes into one note of the level above."""
         question = str(run.variables.get("question", ""))
         sources = sum(n.sources for n in notes)
+        # One more call than announced: grow the phase's total so progress stays exact.
+        await run.phase(phase, f"combining {len(notes)} notes", total=1)
         finding = await run.ask("combiner", _reduce_prompt(question, notes),
                                 topic=f"level {level + 1}",
                                 max_tokens=self.config.reducer_max_tokens)
