@@ -23,7 +23,14 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     """Import each command module; each adds its command(s) to ``app``."""
-    from cluster import demo_command, emulator_command, ledger_command  # noqa: F401
+    # run_mapreduce_command adds ``mapreduce`` to run_command's ``run`` group.
+    from cluster import (  # noqa: F401
+        demo_command,
+        emulator_command,
+        ledger_command,
+        run_command,
+        run_mapreduce_command,
+    )
 
 
 def main() -> None:

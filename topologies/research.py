@@ -100,8 +100,8 @@ class Research(Architecture[ResearchConfig, ResearchResult]):
         count = self.config.max_subtopics or self.config.max_parallel_agents
         await run.phase("plan", f"splitting the question into {count} subtopics", total=1)
         schema = json_schema_prompt(Plan, subtopics={"minItems": 1, "maxItems": count})
-        plan = await run.ask("lead", f"Question: {question}\n\nAnswer in JSON matching this "
-                             f"schema: {schema}", topic="plan", variables={"count": count},
+        plan = await run.ask("lead", f"{question}\n\nAnswer in JSON matching this schema: "
+                             f"{schema}", topic="plan", variables={"count": count},
                              max_tokens=512)
         subtopics = [s.strip() for s in parse_json(plan.text, Plan, "lead").subtopics]
         return [s for s in subtopics if s][:count] or [question]

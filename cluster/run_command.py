@@ -1,0 +1,250 @@
+"""``raytroupe run <architecture> PROMPT [options]``: one subcommand per architecture.
+
+Each subcommand maps its options onto the architecture's config (the seed's field names),
+then :func:`run_architecture` starts or joins Ray, runs a session with live progress, prints
+the answer and the Ledger's tables per agent and tier. Offline (no ``ANTHROPIC_API_KEY``) it
+runs on the emulator. Bad input is one line on stderr: exit 2 for a usage error (unknown
+architecture, bad value, empty prompt, budget too small for one call), 1 for a failed run.
+
+Example:
+    raytroupe run research "How do actor runtimes schedule work?" \\
+        --lead sonnet --subagent haiku --max-parallel 4 --budget 2.00
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from actors.errors import ConfigError, RaytroupeError, UsageError
+from cluster.cli import app
+from cluster.run_display import RunProgress, print_ledger, print_result
+
+run_app = typer.Typer(name="run", no_args_is_help=True,
+                      help="Run an architecture on a prompt (offline on the emulator).")
+app.add_typer(run_app, name="run")
+
+Prompt = Annotated[str, typer.Argument(help="What to work on.")]
+Model = Annotated[str | None, typer.Option(
+    "--model", help="Default tier or model id for roles not set otherwise.")]
+Agents = Annotated[list[str] | None, typer.Option(
+    "--agent", help="Per-agent or per-role model, NAME=MODEL (repeatable): researcher_1=opus.")]
+Budget = Annotated[str | None, typer.Option("--budget", help="USD cap of the run, e.g. 2.00.")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Ray address: 'auto' joins a running cluster; default starts a local Ray.")]
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="JSON file of config fields (options given here win).")]
+Stream = Annotated[bool, typer.Option(
+    "--stream", help="Print the final agent's text as it arrives (no progress bar).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or Ledger tables.")]
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Our errors as one red line and an exit code: 2 for usage, 1 for a failed run
+    (``BudgetExceeded`` included: the run stopped before a call that could cross the cap)."""
+    try:
+        yield
+    except UsageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    except RaytroupeError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str | None,
+                     agents: list[str] | None, budget: str | None, address: str | None,
+                     config_file: Path | None = None, stream: bool = False,
+                     quiet: bool = False, unit: str = "calls") -> Any:
+    """Build, run and report one session of architecture ``name`` (what every subcommand does).
+
+    Returns the typed result. Raises our errors for :func:`cli_errors` to report.
+    """
+    import cluster
+    from cluster.settings import Settings
+    from topologies import create_session, get_architecture
+
+    options = {**_config_file(config_file), **{k: v for k, v in config.items() if v is not None}}
+    settings = Settings()
+    # Everything is checked before Ray starts: the name, every value, every model, the input.
+    architecture = get_architecture(name)(options, model=model,
+                                          agent_configs=_agent_overrides(agents or []),
+                                          price_table=settings.price_table)
+    architecture.check_input(task)
+    runtime = cluster.init(address=address, settings=settings)
+    try:
+        session = create_session(architecture, runtime=runtime, budget_usd=budget)
+        return asyncio.run(_drive(session, task, stream=stream, quiet=quiet, unit=unit))
+    finally:
+        cluster.shutdown()
+
+
+async def _drive(session: Any, task: Any, *, stream: bool, quiet: bool, unit: str) -> Any:
+    out, err = Console(), Console(stderr=True)
+    result = None
+    async with session:
+        with RunProgress(err, session.architecture.name, unit,
+                         enabled=not (stream or quiet)) as progress:
+            async for event in session.run(task):
+                progress.on_event(event)
+                if stream and event.kind == "text":
+                    out.print(event.text, end="", markup=False, highlight=False)
+                if event.kind == "run_completed":
+                    result = event.result
+        if stream:
+            out.print()
+        else:
+            print_result(out, result)
+        if not quiet:
+            print_ledger(out, await session.ledger_rollup("agent"),
+                         await session.ledger_rollup("tier"))
+    return result
+
+
+def _agent_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
+    overrides = {}
+    for pair in pairs:
+        name, sep, model = pair.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            raise ConfigError(f"--agent takes NAME=MODEL (researcher_1=haiku), got {pair!r}")
+        overrides[name.strip()] = {"model": model.strip()}
+    return overrides
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--config {str(path)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {str(path)!r} must hold a JSON object of config fields")
+    return data
+
+
+def _money(value: str | None) -> str | None:
+    """Validate ``--budget`` early, so a typo fails before Ray starts."""
+    if value is None:
+        return None
+    try:
+        Decimal(value)
+    except ArithmeticError:
+        raise ConfigError(f"--budget {value!r} is not a number of dollars") from None
+    return value
+
+
+@run_app.command("research")
+def research(prompt: Prompt, lead: Annotated[str | None, typer.Option(
+                 "--lead", help="The lead's (and synthesizer's) model. Default: sonnet.")] = None,
+             subagent: Annotated[str | None, typer.Option(
+                 "--subagent", help="The researchers' model. Default: haiku.")] = None,
+             max_parallel: Annotated[int | None, typer.Option(
+                 "--max-parallel", help="Researchers working at once. Default: 4.")] = None,
+             model: Model = None, agent: Agents = None, budget: Budget = None,
+             address: Address = None, config: ConfigFile = None, stream: Stream = False,
+             quiet: Quiet = False) -> None:
+    """A lead splits the question; researchers dig in parallel; a synthesizer answers."""
+    with cli_errors():
+        run_architecture("research", prompt, {"lead_model": lead, "subagent_model": subagent,
+                                              "max_parallel_agents": max_parallel},
+                         model=model, agents=agent, budget=_money(budget), address=address,
+                         config_file=config, stream=stream, quiet=quiet)
+
+
+@run_app.command("pipeline")
+def pipeline(prompts: Annotated[list[str], typer.Argument(
+                 help="One prompt, or several: each flows through every stage.")],
+             stage: Annotated[list[str] | None, typer.Option(
+                 "--stage", help="A stage name, in order (repeatable). Default: "
+                 "analyze, draft, review.")] = None,
+             max_in_flight: Annotated[int | None, typer.Option(
+                 "--max-in-flight", help="Items in the pipeline at once. Default: 8.")] = None,
+             model: Model = None, agent: Agents = None, budget: Budget = None,
+             address: Address = None, config: ConfigFile = None, stream: Stream = False,
+             quiet: Quiet = False) -> None:
+    """Ordered stages, one agent each; several prompts flow through them concurrently."""
+    with cli_errors():
+        run_architecture("pipeline", prompts, {"stages": stage or None,
+                                               "max_items_in_flight": max_in_flight},
+                         model=model, agents=agent, budget=_money(budget), address=address,
+                         config_file=config, stream=stream, quiet=quiet)
+
+
+@run_app.command("specialist_pool")
+def specialist_pool(prompt: Prompt, max_specialists: Annotated[int | None, typer.Option(
+                        "--max-specialists", help="At most this many answer (1-4).")] = None,
+                    router: Annotated[str | None, typer.Option("--router")] = None,
+                    specialist: Annotated[str | None, typer.Option("--specialist")] = None,
+                    aggregator: Annotated[str | None, typer.Option("--aggregator")] = None,
+                    model: Model = None, agent: Agents = None, budget: Budget = None,
+                    address: Address = None, config: ConfigFile = None,
+                    stream: Stream = False, quiet: Quiet = False) -> None:
+    """A router picks 1-4 specialists; they answer in parallel; an aggregator merges."""
+    with cli_errors():
+        run_architecture("specialist_pool", prompt, {
+            "max_specialists": max_specialists, "router_model": router,
+            "specialist_model": specialist, "aggregator_model": aggregator},
+            model=model, agents=agent, budget=_money(budget), address=address,
+            config_file=config, stream=stream, quiet=quiet)
+
+
+@run_app.command("debate")
+def debate(prompt: Prompt, rounds: Annotated[int | None, typer.Option(
+               "--rounds", help="Exchanges before the verdict. Default: 2.")] = None,
+           debater: Annotated[str | None, typer.Option("--debater")] = None,
+           judge: Annotated[str | None, typer.Option("--judge")] = None,
+           model: Model = None, agent: Agents = None, budget: Budget = None,
+           address: Address = None, config: ConfigFile = None, stream: Stream = False,
+           quiet: Quiet = False) -> None:
+    """A proponent and an opponent argue for N rounds; a judge decides."""
+    with cli_errors():
+        run_architecture("debate", prompt, {"rounds": rounds, "debater_model": debater,
+                                            "judge_model": judge},
+                         model=model, agents=agent, budget=_money(budget), address=address,
+                         config_file=config, stream=stream, quiet=quiet)
+
+
+@run_app.command("critic_actor")
+def critic_actor(prompt: Prompt, max_rounds: Annotated[int | None, typer.Option(
+                     "--max-rounds", help="Drafts at most. Default: 3.")] = None,
+                 threshold: Annotated[int | None, typer.Option(
+                     "--threshold", help="Score (0-10) that accepts a draft. Default: 8.")] = None,
+                 actor: Annotated[str | None, typer.Option("--actor")] = None,
+                 critic: Annotated[str | None, typer.Option("--critic")] = None,
+                 model: Model = None, agent: Agents = None, budget: Budget = None,
+                 address: Address = None, config: ConfigFile = None, stream: Stream = False,
+                 quiet: Quiet = False) -> None:
+    """An actor drafts; a critic scores and comments; repeat until good enough."""
+    with cli_errors():
+        run_architecture("critic_actor", prompt, {
+            "max_rounds": max_rounds, "score_threshold": threshold, "actor_model": actor,
+            "critic_model": critic},
+            model=model, agents=agent, budget=_money(budget), address=address,
+            config_file=config, stream=stream, quiet=quiet)
+
+
+@run_app.command("reflexion")
+def reflexion(prompt: Prompt, max_attempts: Annotated[int | None, typer.Option(
+                  "--max-attempts", help="Tries at most. Default: 3.")] = None,
+              executor: Annotated[str | None, typer.Option("--executor")] = None,
+              reflector: Annotated[str | None, typer.Option("--reflector")] = None,
+              model: Model = None, agent: Agents = None, budget: Budget = None,
+              address: Address = None, config: ConfigFile = None, stream: Stream = False,
+              quiet: Quiet = False) -> None:
+    """An executor tries; a reflector writes lessons; it retries with them."""
+    with cli_errors():
+        run_architecture("reflexion", prompt, {
+            "max_attempts": max_attempts, "executor_model": executor,
+            "reflector_model": reflector},
+            model=model, agents=agent, budget=_money(budget), address=address,
+            config_file=config, stream=stream, quiet=quiet)
