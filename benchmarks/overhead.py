@@ -32,13 +32,13 @@ from typing import Any
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import anthropic  # noqa: E402
-import ray  # noqa: E402
+import anthropic
+import ray
 
-import cluster  # noqa: E402
-from actors.messages import AgentSpec, AskRequest  # noqa: E402
-from cluster.settings import Settings  # noqa: E402
-from emulator import EmulatorProcess  # noqa: E402
+import cluster
+from actors.messages import AgentSpec, AskRequest
+from cluster.settings import Settings
+from emulator import EmulatorProcess
 
 PROMPT = "Summarise in one line why an actor model suits a fleet of LLM agents."
 MAX_TOKENS = 32
