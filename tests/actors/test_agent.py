@@ -159,3 +159,20 @@ def test_memory_is_compacted_by_a_haiku_summary_that_is_billed(rig: Rig) -> None
     assert by_tier["haiku"].calls >= 1
     tokens, _ = bill(rig.emulator.stats())
     assert ledger_tokens(rig.ledger_totals(run_id)) == tokens
+
+
+def test_a_cached_system_prompt_is_written_once_then_read_and_billed_exactly(rig: Rig) -> None:
+    rig.emulator.reset()
+    instructions = "You review contracts. Rules: " + " ".join(
+        f"rule {i}: flag clause {i} when it shifts liability." for i in range(400))
+    agent, run_id = rig.agent("sonnet", system=instructions)
+    first = _ask(agent, "Review clause 1.", cache_system=True)
+    second = _ask(agent, "Review clause 2.", cache_system=True)
+
+    assert first.usage.cache_write_5m > 1024 and first.usage.cache_read == 0
+    assert second.usage.cache_read == first.usage.cache_write_5m
+    assert second.usage.cache_write_5m == 0
+    tokens, usd = bill(rig.emulator.stats())
+    totals = rig.ledger_totals(run_id)
+    assert ledger_tokens(totals) == tokens and totals.cost_usd == usd
+    assert second.cost_usd < first.cost_usd
