@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -49,6 +50,9 @@ from actors.ratelimiter import DEFAULT_LEASE_TTL_S, Clock, LoopClock
 
 DEFAULT_PAUSE_S = 1.0
 """How long a 429 without ``retry-after`` pauses its bucket."""
+_STOCK_S = 0.2
+"""Headroom: stock for this many seconds of calls at the recent rate."""
+_RATE_WINDOW_S = 0.25
 
 _T = TypeVar("_T")
 
@@ -68,8 +72,12 @@ class _Local:
     pause_timer: Any = None
     last_active: float = 0.0
     topup_at: float = 0.0
+    """No stock top-up before then (set when the limiter last had none to give)."""
     typical: tuple[float, float] | None = None
     """Moving average of (input, output) tokens per call: sizes the headroom."""
+    rate: float = 0.0
+    """Calls per second lately (a moving average over windows of ``_RATE_WINDOW_S``)."""
+    window: tuple[float, int] = (0.0, 0)
     # Unreported changes, cleared when a batch is built:
     used: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     returned: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -166,6 +174,7 @@ class LimiterLease:
         self._seq = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
         self._flushing = False
+        self._again = False
         self._dirty_since: float | None = None
         self._unflushed_settles = 0
         self._last_sent = 0.0
@@ -263,8 +272,18 @@ class LimiterLease:
             local.used[i] += amount
         local.spare_slots -= 1
         local.inflight += 1
+        self._count_call(local)
         self._mark_dirty()
         return Permit(self, local, input_tokens, output_tokens)
+
+    def _count_call(self, local: _Local) -> None:
+        now = self._clock.now()
+        started, calls = local.window
+        if now >= started + _RATE_WINDOW_S:
+            measured = calls / max(now - started, _RATE_WINDOW_S)
+            local.rate = measured if local.rate == 0 else (local.rate + measured) / 2
+            started, calls = now, 0
+        local.window = (started, calls + 1)
 
     def _undo(self, permit: Permit) -> None:
         local = permit._local
@@ -288,7 +307,6 @@ class LimiterLease:
             # Top the stock up for calls to come, at most once per flush interval per key.
             if now < local.topup_at or not self._headroom(local):
                 return
-            local.topup_at = now + self._flush_interval
         local.fetching = True
         self._spawn(self._fetch(local))
 
@@ -315,14 +333,17 @@ class LimiterLease:
         self._pump(local)
 
     def _headroom(self, local: _Local) -> Amount:
-        """Stock to ask for beyond the queued calls: about ``batch_size`` typical calls while
-        nobody else waits, once the stock is under half of that."""
+        """Stock to ask for beyond the queued calls, while nobody else waits: enough for
+        ``_STOCK_S`` of calls at the recent rate (``batch_size`` at least), once the stock is
+        under half of that. A busy process thus asks about ten times a second, whatever its
+        rate; the limiter caps what one stock may take (``_EXTRA_SHARE``)."""
         view = local.view
         if local.typical is None or (view is not None and view.waiting_others):
             return Amount()
-        if self._clock.now() - local.last_active > self._idle_ttl:
+        if self._clock.now() > local.last_active + self._idle_ttl:
             return Amount()
-        target = (self._batch, self._batch * local.typical[0], self._batch * local.typical[1])
+        calls = max(self._batch, math.ceil(local.rate * _STOCK_S))
+        target = (calls, calls * local.typical[0], calls * local.typical[1])
         if all(s >= t / 2 for s, t in zip(local.stock, target, strict=True)):
             return Amount()
         return Amount.of([max(0.0, t - s) for s, t in zip(local.stock, target, strict=True)])
@@ -348,14 +369,13 @@ class LimiterLease:
         try:
             while self._clock.now() >= local.paused_until:
                 waiters = [w for w in list(local.waiters)[:self._batch] if not w.future.done()]
-                needs, spare = [], local.spare_slots
-                for waiter in waiters:
-                    needs.append(Need(input_tokens=waiter.input_tokens,
-                                      output_tokens=waiter.output_tokens, slot=spare <= 0))
-                    spare -= 1
+                needs = self._needs(local, waiters)
                 grant = await self._request_grant(local, needs)
                 if grant is not None:
                     self._take(local, grant, needs, waiters)
+                if not needs and (grant is None or not grant.extra):
+                    # Nothing to spare: do not ask again before the next flush.
+                    local.topup_at = self._clock.now() + self._flush_interval
                 self._serve_queue(local)
                 if grant is not None and grant.view is not None:
                     self._see(grant.view)  # after serving: only leftovers go back
@@ -369,6 +389,20 @@ class LimiterLease:
         finally:
             local.fetching = False
         self._pump(local)
+
+    @staticmethod
+    def _needs(local: _Local, waiters: list[_Waiter]) -> list[Need]:
+        """What each queued call lacks, in order, once the stock is shared out among them."""
+        stock, spare, needs = list(local.stock), local.spare_slots, []
+        for waiter in waiters:
+            lack = []
+            for i, amount in enumerate((1, waiter.input_tokens, waiter.output_tokens)):
+                lack.append(max(0, math.ceil(amount - stock[i])))
+                stock[i] = max(0.0, stock[i] - amount)
+            needs.append(Need(request=lack[0] > 0, input_tokens=lack[1],
+                              output_tokens=lack[2], slot=spare <= 0))
+            spare -= 1
+        return needs
 
     async def _request_grant(self, local: _Local, needs: list[Need]) -> Grant | None:
         if self._session is None:
@@ -387,7 +421,7 @@ class LimiterLease:
     def _take(self, local: _Local, grant: Grant, needs: list[Need],
               waiters: list[_Waiter]) -> None:
         for need in needs[:grant.granted]:
-            for i, amount in enumerate((1, need.input_tokens, need.output_tokens)):
+            for i, amount in enumerate((need.request, need.input_tokens, need.output_tokens)):
                 local.stock[i] += amount
             local.spare_slots += need.slot
         for i, amount in enumerate(grant.extra.as_tuple()):
@@ -417,7 +451,10 @@ class LimiterLease:
         self._mark_dirty()
         if self._unflushed_settles >= self._batch:
             self._start_flush()
-        self._pump(local)
+        self._pump(local)  # our own queued calls use the refund first
+        if _contended(local) and not local.waiters and any(local.stock):
+            self._give_back(local)  # others wait for these tokens: send them now
+            self._start_flush()
 
     def _rate_limited(self, local: _Local, retry_after_s: float | None,
                       headers: Mapping[str, str] | None) -> None:
@@ -440,12 +477,13 @@ class LimiterLease:
             permit._done = True  # unsettled: the reservation stays spent
         local = permit._local
         local.inflight -= 1
-        contended = local.view is not None and local.view.waiting_others > 0
-        if not contended and (local.waiters or local.spare_slots < self._batch):
+        if not _contended(local) and (local.waiters or local.spare_slots < self._batch):
             local.spare_slots += 1
         else:
             local.released += 1
             self._mark_dirty()
+            if _contended(local):
+                self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)
 
@@ -478,6 +516,8 @@ class LimiterLease:
             self._arm_tick()
 
     def _start_flush(self) -> None:
+        """Flush now; if a flush is in flight, send another right after it."""
+        self._again = self._flushing
         if not self._flushing:
             self._spawn(self._flush())
 
@@ -488,9 +528,12 @@ class LimiterLease:
         async with self._flush_lock:
             self._flushing = True
             try:
-                batch = self._build_batch(closing)
-                reply: SettleReply = await self._rpc("settle", batch)
-                self._adopt(reply)
+                while True:
+                    self._again = False
+                    reply: SettleReply = await self._rpc("settle", self._build_batch(closing))
+                    self._adopt(reply)
+                    if not (self._again and self._dirty_since is not None) or closing:
+                        break
             finally:
                 self._flushing = False
 
@@ -580,6 +623,11 @@ class LimiterLease:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _contended(local: _Local) -> bool:
+    """Other processes are waiting for this key (as of our last word from the limiter)."""
+    return local.view is not None and local.view.waiting_others > 0
 
 
 def _average(previous: tuple[float, float] | None, input_tokens: int,

@@ -96,10 +96,12 @@ class Amount(_Frozen):
 
 
 class Need(_Frozen):
-    """One local call waiting for a grant: 1 request permit, its tokens, maybe a slot."""
+    """What one queued call still lacks: what its lease's stock does not cover already."""
 
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
+    request: bool = True
+    """False when the lease's stock already holds a request permit for this call."""
     slot: bool = True
     """False when the lease already holds a spare concurrency slot for this call."""
 

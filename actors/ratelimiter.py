@@ -203,7 +203,7 @@ class _Buckets:
             if self.in_use >= self.limits.max_concurrency:
                 return math.inf
         wait = 0.0
-        for i, amount in enumerate((1, need.input_tokens, need.output_tokens)):
+        for i, amount in enumerate(_amounts(need)):
             deficit = amount - self.level[i]
             if deficit > _EPS:
                 if amount > self.limits.capacity[i] - self.held[i]:
@@ -407,7 +407,7 @@ class RateLimiter:
         for need in waiter.needs:
             if granted and state.blocked_until(need, now, self._grace_until) is not None:
                 break
-            state.move_to_stock(waiter.lease, (1, need.input_tokens, need.output_tokens))
+            state.move_to_stock(waiter.lease, _amounts(need))
             if need.slot:
                 state.in_use += 1
                 waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
@@ -416,7 +416,7 @@ class RateLimiter:
         extra = self._extra(state, waiter.lease, waiter.extra, now) if whole else Amount()
         tags = {"tier": state.key.tier}
         self._metrics.wait.observe(now - waiter.since, tags=tags)
-        self._metrics.grants.inc(granted + extra.requests, tags=tags)
+        self._metrics.grants.inc(granted + extra.requests, tags=tags)  # calls, stock
         waiter.future.set_result(Grant(session=waiter.lease.session, granted=granted,
                                        extra=extra, view=self._view(state, waiter.lease)))
 
@@ -541,6 +541,10 @@ class RateLimiter:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()))
+
+
+def _amounts(need: Need) -> tuple[int, int, int]:
+    return (int(need.request), need.input_tokens, need.output_tokens)
 
 
 def get_rate_limiter(default_limits: TierLimits,

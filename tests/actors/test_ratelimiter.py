@@ -461,3 +461,20 @@ async def test_unused_stock_and_slots_go_back_after_the_idle_ttl() -> None:
 async def _enter_and_leave(lease: LimiterLease, input_tokens: int) -> None:
     async with lease.reserve(KEY, input_tokens=input_tokens, output_tokens=0) as permit:
         permit.settle(input_tokens=input_tokens, output_tokens=0)
+
+
+@pytest.mark.asyncio
+async def test_a_refund_kept_in_stock_counts_toward_the_next_call() -> None:
+    limiter, clock = make()
+    lease, _ = lease_on(limiter, clock)
+    async with lease.reserve(KEY, input_tokens=6_000, output_tokens=0) as permit:
+        permit.settle(input_tokens=3_000, output_tokens=0)  # 3,000 stay in the lease's stock
+    clock.advance(0.05)  # the lease reports the call: the limiter knows what it holds
+    await until(lambda: limiter._buckets[KEY].held[1] == 3_000)
+    second = asyncio.ensure_future(_enter_and_leave(lease, 4_000))
+    await spin()
+    clock.advance(9.9)  # the lease asked only for the 1,000 it lacks: 10 s of refill
+    await spin()
+    assert not second.done()
+    clock.advance(0.1)
+    await until(second.done)
