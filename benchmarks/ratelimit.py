@@ -33,24 +33,11 @@ import ray
 import cluster
 from actors.messages import AgentSpec, AskRequest
 from cluster.settings import Settings
+from cluster.start_line import StartLine
 from emulator import EmulatorProcess, Limits
 
 PROMPT = "Summarise: actors own state; messages carry work; limits keep the fleet polite."
 NAMESPACE = "bench-ratelimit"
-
-
-class StartLine:
-    """Holds every driver until all are ready."""
-
-    def __init__(self, drivers: int) -> None:
-        self.expected, self.ready = drivers, 0
-        self.go = asyncio.Event()
-
-    async def arrive_and_wait(self) -> None:
-        self.ready += 1
-        if self.ready >= self.expected:
-            self.go.set()
-        await self.go.wait()
 
 
 def _settings(base_url: str, itpm: int) -> Settings:

@@ -21,20 +21,6 @@ from cluster.settings import Settings
 PROMPT = "Summarise: actors own state; messages carry work; limits keep the fleet polite."
 
 
-class StartLine:
-    """Holds every driver until all are ready, so that they saturate the limit together."""
-
-    def __init__(self, drivers: int) -> None:
-        self.expected, self.ready = drivers, 0
-        self.go = asyncio.Event()
-
-    async def arrive_and_wait(self) -> None:
-        self.ready += 1
-        if self.ready >= self.expected:
-            self.go.set()
-        await self.go.wait()
-
-
 async def _hammer(agent: object, calls: int, in_flight: int) -> None:
     gate = asyncio.Semaphore(in_flight)
 

@@ -14,7 +14,7 @@ import ray
 
 import cluster
 from cluster.settings import Settings
-from tests.actors.saturation_driver import StartLine
+from cluster.start_line import StartLine
 
 ROOT = Path(__file__).resolve().parents[2]
 ITPM = 3_000       # 50 input tokens/s after a 3,000-token burst: binds hard on ~25-token calls
