@@ -449,7 +449,10 @@ class LimiterLease:
         self._note_headers(local, headers)
         self._unflushed_settles += 1
         self._mark_dirty()
-        if self._unflushed_settles >= self._batch:
+        # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
+        # the limiter then hears from each process about 20 times a second at most.
+        rate = sum(x.rate for x in self._keys.values())
+        if self._unflushed_settles >= max(self._batch, rate * self._flush_interval):
             self._start_flush()
         self._pump(local)  # our own queued calls use the refund first
         if _contended(local) and not local.waiters and any(local.stock):
