@@ -119,7 +119,10 @@ class Research(Architecture[ResearchConfig, ResearchResult]):
             # A researcher takes one subtopic at a time: parallelism is the researcher count.
             key = await free.get()
             try:
-                return await run.ask(key, f"Subtopic: {subtopic}", topic=subtopic,
+                prompt = f"Subtopic: {subtopic}"
+                if run.crew.has_tools(key):
+                    prompt += "\n\nUse your tools to find sources before you answer."
+                return await run.ask(key, prompt, topic=subtopic,
                                      max_tokens=self.config.researcher_max_tokens)
             finally:
                 free.put_nowait(key)

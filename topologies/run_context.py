@@ -35,6 +35,7 @@ from topologies.messages import (
     PhaseStarted,
     TextChunk,
 )
+from topologies.tool_events import recorded, spawn_recorder
 
 if TYPE_CHECKING:
     from topologies.architecture import Architecture
@@ -79,6 +80,8 @@ class Crew:
         self.plugins, self.tools = plugins, dict(tools or {})
         self.handles: dict[str, Any] = {}
         self.channels: dict[str, Channel[AskRequest]] = {}
+        self.recorder: Any = None
+        """Collects tool calls made inside the agents (only when there are tools)."""
 
     def names(self) -> dict[str, str]:
         """Actor name of every agent spawned so far, by agent key."""
@@ -92,12 +95,34 @@ class Crew:
             tier, model = arch.model_for(key)
             spec = AgentSpec(name=actor_name(self.run_id, arch.name, key), role=key, tier=tier,
                              model=model, run_id=self.run_id, topology=arch.name)
-            tools = self.tools.get(key) or self.tools.get(role.name) or ()
-            self.handles[key] = spawn_agent(spec, self.backend, tools)
+            self.handles[key] = spawn_agent(spec, self.backend, self._tools_of(key, role.name))
             self.channels[key] = Channel(f"{arch.name}->{key}", AskRequest, self.handles[key].ask,
                                          reply_type=Reply, max_in_flight=CALLS_IN_FLIGHT_PER_AGENT)
             await self.plugins.fire("on_agent_spawn", key, spec)
         return self.handles[key]
+
+    def has_tools(self, key: str) -> bool:
+        """True when agent ``key`` (or its role) was given tools."""
+        return bool(self.tools.get(key) or self.tools.get(self.architecture.role_of(key).name))
+
+    async def report_tools(self) -> None:
+        """Fire ``on_tool_call`` / ``on_tool_result`` for the tool calls made since last time."""
+        if self.recorder is None:
+            return
+        for event in await self.recorder.drain.remote():
+            if event.kind == "call":
+                await self.plugins.fire("on_tool_call", event.agent, event.tool, event.arguments)
+            else:
+                await self.plugins.fire("on_tool_result", event.agent, event.tool, event.result,
+                                        event.is_error)
+
+    def _tools_of(self, key: str, role: str) -> list[Callable[..., Any]]:
+        tools = self.tools.get(key) or self.tools.get(role) or ()
+        if not tools:
+            return []
+        if self.recorder is None:
+            self.recorder = spawn_recorder()
+        return [recorded(tool, self.recorder, key) for tool in tools]
 
     async def flush(self) -> None:
         """Wait until every agent's Ledger records are acknowledged."""
@@ -108,9 +133,10 @@ class Crew:
         try:
             await self.flush()
         finally:
-            for handle in self.handles.values():
+            for handle in [*self.handles.values(), *([self.recorder] if self.recorder else [])]:
                 ray.kill(handle, no_restart=True)
             self.handles.clear()
+            self.recorder = None
             self.channels.clear()
 
 
@@ -163,8 +189,10 @@ class RunContext:
                 reply = await self.crew.channels[key].request(request)
         except Exception as exc:
             error = unwrap(exc)
+            await self.crew.report_tools()
             await self.crew.plugins.fire("on_error", error, key)
             raise error from None
+        await self.crew.report_tools()
         return await self._completed(key, role.name, topic, reply)
 
     def result(self, cls: type[ResultT], **fields: Any) -> ResultT:

@@ -72,4 +72,6 @@ def _text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(block.get("text", "") for block in content if isinstance(block, dict))
+    # A tool result's text is in its ``content``: show it as the turn's text.
+    return "\n".join(block.get("text") or _text(block.get("content"))
+                     for block in content if isinstance(block, dict))

@@ -140,3 +140,53 @@ async def test_the_retry_handler_sets_the_agents_retry_policy(rig: TopologyRig) 
                 RetryHandlerPlugin(max_retries=2, initial_delay_s=0.01), metrics]) as s:
             result = await s.query("task")
     assert result.success and metrics.get_metrics().retry_count == 1
+
+
+def find_sources(topic: str) -> str:
+    """Find sources about a topic."""
+    if topic == "boom":
+        raise RuntimeError("index offline")
+    return f"3 sources on {topic}"
+
+
+class ToolWatcher(Plugin):
+    """Keeps the tool hooks' arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict]] = []
+        self.results: list[tuple[str, str, str, bool]] = []
+
+    async def on_tool_call(self, ctx: Any, agent: str, tool: str, arguments: dict) -> None:
+        self.calls.append((agent, tool, arguments))
+
+    async def on_tool_result(self, ctx: Any, agent: str, tool: str, result: str,
+                             is_error: bool) -> None:
+        self.results.append((agent, tool, result, is_error))
+
+
+async def test_tool_calls_inside_agents_reach_the_tool_hooks(rig: TopologyRig) -> None:
+    def answer(asked: Asked) -> Any:
+        if "lead researcher" in asked.system:
+            return '{"subtopics": ["actors", "boom"]}'
+        if "synthesizer" in asked.system:
+            return "answer"
+        if "3 sources" in asked.user or "index offline" in asked.user:
+            return "finding from " + asked.user[-30:]
+        topic = asked.user.split("\n")[0].removeprefix("Subtopic: ")
+        return [{"type": "tool_use", "name": "find_sources", "input": {"topic": topic}}]
+
+    watcher, metrics = ToolWatcher(), MetricsCollectorPlugin()
+    with rig.script(answer) as script:
+        async with create_session("research", config={"max_parallel_agents": 2},
+                                  runtime=rig.runtime, plugins=[watcher, metrics],
+                                  tools={"researcher": [find_sources]}) as session:
+            result = await session.query("How do actors work?")
+
+    assert all("Use your tools" in a.user for a in script.by("a researcher on a team")
+               if a.user.startswith("Subtopic"))
+    assert sorted((c[1], c[2]["topic"]) for c in watcher.calls) == [
+        ("find_sources", "actors"), ("find_sources", "boom")]
+    outcomes = {r[2]: r[3] for r in watcher.results}
+    assert outcomes == {"3 sources on actors": False, "RuntimeError: index offline": True}
+    assert {c[0] for c in watcher.calls} <= {"researcher_1", "researcher_2"}
+    assert metrics.get_metrics().tool_call_count == 2 and result.output == "answer"
