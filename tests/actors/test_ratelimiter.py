@@ -478,3 +478,19 @@ async def test_a_refund_kept_in_stock_counts_toward_the_next_call() -> None:
     assert not second.done()
     clock.advance(0.1)
     await until(second.done)
+
+
+@pytest.mark.asyncio
+async def test_reprs_show_live_state_and_never_a_key() -> None:
+    api_key = "sk-ant-api03-secret"
+    key = BucketKey.for_api_key(api_key, "sonnet")
+    limiter, clock = make()
+    lease, _ = lease_on(limiter, clock)
+    async with lease.reserve(key, input_tokens=100, output_tokens=10) as permit:
+        shown = [repr(limiter), repr(lease), repr(permit), str(key), repr(key)]
+        assert "1 in flight" in repr(limiter) and "1 leases" in repr(limiter)
+        assert "sonnet: 1 in flight, 0 waiting" in repr(lease)
+        assert repr(permit) == "Permit(sonnet, in=100, out=10)"
+    assert not any(api_key in text or "sk-ant" in text for text in shown)
+    with pytest.raises(ValueError, match="account"):  # a key where a fingerprint belongs
+        BucketKey(account=api_key, tier="sonnet")

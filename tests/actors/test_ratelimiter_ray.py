@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -179,3 +180,30 @@ def _assert_token_limit_held(grants: list[tuple[float, int]]) -> None:
             total += tokens
             allowed = LIMITS.itpm + rate * (end - start + 0.1)
             assert total <= allowed, f"{total} tokens in {end - start:.3f}s > {allowed:.0f}"
+
+
+@pytest.mark.slow  # Ray reports custom metrics every 10 s by default
+def test_grants_and_429_pauses_show_in_prometheus_metrics_by_tier(limiter: Any) -> None:
+    key = KEY.model_copy(update={"tier": "opus"})
+
+    async def call_then_429() -> None:
+        lease = LimiterLease(limiter)
+        async with lease.reserve(key, input_tokens=10, output_tokens=10) as permit:
+            permit.settle(input_tokens=10, output_tokens=10)
+        async with lease.reserve(key, input_tokens=10, output_tokens=10) as permit:
+            permit.rate_limited(retry_after_s=0.01)
+        await lease.close()
+
+    asyncio.run(call_then_429())
+    port = ray.nodes()[0]["MetricsExportPort"]
+    wanted = ("ray_raytroupe_limiter_grants_total{", "ray_raytroupe_limiter_429_pauses_total{",
+              "ray_raytroupe_limiter_wait_s_count{", "ray_raytroupe_limiter_queue_depth{")
+    deadline, found = time.monotonic() + 30, set()
+    while time.monotonic() < deadline and len(found) < len(wanted):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            body = response.read().decode()
+        found = {w for w in wanted for line in body.splitlines()
+                 if line.startswith(w) and 'tier="opus"' in line}
+        time.sleep(0.5)  # poll interval of a bounded poll
+    assert found == set(wanted)
+    assert "a1b2c3d4e5f6" not in body  # tags are tiers, never accounts
