@@ -494,3 +494,12 @@ async def test_reprs_show_live_state_and_never_a_key() -> None:
     assert not any(api_key in text or "sk-ant" in text for text in shown)
     with pytest.raises(ValueError, match="account"):  # a key where a fingerprint belongs
         BucketKey(account=api_key, tier="sonnet")
+
+
+def test_the_limits_docstring_examples_hold() -> None:
+    import doctest
+
+    import actors.limits
+
+    failures, tried = doctest.testmod(actors.limits)
+    assert tried > 0 and failures == 0
