@@ -99,7 +99,7 @@ class Research(Architecture[ResearchConfig, ResearchResult]):
     async def _plan(self, question: str, run: RunContext) -> list[str]:
         count = self.config.max_subtopics or self.config.max_parallel_agents
         await run.phase("plan", f"splitting the question into {count} subtopics", total=1)
-        schema = json_schema_prompt(Plan, subtopics={"minItems": 1, "maxItems": count})
+        schema = json_schema_prompt(Plan, subtopics={"minItems": count, "maxItems": count})
         plan = await run.ask("lead", f"{question}\n\nAnswer in JSON matching this schema: "
                              f"{schema}", topic="plan", variables={"count": count},
                              max_tokens=512)
