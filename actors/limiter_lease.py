@@ -9,30 +9,33 @@ batches every ``flush_interval_s`` (or every ``batch_size`` settles), which also
 lease. Stock and spare slots go back after ``idle_ttl_s`` without calls, or at once when other
 processes are waiting for them.
 
-Example:
-    >>> lease = LimiterLease(limiter)                              # one per process
-    >>> key = BucketKey(account="a1b2c3", tier="sonnet")
-    >>> async with lease.reserve(key, input_tokens=900, output_tokens=1024) as permit:
-    ...     response = await send()                                # doctest: +SKIP
-    ...     permit.settle(input_tokens=812, output_tokens=240, headers=response.headers)
+The per-key arithmetic (stock, needs, headroom, reports) is :class:`~actors.limiter_stock.
+KeyStock`; this module waits, keeps time and talks to the limiter.
+
+Example::
+
+    lease = LimiterLease(limiter)                                  # one per process
+    key = BucketKey(account="a1b2c3", tier="sonnet")
+    async with lease.reserve(key, input_tokens=900, output_tokens=1024) as permit:
+        response = await send()
+        permit.settle(input_tokens=812, output_tokens=240, headers=response.headers)
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from actors.errors import ConfigError
+from actors.limiter_buckets import Clock, LoopClock
+from actors.limiter_stock import KeyStock, Waiter
 from actors.limits import (
     Amount,
     BucketKey,
@@ -40,65 +43,15 @@ from actors.limits import (
     GrantRequest,
     HeaderReading,
     Holding,
-    KeyReport,
     KeyView,
     Need,
     SettleBatch,
     SettleReply,
 )
-from actors.ratelimiter import DEFAULT_LEASE_TTL_S, Clock, LoopClock
+from actors.ratelimiter import DEFAULT_LEASE_TTL_S
 
 DEFAULT_PAUSE_S = 1.0
 """How long a 429 without ``retry-after`` pauses its bucket."""
-_STOCK_S = 0.2
-"""Headroom: stock for this many seconds of calls at the recent rate."""
-_RATE_WINDOW_S = 0.25
-
-_T = TypeVar("_T")
-
-
-@dataclass(eq=False)
-class _Local:
-    """One key as this process sees it: stock, slots, queued calls and unreported changes."""
-
-    key: BucketKey
-    stock: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    spare_slots: int = 0
-    inflight: int = 0
-    waiters: deque[_Waiter] = field(default_factory=deque)
-    fetching: bool = False
-    view: KeyView | None = None
-    paused_until: float = 0.0
-    pause_timer: Any = None
-    last_active: float = 0.0
-    topup_at: float = 0.0
-    """No stock top-up before then (set when the limiter last had none to give)."""
-    typical: tuple[float, float] | None = None
-    """Moving average of (input, output) tokens per call: sizes the headroom."""
-    rate: float = 0.0
-    """Calls per second lately (a moving average over windows of ``_RATE_WINDOW_S``)."""
-    window: tuple[float, int] = (0.0, 0)
-    # Unreported changes, cleared when a batch is built:
-    used: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    returned: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    charged: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    released: int = 0
-    headers: tuple[HeaderReading, float] | None = None
-    retry_after: tuple[float, float] | None = None
-
-    def holds_anything(self) -> bool:
-        return bool(self.inflight or self.spare_slots or any(self.stock) or self.waiters)
-
-    def unreported(self) -> bool:
-        return bool(any(self.used) or any(self.returned) or any(self.charged) or self.released
-                    or self.headers or self.retry_after)
-
-
-@dataclass(eq=False)
-class _Waiter:
-    input_tokens: int
-    output_tokens: int
-    future: asyncio.Future[Permit]
 
 
 class Permit:
@@ -108,16 +61,16 @@ class Permit:
     may have been billed) and frees the concurrency slot.
     """
 
-    __slots__ = ("_done", "_lease", "_local", "input_tokens", "output_tokens")
+    __slots__ = ("_done", "_lease", "_stock", "input_tokens", "output_tokens")
 
-    def __init__(self, lease: LimiterLease, local: _Local, input_tokens: int,
+    def __init__(self, lease: LimiterLease, stock: KeyStock, input_tokens: int,
                  output_tokens: int) -> None:
-        self._lease, self._local = lease, local
+        self._lease, self._stock = lease, stock
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
         self._done = False
 
     def __repr__(self) -> str:
-        return (f"Permit({self._local.key.tier}, in={self.input_tokens}, "
+        return (f"Permit({self._stock.key.tier}, in={self.input_tokens}, "
                 f"out={self.output_tokens}{', settled' if self._done else ''})")
 
     def settle(self, *, input_tokens: int, output_tokens: int,
@@ -143,7 +96,7 @@ class Permit:
         """
         if not self._done:
             self._done = True
-            self._lease._rate_limited(self._local, retry_after_s, headers)
+            self._lease._rate_limited(self._stock, retry_after_s, headers)
 
 
 class LimiterLease:
@@ -170,7 +123,7 @@ class LimiterLease:
         self._session: str | None = None
         self._lease_ttl = DEFAULT_LEASE_TTL_S
         self._address: tuple[str | None, str | None] = (None, None)
-        self._keys: dict[BucketKey, _Local] = {}
+        self._keys: dict[BucketKey, KeyStock] = {}
         self._seq = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
         self._flushing = False
@@ -183,10 +136,8 @@ class LimiterLease:
         self._closed = False
 
     def __repr__(self) -> str:
-        parts = [f"{k.tier}: {x.inflight} in flight, {len(x.waiters)} waiting, "
-                 f"stock {x.stock[0]:.0f} req/{x.stock[1]:.0f} in/{x.stock[2]:.0f} out"
-                 for k, x in self._keys.items()]
-        return f"LimiterLease({self.lease_id[:8]}; {'; '.join(parts) or 'idle'})"
+        parts = "; ".join(repr(x) for x in self._keys.values()) or "idle"
+        return f"LimiterLease({self.lease_id[:8]}; {parts})"
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -227,15 +178,17 @@ class LimiterLease:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("token counts must be >= 0")
         local = self._local(key)
-        self._check_size(local, input_tokens, output_tokens)
-        local.last_active = self._clock.now()
-        local.typical = _average(local.typical, input_tokens, output_tokens)
-        if not local.waiters and self._servable(local, input_tokens, output_tokens):
+        reason = local.too_big(input_tokens, output_tokens)
+        if reason is not None:
+            raise ConfigError(reason)
+        now = self._clock.now()
+        local.note_call(input_tokens, output_tokens, now)
+        if not local.waiters and local.servable(input_tokens, output_tokens, now):
             permit = self._serve(local, input_tokens, output_tokens)
             self._pump(local)  # top up the stock in the background if it runs low
             return permit
         future: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(input_tokens, output_tokens, future)
+        waiter = Waiter(input_tokens, output_tokens, future)
         local.waiters.append(waiter)
         self._arm_tick()  # renews the lease while we wait, however long
         self._pump(local)
@@ -248,54 +201,19 @@ class LimiterLease:
                 local.waiters.remove(waiter)
             raise
 
-    def _check_size(self, local: _Local, input_tokens: int, output_tokens: int) -> None:
-        if local.view is None:
-            return  # the limiter checks on our first request
-        limits = local.view.limits
-        for amount, cap, what in ((input_tokens, limits.itpm, "input tokens"),
-                                  (output_tokens, limits.otpm, "output tokens")):
-            if amount > cap:
-                raise ConfigError(f"{local.key.tier}: the request needs {amount:,} {what} but "
-                                  f"the limit is {cap:,}/min; make it smaller or raise the "
-                                  "tier's limit")
+    # -- serving from stock ------------------------------------------------------------------
 
-    # -- local stock -------------------------------------------------------------------------
-
-    def _servable(self, local: _Local, input_tokens: int, output_tokens: int) -> bool:
-        stock = local.stock
-        return (local.spare_slots > 0 and stock[0] >= 1 and stock[1] >= input_tokens
-                and stock[2] >= output_tokens and self._clock.now() >= local.paused_until)
-
-    def _serve(self, local: _Local, input_tokens: int, output_tokens: int) -> Permit:
-        for i, amount in enumerate((1, input_tokens, output_tokens)):
-            local.stock[i] -= amount
-            local.used[i] += amount
-        local.spare_slots -= 1
-        local.inflight += 1
-        self._count_call(local)
+    def _serve(self, local: KeyStock, input_tokens: int, output_tokens: int) -> Permit:
+        local.take(input_tokens, output_tokens, self._clock.now())
         self._mark_dirty()
         return Permit(self, local, input_tokens, output_tokens)
 
-    def _count_call(self, local: _Local) -> None:
-        now = self._clock.now()
-        started, calls = local.window
-        if now >= started + _RATE_WINDOW_S:
-            measured = calls / max(now - started, _RATE_WINDOW_S)
-            local.rate = measured if local.rate == 0 else (local.rate + measured) / 2
-            started, calls = now, 0
-        local.window = (started, calls + 1)
-
     def _undo(self, permit: Permit) -> None:
-        local = permit._local
-        for i, amount in enumerate((1, permit.input_tokens, permit.output_tokens)):
-            local.stock[i] += amount
-            local.used[i] -= amount
-        local.inflight -= 1
-        local.spare_slots += 1
         permit._done = True
-        self._pump(local)
+        permit._stock.put_back(permit.input_tokens, permit.output_tokens)
+        self._pump(permit._stock)
 
-    def _pump(self, local: _Local) -> None:
+    def _pump(self, local: KeyStock) -> None:
         """Serve queued calls from stock; start the key's one grant request if one is due."""
         self._serve_queue(local)
         now = self._clock.now()
@@ -310,7 +228,7 @@ class LimiterLease:
         local.fetching = True
         self._spawn(self._fetch(local))
 
-    def _serve_queue(self, local: _Local) -> None:
+    def _serve_queue(self, local: KeyStock) -> None:
         """Serve queued calls from stock, first come first served, until the first cannot be."""
         if self._clock.now() < local.paused_until:
             if local.pause_timer is None:
@@ -321,55 +239,32 @@ class LimiterLease:
             waiter = local.waiters[0]
             if waiter.future.done():
                 local.waiters.popleft()
-            elif self._servable(local, waiter.input_tokens, waiter.output_tokens):
+            elif local.servable(waiter.input_tokens, waiter.output_tokens, self._clock.now()):
                 local.waiters.popleft()
                 waiter.future.set_result(self._serve(local, waiter.input_tokens,
                                                      waiter.output_tokens))
             else:
                 break
 
-    def _unpause(self, local: _Local) -> None:
+    def _unpause(self, local: KeyStock) -> None:
         local.pause_timer = None
         self._pump(local)
 
-    def _headroom(self, local: _Local) -> Amount:
-        """Stock to ask for beyond the queued calls, while nobody else waits: enough for
-        ``_STOCK_S`` of calls at the recent rate (``batch_size`` at least), once the stock is
-        under half of that. A busy process thus asks about ten times a second, whatever its
-        rate; the limiter caps what one stock may take (``_EXTRA_SHARE``)."""
-        view = local.view
-        if local.typical is None or (view is not None and view.waiting_others):
-            return Amount()
-        if self._clock.now() > local.last_active + self._idle_ttl:
-            return Amount()
-        calls = max(self._batch, math.ceil(local.rate * _STOCK_S))
-        target = (calls, calls * local.typical[0], calls * local.typical[1])
-        if all(s >= t / 2 for s, t in zip(local.stock, target, strict=True)):
-            return Amount()
-        return Amount.of([max(0.0, t - s) for s, t in zip(local.stock, target, strict=True)])
+    def _headroom(self, local: KeyStock) -> Amount:
+        return local.headroom(self._clock.now(), self._batch, self._idle_ttl)
 
-    def _give_back(self, local: _Local) -> None:
-        """Return all stock and spare slots to the buckets.
-
-        Also when calls are queued here: others are waiting (or we are idle), and a lease that
-        kept slots for its own queue while queued behind another lease's request for a slot
-        would deadlock the two. Queued calls ask again, in turn.
-        """
-        for i in range(3):
-            local.returned[i] += local.stock[i]
-            local.stock[i] = 0.0
-        local.released += local.spare_slots
-        local.spare_slots = 0
+    def _give_back(self, local: KeyStock) -> None:
+        local.give_back()
         self._mark_dirty()
 
     # -- grants ------------------------------------------------------------------------------
 
-    async def _fetch(self, local: _Local) -> None:
+    async def _fetch(self, local: KeyStock) -> None:
         """The key's one grant request in flight: loop while calls are queued."""
         try:
             while self._clock.now() >= local.paused_until:
                 waiters = [w for w in list(local.waiters)[:self._batch] if not w.future.done()]
-                needs = self._needs(local, waiters)
+                needs = local.needs(waiters)
                 grant = await self._request_grant(local, needs)
                 if grant is not None:
                     self._take(local, grant, needs, waiters)
@@ -390,21 +285,7 @@ class LimiterLease:
             local.fetching = False
         self._pump(local)
 
-    @staticmethod
-    def _needs(local: _Local, waiters: list[_Waiter]) -> list[Need]:
-        """What each queued call lacks, in order, once the stock is shared out among them."""
-        stock, spare, needs = list(local.stock), local.spare_slots, []
-        for waiter in waiters:
-            lack = []
-            for i, amount in enumerate((1, waiter.input_tokens, waiter.output_tokens)):
-                lack.append(max(0, math.ceil(amount - stock[i])))
-                stock[i] = max(0.0, stock[i] - amount)
-            needs.append(Need(request=lack[0] > 0, input_tokens=lack[1],
-                              output_tokens=lack[2], slot=spare <= 0))
-            spare -= 1
-        return needs
-
-    async def _request_grant(self, local: _Local, needs: list[Need]) -> Grant | None:
+    async def _request_grant(self, local: KeyStock, needs: list[Need]) -> Grant | None:
         if self._session is None:
             await self._flush()  # registers this lease
         request = GrantRequest(lease_id=self.lease_id, session=self._session or "",
@@ -418,14 +299,9 @@ class LimiterLease:
             return None  # from a registration we have since replaced: its stock is gone
         return grant
 
-    def _take(self, local: _Local, grant: Grant, needs: list[Need],
-              waiters: list[_Waiter]) -> None:
-        for need in needs[:grant.granted]:
-            for i, amount in enumerate((need.request, need.input_tokens, need.output_tokens)):
-                local.stock[i] += amount
-            local.spare_slots += need.slot
-        for i, amount in enumerate(grant.extra.as_tuple()):
-            local.stock[i] += amount
+    def _take(self, local: KeyStock, grant: Grant, needs: list[Need],
+              waiters: list[Waiter]) -> None:
+        local.add(grant, needs)
         if grant.rejected is not None and waiters:
             refused = waiters[0]  # the limiter only ever refuses the first need
             if refused in local.waiters:
@@ -438,14 +314,8 @@ class LimiterLease:
 
     def _settled(self, permit: Permit, input_tokens: int, output_tokens: int,
                  headers: Mapping[str, str] | None) -> None:
-        local = permit._local
-        for i, (reserved, actual) in ((1, (permit.input_tokens, input_tokens)),
-                                      (2, (permit.output_tokens, output_tokens))):
-            if actual <= reserved:  # keep the refund in stock: it is ours, already taken
-                local.stock[i] += reserved - actual
-                local.used[i] -= reserved - actual
-            else:
-                local.charged[i] += actual - reserved
+        local = permit._stock
+        local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
         self._unflushed_settles += 1
         self._mark_dirty()
@@ -455,11 +325,11 @@ class LimiterLease:
         if self._unflushed_settles >= max(self._batch, rate * self._flush_interval):
             self._start_flush()
         self._pump(local)  # our own queued calls use the refund first
-        if _contended(local) and not local.waiters and any(local.stock):
+        if local.contended and not local.waiters and any(local.stock):
             self._give_back(local)  # others wait for these tokens: send them now
             self._start_flush()
 
-    def _rate_limited(self, local: _Local, retry_after_s: float | None,
+    def _rate_limited(self, local: KeyStock, retry_after_s: float | None,
                       headers: Mapping[str, str] | None) -> None:
         now = self._clock.now()
         pause = DEFAULT_PAUSE_S if retry_after_s is None else max(0.0, retry_after_s)
@@ -469,23 +339,22 @@ class LimiterLease:
         self._mark_dirty()
         self._start_flush()  # the whole cluster must hear of a 429 now, not in 50 ms
 
-    def _note_headers(self, local: _Local, headers: Mapping[str, str] | None) -> None:
+    def _note_headers(self, local: KeyStock, headers: Mapping[str, str] | None) -> None:
         reading = HeaderReading.parse(dict(headers) if headers else None)
         if reading is not None:
             local.headers = (reading, self._clock.now())
 
     def _finished(self, permit: Permit) -> None:
         """The call left its ``reserve`` block: its slot serves the next call or goes back."""
-        if permit._done is False:
-            permit._done = True  # unsettled: the reservation stays spent
-        local = permit._local
+        permit._done = True  # if it was not settled, the reservation stays spent
+        local = permit._stock
         local.inflight -= 1
-        if not _contended(local) and (local.waiters or local.spare_slots < self._batch):
+        if not local.contended and (local.waiters or local.spare_slots < self._batch):
             local.spare_slots += 1
         else:
             local.released += 1
             self._mark_dirty()
-            if _contended(local):
+            if local.contended:
                 self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)
@@ -542,8 +411,7 @@ class LimiterLease:
 
     def _build_batch(self, closing: bool) -> SettleBatch:
         now = self._clock.now()
-        reports = [self._report(local, now) for local in self._keys.values()
-                   if local.unreported()]
+        reports = [local.report(now) for local in self._keys.values() if local.unreported()]
         holdings = [Holding(key=k, slots=x.inflight + x.spare_slots)
                     for k, x in self._keys.items() if x.inflight + x.spare_slots]
         self._dirty_since, self._unflushed_settles = None, 0
@@ -551,28 +419,11 @@ class LimiterLease:
         return SettleBatch(lease_id=self.lease_id, session=self._session, seq=next(self._seq),
                            holdings=holdings, reports=reports, closing=closing)
 
-    @staticmethod
-    def _report(local: _Local, now: float) -> KeyReport:
-        headers = retry = None
-        if local.headers is not None:
-            reading, seen = local.headers
-            headers = reading.model_copy(update={"age_s": max(0.0, now - seen)})
-        if local.retry_after is not None:
-            pause, seen = local.retry_after
-            retry = max(0.0, pause - (now - seen))
-        report = KeyReport(key=local.key, used=Amount.of(local.used),
-                           returned=Amount.of(local.returned), charged=Amount.of(local.charged),
-                           released_slots=local.released, headers=headers, retry_after_s=retry)
-        local.used, local.returned, local.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
-        local.released, local.headers, local.retry_after = 0, None, None
-        return report
-
     def _adopt(self, reply: SettleReply) -> None:
         """Take in a settle reply; a new session means our old stock no longer exists."""
         if reply.session != self._session:
             for local in self._keys.values():
-                local.stock = [0.0, 0.0, 0.0]
-                local.used, local.returned = [0.0] * 3, [0.0] * 3
+                local.forget_stock()
             self._session = reply.session
         self._lease_ttl = reply.lease_ttl_s
         if reply.name is not None:
@@ -582,9 +433,7 @@ class LimiterLease:
 
     def _see(self, view: KeyView) -> None:
         local = self._local(view.key)
-        local.view = view
-        if view.paused_for_s > 0:
-            local.paused_until = max(local.paused_until, self._clock.now() + view.paused_for_s)
+        local.see(view, self._clock.now())
         if view.waiting_others and (any(local.stock) or local.spare_slots):
             self._give_back(local)
             self._start_flush()  # others are waiting for exactly this
@@ -616,25 +465,13 @@ class LimiterLease:
         except ValueError:
             pass  # not there (yet): keep retrying the old handle until the deadline
 
-    def _local(self, key: BucketKey) -> _Local:
+    def _local(self, key: BucketKey) -> KeyStock:
         local = self._keys.get(key)
         if local is None:
-            local = self._keys[key] = _Local(key)
+            local = self._keys[key] = KeyStock(key)
         return local
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _contended(local: _Local) -> bool:
-    """Other processes are waiting for this key (as of our last word from the limiter)."""
-    return local.view is not None and local.view.waiting_others > 0
-
-
-def _average(previous: tuple[float, float] | None, input_tokens: int,
-             output_tokens: int) -> tuple[float, float]:
-    if previous is None:
-        return (float(input_tokens), float(output_tokens))
-    return (0.8 * previous[0] + 0.2 * input_tokens, 0.8 * previous[1] + 0.2 * output_tokens)

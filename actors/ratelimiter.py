@@ -37,26 +37,24 @@ import asyncio
 import itertools
 import math
 import os
-import time
 import uuid
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 from pydantic import BaseModel, ConfigDict
 from ray.util.metrics import Counter, Gauge, Histogram
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.limiter_buckets import Cancellable, Clock, KeyBuckets, LoopClock, amounts
 from actors.limits import (
     Amount,
     BucketKey,
     Grant,
     GrantRequest,
-    HeaderReading,
     KeyReport,
     KeyView,
     Need,
@@ -69,38 +67,10 @@ from actors.tiers import Tier
 DEFAULT_LEASE_TTL_S = 6.0
 """A lease not heard from for this long is dead: its slots and stock return to the buckets."""
 
-_ROUNDING = (2.0, 1000.0, 1000.0)
-"""The API rounds token ``remaining`` values to the nearest thousand (``anthropic-api.md``
-§6.2); request counts are exact, but a call or two may be in transit between a lease and us."""
-_DRIFT_SHARE = 0.02
-"""Drift below this share of a bucket is noise (uses leases have not reported yet), not news."""
 _EXTRA_SHARE = 0.25
 """Headroom for a lease's stock takes at most this share of what a bucket has left, so one
 process cannot drain a bucket into its stock while others have yet to ask."""
-_EPS = 1e-6
 _WAIT_BOUNDS = [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60]
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """Monotonic seconds and timers; tests pass a fake one and drive it."""
-
-    def now(self) -> float: ...
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
-
-
-class LoopClock:
-    """``time.monotonic`` and the running event loop's timers."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
-        return asyncio.get_running_loop().call_later(max(0.0, when - self.now()), callback)
 
 
 class BucketStatus(BaseModel):
@@ -154,87 +124,6 @@ class _Waiter:
     since: float
 
 
-class _Buckets:
-    """One key's three buckets, its concurrency count and its FIFO queue of grant requests."""
-
-    def __init__(self, key: BucketKey, limits: TierLimits, *, level: list[float],
-                 stamp: float) -> None:
-        self.key, self.limits = key, limits
-        self.level, self.stamp = level, stamp
-        self.held = [0.0, 0.0, 0.0]
-        self.in_use = 0
-        self.paused_until = 0.0
-        self.waiters: deque[_Waiter] = deque()
-        self.timer: Cancellable | None = None
-
-    def refill(self, now: float) -> None:
-        """Add what flowed in since the last look, up to capacity minus what stocks hold."""
-        elapsed = now - self.stamp
-        if elapsed <= 0:
-            return
-        for i, (cap, rate) in enumerate(zip(self.limits.capacity, self.limits.refill_per_s,
-                                            strict=True)):
-            top = cap - self.held[i]
-            if self.level[i] < top:
-                self.level[i] = min(top, self.level[i] + elapsed * rate)
-        self.stamp = now
-
-    def clamp(self) -> None:
-        for i, cap in enumerate(self.limits.capacity):
-            self.level[i] = min(self.level[i], cap - self.held[i])
-
-    def too_big(self, need: Need) -> str | None:
-        """Why ``need`` can never be granted, or None."""
-        for amount, cap, what, fix in (
-                (need.input_tokens, self.limits.itpm, "input tokens", "shorten the prompt"),
-                (need.output_tokens, self.limits.otpm, "output tokens", "lower max_tokens")):
-            if amount > cap:
-                return (f"{self.key.tier}: the request needs {amount:,} {what} but the limit "
-                        f"is {cap:,}/min; {fix} or raise the tier's limit")
-        return None
-
-    def blocked_until(self, need: Need, now: float, grace_until: float) -> float | None:
-        """None if ``need`` fits now; else when to look again (``inf``: on an event only)."""
-        if now < self.paused_until:
-            return self.paused_until
-        if need.slot:
-            if now < grace_until:
-                return grace_until
-            if self.in_use >= self.limits.max_concurrency:
-                return math.inf
-        wait = 0.0
-        for i, amount in enumerate(_amounts(need)):
-            deficit = amount - self.level[i]
-            if deficit > _EPS:
-                if amount > self.limits.capacity[i] - self.held[i]:
-                    return math.inf  # only stock coming back can make room
-                wait = max(wait, deficit / self.limits.refill_per_s[i])
-        return None if wait == 0.0 else now + wait
-
-    def move_to_stock(self, lease: _Lease, amounts: Iterable[float]) -> None:
-        held = lease.held.setdefault(self.key, [0.0, 0.0, 0.0])
-        for i, amount in enumerate(amounts):
-            self.level[i] -= amount
-            self.held[i] += amount
-            held[i] += amount
-
-    def correct(self, reading: HeaderReading) -> None:
-        """Lower our level where the server says fewer remain, beyond rounding and noise.
-
-        Only the excess over the tolerance is taken away: part of the gap is uses that leases
-        have not reported yet, which their reports will take away again.
-        """
-        values = (reading.requests, reading.input_tokens, reading.output_tokens)
-        for i, value in enumerate(values):
-            if value is None:
-                continue
-            cap = self.limits.capacity[i]
-            server = min(cap, value + reading.age_s * self.limits.refill_per_s[i])
-            tolerance = max(_ROUNDING[i], _DRIFT_SHARE * cap)
-            if self.level[i] + self.held[i] - server > tolerance:
-                self.level[i] = server + tolerance - self.held[i]
-
-
 class RateLimiter:
     """The cluster's one rate limiter; make it an actor with :func:`get_rate_limiter`.
 
@@ -264,7 +153,7 @@ class RateLimiter:
         # for them to re-register their slots before granting any new one.
         self._grace_until = self._started + (lease_ttl_s / 3 if self.restarted else 0.0)
         self._sessions = itertools.count(1)
-        self._buckets: dict[BucketKey, _Buckets] = {}
+        self._buckets: dict[BucketKey, KeyBuckets] = {}
         self._leases: dict[str, _Lease] = {}
         self._expiry: tuple[float, Cancellable] | None = None
         self._metrics = _metrics()
@@ -380,7 +269,7 @@ class RateLimiter:
 
     # -- granting ----------------------------------------------------------------------------
 
-    def _dispatch(self, state: _Buckets) -> None:
+    def _dispatch(self, state: KeyBuckets) -> None:
         """Serve the queue head while it fits; else arm one timer for when it will."""
         if state.timer is not None:
             state.timer.cancel()
@@ -402,12 +291,13 @@ class RateLimiter:
         self._metrics.depth.set(sum(len(w.needs) for w in state.waiters),
                                 tags={"tier": state.key.tier})
 
-    def _grant(self, state: _Buckets, waiter: _Waiter, now: float) -> None:
+    def _grant(self, state: KeyBuckets, waiter: _Waiter, now: float) -> None:
         granted = 0
         for need in waiter.needs:
             if granted and state.blocked_until(need, now, self._grace_until) is not None:
                 break
-            state.move_to_stock(waiter.lease, _amounts(need))
+            state.move_to_stock(waiter.lease.held.setdefault(state.key, [0.0, 0.0, 0.0]),
+                                amounts(need))
             if need.slot:
                 state.in_use += 1
                 waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
@@ -420,17 +310,17 @@ class RateLimiter:
         waiter.future.set_result(Grant(session=waiter.lease.session, granted=granted,
                                        extra=extra, view=self._view(state, waiter.lease)))
 
-    def _extra(self, state: _Buckets, lease: _Lease, asked: Amount, now: float) -> Amount:
+    def _extra(self, state: KeyBuckets, lease: _Lease, asked: Amount, now: float) -> Amount:
         """Headroom for a lease's stock, from idle capacity only (see ``_EXTRA_SHARE``)."""
         if not asked or now < state.paused_until:
             return Amount()
         give = [float(math.floor(min(want, max(0.0, level) * _EXTRA_SHARE)))
                 for want, level in zip(asked.as_tuple(), state.level, strict=True)]
-        state.move_to_stock(lease, give)
+        state.move_to_stock(lease.held.setdefault(state.key, [0.0, 0.0, 0.0]), give)
         return Amount.of(give)
 
     @staticmethod
-    def _admissible(state: _Buckets, needs: list[Need]) -> tuple[list[Need], str | None]:
+    def _admissible(state: KeyBuckets, needs: list[Need]) -> tuple[list[Need], str | None]:
         """Cut ``needs`` before the first that can never fit; say why if that is the first."""
         for i, need in enumerate(needs):
             reason = state.too_big(need)
@@ -439,7 +329,7 @@ class RateLimiter:
         return needs, None
 
     @staticmethod
-    def _has_waiters(state: _Buckets) -> bool:
+    def _has_waiters(state: KeyBuckets) -> bool:
         return any(not w.future.done() for w in state.waiters)
 
     # -- settling ----------------------------------------------------------------------------
@@ -464,7 +354,7 @@ class RateLimiter:
         state.in_use -= released
         self._apply_outside(state, report, now)
 
-    def _apply_outside(self, state: _Buckets, report: KeyReport, now: float) -> None:
+    def _apply_outside(self, state: KeyBuckets, report: KeyReport, now: float) -> None:
         """The parts of a report that stand on their own: charges, headers, a 429 pause."""
         state.refill(now)
         for i, amount in enumerate(report.charged.as_tuple()):
@@ -525,26 +415,22 @@ class RateLimiter:
 
     # -- small lookups -----------------------------------------------------------------------
 
-    def _bucket(self, key: BucketKey) -> _Buckets:
+    def _bucket(self, key: BucketKey) -> KeyBuckets:
         state = self._buckets.get(key)
         if state is None:
             limits = self._per_tier.get(key.tier, self._defaults)
             if self.restarted:  # empty at our start, refilled since
-                state = _Buckets(key, limits, level=[0.0, 0.0, 0.0], stamp=self._started)
+                state = KeyBuckets(key, limits, level=[0.0, 0.0, 0.0], stamp=self._started)
             else:
-                state = _Buckets(key, limits, level=[float(c) for c in limits.capacity],
+                state = KeyBuckets(key, limits, level=[float(c) for c in limits.capacity],
                                  stamp=self._clock.now())
             self._buckets[key] = state
         return state
 
-    def _view(self, state: _Buckets, lease: _Lease) -> KeyView:
+    def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()))
-
-
-def _amounts(need: Need) -> tuple[int, int, int]:
-    return (int(need.request), need.input_tokens, need.output_tokens)
 
 
 def get_rate_limiter(default_limits: TierLimits,

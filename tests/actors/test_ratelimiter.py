@@ -496,10 +496,11 @@ async def test_reprs_show_live_state_and_never_a_key() -> None:
         BucketKey(account=api_key, tier="sonnet")
 
 
-def test_the_limits_docstring_examples_hold() -> None:
+@pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets",
+                                  "actors.limiter_stock"])
+def test_docstring_examples_hold(name: str) -> None:
     import doctest
+    import importlib
 
-    import actors.limits
-
-    failures, tried = doctest.testmod(actors.limits)
+    failures, tried = doctest.testmod(importlib.import_module(name))
     assert tried > 0 and failures == 0

@@ -1,0 +1,142 @@
+"""One key's token buckets, concurrency count and FIFO queue, and the clock they read.
+
+The arithmetic of :class:`~actors.ratelimiter.RateLimiter`, kept apart so that the actor class
+reads as the protocol it speaks. Levels are recomputed lazily from the clock on each look.
+
+Example:
+    >>> from actors.limits import BucketKey, TierLimits
+    >>> b = KeyBuckets(BucketKey(account="a1b2c3", tier="haiku"),
+    ...                TierLimits(rpm=60, itpm=6_000, otpm=600, max_concurrency=2),
+    ...                level=[0.0, 0.0, 0.0], stamp=0.0)
+    >>> b.refill(10.0); b.level
+    [10.0, 1000.0, 100.0]
+    >>> b.blocked_until(Need(input_tokens=1_500, output_tokens=0), now=10.0, grace_until=0.0)
+    15.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from actors.limits import BucketKey, HeaderReading, Need, TierLimits
+
+_ROUNDING = (2.0, 1000.0, 1000.0)
+"""The API rounds token ``remaining`` values to the nearest thousand (``anthropic-api.md``
+§6.2); request counts are exact, but a call or two may be in transit between a lease and us."""
+_DRIFT_SHARE = 0.02
+"""Drift below this share of a bucket is noise (uses leases have not reported yet), not news."""
+_EPS = 1e-6
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Monotonic seconds and timers; tests pass a fake one and drive it."""
+
+    def now(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
+
+
+class LoopClock:
+    """``time.monotonic`` and the running event loop's timers."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(max(0.0, when - self.now()), callback)
+
+
+class KeyBuckets:
+    """One key's three buckets, its concurrency count and its FIFO queue of grant requests."""
+
+    def __init__(self, key: BucketKey, limits: TierLimits, *, level: list[float],
+                 stamp: float) -> None:
+        self.key, self.limits = key, limits
+        self.level, self.stamp = level, stamp
+        self.held = [0.0, 0.0, 0.0]
+        self.in_use = 0
+        self.paused_until = 0.0
+        self.waiters: deque[Any] = deque()
+        """Grant requests (the limiter's ``_Waiter``), first come first served."""
+        self.timer: Cancellable | None = None
+
+    def refill(self, now: float) -> None:
+        """Add what flowed in since the last look, up to capacity minus what stocks hold."""
+        elapsed = now - self.stamp
+        if elapsed <= 0:
+            return
+        for i, (cap, rate) in enumerate(zip(self.limits.capacity, self.limits.refill_per_s,
+                                            strict=True)):
+            top = cap - self.held[i]
+            if self.level[i] < top:
+                self.level[i] = min(top, self.level[i] + elapsed * rate)
+        self.stamp = now
+
+    def clamp(self) -> None:
+        for i, cap in enumerate(self.limits.capacity):
+            self.level[i] = min(self.level[i], cap - self.held[i])
+
+    def too_big(self, need: Need) -> str | None:
+        """Why ``need`` can never be granted, or None."""
+        for amount, cap, what, fix in (
+                (need.input_tokens, self.limits.itpm, "input tokens", "shorten the prompt"),
+                (need.output_tokens, self.limits.otpm, "output tokens", "lower max_tokens")):
+            if amount > cap:
+                return (f"{self.key.tier}: the request needs {amount:,} {what} but the limit "
+                        f"is {cap:,}/min; {fix} or raise the tier's limit")
+        return None
+
+    def blocked_until(self, need: Need, now: float, grace_until: float) -> float | None:
+        """None if ``need`` fits now; else when to look again (``inf``: on an event only)."""
+        if now < self.paused_until:
+            return self.paused_until
+        if need.slot:
+            if now < grace_until:
+                return grace_until
+            if self.in_use >= self.limits.max_concurrency:
+                return math.inf
+        wait = 0.0
+        for i, amount in enumerate(amounts(need)):
+            deficit = amount - self.level[i]
+            if deficit > _EPS:
+                if amount > self.limits.capacity[i] - self.held[i]:
+                    return math.inf  # only stock coming back can make room
+                wait = max(wait, deficit / self.limits.refill_per_s[i])
+        return None if wait == 0.0 else now + wait
+
+    def move_to_stock(self, lease_held: list[float], quantities: Iterable[float]) -> None:
+        """Take ``quantities`` out of the buckets into a lease's stock (``lease_held``)."""
+        for i, amount in enumerate(quantities):
+            self.level[i] -= amount
+            self.held[i] += amount
+            lease_held[i] += amount
+
+    def correct(self, reading: HeaderReading) -> None:
+        """Lower our level where the server says fewer remain, beyond rounding and noise.
+
+        Only the excess over the tolerance is taken away: part of the gap is uses that leases
+        have not reported yet, which their reports will take away again.
+        """
+        values = (reading.requests, reading.input_tokens, reading.output_tokens)
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            cap = self.limits.capacity[i]
+            server = min(cap, value + reading.age_s * self.limits.refill_per_s[i])
+            tolerance = max(_ROUNDING[i], _DRIFT_SHARE * cap)
+            if self.level[i] + self.held[i] - server > tolerance:
+                self.level[i] = server + tolerance - self.held[i]
+
+
+def amounts(need: Need) -> tuple[int, int, int]:
+    """What one need takes from the three buckets."""
+    return (int(need.request), need.input_tokens, need.output_tokens)
