@@ -17,7 +17,8 @@ in lease stocks):
 
 * ``level + held <= capacity`` at all times, so hoarded stock cannot outlive the bucket it came
   from; grants in any window of ``w`` seconds are at most ``capacity + refill * w``.
-* ``in_use`` (slots held by live leases) only grows below ``max_concurrency``.
+* A slot is granted only while ``in_use`` (slots held by live leases) is below
+  ``max_concurrency``; slots that leases re-register after a restart count even above it.
 * A grant waits in a FIFO queue: the head blocks everything behind it, so a large request is
   never starved by small ones. A request larger than a bucket is refused at once.
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
@@ -188,15 +189,16 @@ class RateLimiter:
         if previous is not None and not previous[1].done():
             previous[1].cancel()  # its caller gave up on it: never grant into the void
         needs, rejected = self._admissible(state, request.needs)
-        if not needs:
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        lease.acquires[request.key] = (request.seq, future)  # remembered for retries
+        if not needs:  # refused, or headroom only: never waits, never jumps the queue
             state.refill(now)
             extra = Amount() if rejected or self._has_waiters(state) else \
                 self._extra(state, lease, request.extra, now)
-            return Grant(session=lease.session, extra=extra, rejected=rejected,
-                         view=self._view(state, lease))
-        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+            future.set_result(Grant(session=lease.session, extra=extra, rejected=rejected,
+                                    view=self._view(state, lease)))
+            return future.result()
         state.waiters.append(_Waiter(lease, needs, request.extra, future, now))
-        lease.acquires[request.key] = (request.seq, future)
         self._dispatch(state)
         return await future
 

@@ -504,3 +504,13 @@ def test_docstring_examples_hold(name: str) -> None:
 
     failures, tried = doctest.testmod(importlib.import_module(name))
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.asyncio
+async def test_a_retried_headroom_request_is_granted_once() -> None:
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    first = await ask(limiter, "a", session, 2, extra=Amount(requests=4, input_tokens=400))
+    again = await ask(limiter, "a", session, 2, extra=Amount(requests=4, input_tokens=400))
+    assert first == again and first.extra.input_tokens == 400
+    assert (await limiter.status()).buckets[0].held.input_tokens == pytest.approx(400)
