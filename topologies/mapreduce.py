@@ -189,7 +189,13 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                            max_in_flight=self.config.max_parallel_combiners)
         try:
             nodes = await pool.nodes()
-            stats = await self._map(task, run, pool, store, tree)
+            try:
+                stats = await self._map(task, run, pool, store, tree)
+            finally:
+                # The hosts' work is done: flush their records (a host lost with its node is
+                # skipped, not fatal) and free their memory before the reduce.
+                await pool.flush()
+                pool.stop()
             phase[0] = "reduce"
             await run.phase("reduce", "combining the notes", total=None)
             notes = await tree.finish()
@@ -211,13 +217,11 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
     # -- steps ---------------------------------------------------------------------------------
 
     async def _spawn_pool(self, run: RunContext) -> MapperPool:
-        """Spawn the hosts, and let the session's crew flush and stop them with the rest."""
+        """Spawn the hosts (this run stops them; they are not the session crew's agents)."""
         tier, model = self.model_for("mapper")
         hosts = self.config.mapper_hosts or default_host_count(self.config.max_parallel_mappers)
         pool = MapperPool.spawn(run.crew.backend, run_id=run.run_id, tier=tier, model=model,
                                 hosts=hosts)
-        for i, handle in enumerate(pool.handles.values()):
-            run.crew.handles[f"mapper_{i + 1}"] = handle
         if "mapper" not in run.agents:
             run.agents.append("mapper")
         return pool

@@ -92,17 +92,17 @@ def _query(rig: TopologyRig, task: MapReduceTask, config: dict[str, Any],
                                   **session) as s:
             result = await s.query(task)
             rollup = {r.key: r for r in await s.ledger_rollup("agent")}
+            # Every actor the run ever had, dead (stopped) or alive.
             gcs = ray.get_runtime_context().gcs_address
-            alive = [a.name for a in list_actors(address=gcs, limit=1000,
-                                                 filters=[("state", "=", "ALIVE")])
-                     if a.name.startswith(s.run_id + "/")]
-            return result, rollup, alive
+            actors = [a.name for a in list_actors(address=gcs, limit=10_000)
+                      if a.name.startswith(s.run_id + "/")]
+            return result, rollup, actors
 
     try:
-        result, rollup, alive = asyncio.run(run())
+        result, rollup, actors = asyncio.run(run())
     finally:
         rig.emulator.set_responder(None)
-    return result, {"rollup": rollup, "actors": alive}
+    return result, {"rollup": rollup, "actors": actors}
 
 
 def test_mappers_reducer_tiers_order_cache_marks_and_ledger(rig: TopologyRig,
