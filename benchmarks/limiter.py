@@ -120,7 +120,8 @@ def _p99(values: list[float]) -> float:
 def main(seconds: float, rounds: int) -> dict[str, Any]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the Makefile and CI set it
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=200 * 1024 * 1024,
              namespace=f"bench-limiter-{uuid.uuid4().hex[:6]}", log_to_driver=False)
     try:
         limiter = get_rate_limiter(UNBOUND)

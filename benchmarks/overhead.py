@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--latency-calls", type=int, default=100)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=300 * 1024 * 1024,
              log_to_driver=False)
     try:
         with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=0.2) as slow:

@@ -80,7 +80,7 @@ def main() -> None:
         address, base_url, name = args.driver
         drive(address, base_url, args.itpm, args.calls, name)
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with EmulatorProcess(limits=Limits(itpm=args.itpm)) as emu:
             cluster.init(settings=_settings(emu.base_url, args.itpm), namespace=NAMESPACE)

@@ -43,7 +43,9 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, object_store_memory=300 * 1024 * 1024,
+        # address="local": always a fresh Ray, even if a `ray start` cluster is up.
+        ray.init(address="local", num_cpus=2, include_dashboard=True,
+                 object_store_memory=300 * 1024 * 1024,
                  namespace="raytroupe-tests", log_to_driver=True,
                  _system_config={"metrics_report_interval_ms": 1000})
     yield
