@@ -90,19 +90,20 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
 
 async def _drive(session: Any, task: Any, *, stream: bool, quiet: bool, unit: str) -> Any:
     out, err = Console(), Console(stderr=True)
-    result = None
+    result, streamed = None, False
     async with session:
         with RunProgress(err, session.architecture.name, unit,
                          enabled=not (stream or quiet)) as progress:
             async for event in session.run(task):
                 progress.on_event(event)
                 if stream and event.kind == "text":
+                    streamed = True
                     out.print(event.text, end="", markup=False, highlight=False)
                 if event.kind == "run_completed":
                     result = event.result
-        if stream:
+        if streamed:
             out.print()
-        else:
+        else:  # nothing streamed (--stream off, or several pipeline items): print it whole
             print_result(out, result)
         if not quiet:
             print_ledger(out, await session.ledger_rollup("agent"),

@@ -7,7 +7,7 @@ The answer is the last draft the critic accepted, or the best-scored draft when 
 reached ``score_threshold`` within ``max_rounds``.
 
 Example:
-    >>> session = create_session("critic_actor", config={"score_threshold": 8})
+    >>> session = create_session("critic_actor", config={"score_threshold": 8})  # doctest: +SKIP
     >>> result = await session.query("Write a haiku about backpressure.")  # doctest: +SKIP
     >>> [(i.round, i.score) for i in result.iterations], result.accepted  # doctest: +SKIP
 """

@@ -9,7 +9,7 @@ The turns are sequential by nature (each answers the last), so the debaters run 
 tier and only the judge on a stronger one.
 
 Example:
-    >>> session = create_session("debate", config={"rounds": 2})
+    >>> session = create_session("debate", config={"rounds": 2})  # doctest: +SKIP
     >>> result = await session.query("Actors beat threads for LLM agents.")  # doctest: +SKIP
     >>> result.winner                                                       # doctest: +SKIP
     'proponent'

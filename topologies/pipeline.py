@@ -12,7 +12,7 @@ others on haiku.
 
 Example:
     >>> config = PipelineConfig(stages=[{"name": "outline"}, {"name": "write", "model": "sonnet"}])
-    >>> session = create_session("pipeline", config=config)
+    >>> session = create_session("pipeline", config=config)  # doctest: +SKIP
     >>> result = await session.query(["topic one", "topic two"])  # doctest: +SKIP
     >>> [item.output for item in result.items]                     # doctest: +SKIP
 """

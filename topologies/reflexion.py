@@ -7,7 +7,7 @@ Lessons accumulate: attempt n sees the lessons of attempts 1..n-1, so a mistake 
 stays fixed. The answer is the first successful attempt, else the last one.
 
 Example:
-    >>> session = create_session("reflexion", config={"max_attempts": 3})
+    >>> session = create_session("reflexion", config={"max_attempts": 3})  # doctest: +SKIP
     >>> result = await session.query("Write a regex for ISO dates.")  # doctest: +SKIP
     >>> result.success, len(result.attempts), result.lessons          # doctest: +SKIP
 """

@@ -9,7 +9,7 @@ configuration is the default. Each researcher is its own agent (its own Ledger l
 beyond the number of researchers queue for the next free one.
 
 Example:
-    >>> session = create_session("research", config=ResearchConfig(max_parallel_agents=3))
+    >>> session = create_session("research", config={"max_parallel_agents": 3})  # doctest: +SKIP
     >>> result = await session.query("How do actor runtimes schedule work?")  # doctest: +SKIP
     >>> [f.topic for f in result.findings]                                   # doctest: +SKIP
 """

@@ -9,7 +9,7 @@ Only the specialists the router picks are spawned. Each specialist is a role of 
 name is its agent key), so ``agent_configs={"security": {"model": "sonnet"}}`` upgrades one.
 
 Example:
-    >>> session = create_session("specialist_pool", config={"max_specialists": 2})
+    >>> session = create_session("specialist_pool", config={"max_specialists": 2})  # doctest: +SKIP
     >>> result = await session.query("Is this login code safe and fast?")  # doctest: +SKIP
     >>> result.chosen                                                     # doctest: +SKIP
     ('security', 'performance')

@@ -83,7 +83,8 @@ def test_research_prints_the_answer_and_the_ledger_per_agent_and_tier(
 
 
 @pytest.mark.parametrize("args", [
-    ["pipeline", "first item", "second item", "--stage", "outline", "--stage", "write"],
+    ["pipeline", "first item", "second item", "--stage", "outline", "--stage", "write",
+     "--stream"],
     ["specialist_pool", "Is this code safe?", "--max-specialists", "2"],
     ["debate", "Tabs beat spaces.", "--rounds", "1", "--judge", "haiku"],
     ["critic_actor", "Write a haiku.", "--max-rounds", "1", "--quiet"],
@@ -94,6 +95,8 @@ def test_every_architecture_runs_from_the_cli(env: dict[str, str], emulator: Any
     result = _run(env, *args)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() and emulator.stats()["requests"] >= 2
+    if args[0] == "pipeline":  # two items: nothing streams, the joined result is printed
+        assert result.stdout.startswith("[1] ") and "\n[2] " in result.stdout
     if "--quiet" not in args:
         assert "Ledger by agent" in result.stdout and "Ledger by tier" in result.stdout
 
