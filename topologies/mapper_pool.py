@@ -2,10 +2,11 @@
 
 Never one actor per chunk: an Agent actor costs about 95 MB and up to a second to start
 (``ray-notes.md`` §1), while one actor runs hundreds of concurrent calls on its event loop and
-shares one HTTP client. So a run gets a few hosts, placed with ``SPREAD`` scheduling so they
-land on different nodes, and every chunk is a *logical* mapper (``role="mapper"``, its own
-system prompt) sent to the least busy host. The caller bounds the calls in flight; each host's
-limiter lease and the cluster's RateLimiter bound what reaches the API.
+shares one HTTP client. So a run gets a few hosts, spread round-robin over the nodes (a soft
+affinity each: see :func:`_placements`), and every chunk is a *logical* mapper
+(``role="mapper"``, its own system prompt) sent to the least busy host. The caller bounds
+the calls in flight; each host's limiter lease and the cluster's RateLimiter bound what reaches
+the API.
 
 A host can die with its node. Its calls then fail with a ``RayActorError`` while the Agent
 restarts elsewhere (``max_restarts``); the pool sets that host aside for a moment and sends the
@@ -27,6 +28,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.agent import Backend, spawn_agent
 from actors.messages import AgentSpec, AskRequest, Reply
@@ -89,11 +91,12 @@ class MapperPool:
               hosts: int) -> MapperPool:
         """Create ``hosts`` Agent actors named ``run/mapreduce/mapper-i``, spread over nodes."""
         members = []
-        for i in range(hosts):
+        for i, placement in enumerate(_placements(hosts)):
             name = actor_name(run_id, TOPOLOGY, f"mapper_{i + 1}")
             spec = AgentSpec(name=name, role="mapper", tier=tier, model=model, run_id=run_id,
                              topology=TOPOLOGY)
-            members.append(_Host(name, spawn_agent(spec, backend, scheduling_strategy="SPREAD")))
+            members.append(_Host(name, spawn_agent(spec, backend,
+                                                   scheduling_strategy=placement)))
         return cls(members)
 
     @property
@@ -159,6 +162,26 @@ class MapperPool:
             await asyncio.sleep(first.set_aside_until - now)
             ready = [first]
         return min(ready, key=lambda h: h.in_flight)
+
+
+def _placements(hosts: int) -> list[Any]:
+    """One scheduling strategy per host: round-robin over the alive nodes, workers first.
+
+    Ray's ``SPREAD`` is best effort: on a loaded 2-core box it once put all three zero-CPU
+    hosts of a 4-node test cluster on one node. So each host gets a *soft* affinity to a node
+    of its own (soft: if that node dies, Ray restarts the host elsewhere). Nodes with CPUs come
+    first, so a head started with ``--num-cpus=0`` (keep work off it) gets a host only when
+    there are more hosts than workers.
+    """
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # not connected: let Ray place them
+        nodes = []
+    if len(nodes) < 2:
+        return ["SPREAD"] * hosts
+    nodes.sort(key=lambda n: (n.get("Resources", {}).get("CPU", 0) <= 0, n["NodeID"]))
+    return [NodeAffinitySchedulingStrategy(nodes[i % len(nodes)]["NodeID"], soft=True)
+            for i in range(hosts)]
 
 
 def _node_id(_agent: Any) -> str:

@@ -3,7 +3,7 @@
     paths, globs, text
       └─> chunks (tokens, overlap) ─┬─> mapper host 1 ─┐  each result stored (resume)
                                     ├─> mapper host 2 ─┼─> combiners (a tree, when the notes
-                                    └─> ... (SPREAD) ──┘   overflow) ─> reducer ─> answer
+                                    └─> ... (spread) ──┘   overflow) ─> reducer ─> answer
 
 The seed's ``MapReduceConfig(chunk_size, max_parallel_mappers, mapper_model, reducer_model)``,
 at cluster scale: a few mapper host actors spread over the nodes serve every chunk as a logical

@@ -27,7 +27,10 @@ def report() -> dict[str, Any]:
     done = subprocess.run([sys.executable, str(SCENARIO)], capture_output=True, text=True,
                           timeout=240, cwd=SCENARIO.parents[2], env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert done.returncode == 0 and lines, f"scenario failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    # Ray's own log lines (raylet state dumps) drown the scenario's traceback: leave them out.
+    ours = [line for line in done.stderr.splitlines()
+            if "(raylet)" not in line and "[state-dump]" not in line]
+    assert done.returncode == 0 and lines, "scenario failed:\n" + "\n".join(ours[-60:])
     return json.loads(lines[-1])
 
 
