@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,7 +37,7 @@ from pydantic import SecretStr
 
 from actors import api_call
 from actors.api_call import Attempt
-from actors.errors import ConfigError, PromptTooLongError
+from actors.errors import ConfigError, ConnectionFailed, PromptTooLongError, RaytroupeError
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
 from actors.limits import BucketKey
@@ -55,6 +56,8 @@ from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
 from actors.token_estimate import estimate_input_tokens
 from actors.tools import Toolbox
+
+_log = logging.getLogger(__name__)
 
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
@@ -126,6 +129,7 @@ class Agent:
         self.toolbox = Toolbox(tools)
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._capped: dict[str, tuple[bool, float]] = {}
+        self._compacting = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"Agent({self.spec.name!r}, {self.spec.tier}/{self.model})"
@@ -170,8 +174,9 @@ class Agent:
         started = time.monotonic()
         ctx = self._context(request, self.model)
         queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
-        task = asyncio.create_task(self._call(ctx, self._params(request, self._messages(request)),
-                                              on_text=queue.put_nowait))
+        params = self._params(request, self._messages(request))
+        params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
+        task = asyncio.create_task(self._call(ctx, params, on_text=queue.put_nowait))
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (item := await queue.get()) is not None:
@@ -203,10 +208,8 @@ class Agent:
         self._check_request(ctx, estimate)
         policy = self.backend.retry
         for retry in range(policy.max_retries + 1):
-            if await self._run_is_capped(ctx.run_id):
-                await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
-                                          self._worst_case_usd(ctx, estimate))
-            attempt = await self._attempt(ctx, params, estimate, retry, on_text)
+            reserved = await self._reserve(ctx, retry, estimate)
+            attempt = await self._attempt(ctx, params, estimate, retry, on_text, reserved)
             if attempt.error is None:
                 return
             if not policy.should_retry(retry=retry, status=attempt.status,
@@ -219,6 +222,27 @@ class Agent:
         assert error is not None
         error.attempts = len(ctx.attempts)
         raise error
+
+    async def _reserve(self, ctx: _CallContext, retry: int, estimate: int) -> bool:
+        """Reserve the attempt's worst case if the run has a cap; return whether one is held.
+
+        The reservation outlives the HTTP timeout by ten minutes of queueing at the limiter,
+        so that a long stream cannot outlast it and let the run pass its cap.
+        """
+        if not await self._run_is_capped(ctx.run_id):
+            return False
+        try:
+            await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
+                                      self._worst_case_usd(ctx, estimate),
+                                      ttl_s=self.backend.timeout_s + 600)
+        except asyncio.CancelledError:
+            self._release(ctx, retry)  # it may have landed; releasing nothing is a no-op
+            raise
+        return True
+
+    def _release(self, ctx: _CallContext, retry: int) -> None:
+        """Drop an attempt's reservation without a record: it was never sent."""
+        self.backend.ledger.release.remote(ctx.run_id, ctx.call_id, retry)
 
     async def _run_is_capped(self, run_id: str) -> bool:
         """Whether the run has a budget, asked of the Ledger at most every few seconds.
@@ -236,35 +260,51 @@ class Agent:
         return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
-                       retry: int, on_text: Callable[[TextDelta], None] | None) -> Attempt:
-        """One HTTP attempt inside a limiter permit, recorded in the Ledger however it ends."""
+                       retry: int, on_text: Callable[[TextDelta], None] | None,
+                       reserved: bool) -> Attempt:
+        """One HTTP attempt inside a limiter permit, recorded in the Ledger if it was sent.
+
+        Nothing sent (the limiter refused, or the caller cancelled while queued): the budget
+        reservation is released and nothing is recorded, so attempts equal HTTP requests.
+        Cancelled after sending: a stream is recorded with what it used so far; a whole call
+        at its worst case, because the server finishes and bills it whatever we do.
+        """
         key = BucketKey(account=self.account, tier=ctx.spec.tier)
         attempt = Attempt()
         try:
             async with self.lease.reserve(key, input_tokens=estimate,
                                           output_tokens=ctx.max_tokens) as permit:
-                attempt = await self._send(params, on_text)
+                await self._send(params, on_text, attempt)
                 self._settle(permit, attempt)
-        except BaseException:
-            # Cancelled by the caller, or the limiter refused (a request over a limit's
-            # capacity): record the attempt so the Ledger releases its budget reservation.
-            self._record(ctx, attempt.finish(), retry, status="cancelled")
+        except asyncio.CancelledError:
+            if attempt.sent:
+                attempt.usage = (attempt.partial_usage() or Usage()) if on_text else \
+                    Usage(input_tokens=estimate, output_tokens=ctx.max_tokens)
+                self._record(ctx, attempt.finish(), retry, status="cancelled")
+            elif reserved:
+                self._release(ctx, retry)
             raise
+        except Exception:
+            if not attempt.sent:
+                if reserved:
+                    self._release(ctx, retry)
+                raise
+            # A failure of ours after sending (api_call translates the SDK's own): the
+            # request may have been billed, so it is recorded and retried like a lost
+            # connection, and nothing of the raw exception leaves the actor.
+            attempt.error = ConnectionFailed("the attempt failed in the client",
+                                             error_type="client_error")
         ctx.attempts.append(attempt)
         self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
         return attempt
 
-    async def _send(self, params: dict[str, Any],
-                    on_text: Callable[[TextDelta], None] | None) -> Attempt:
+    async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
+                    attempt: Attempt) -> None:
         if on_text is None:
-            return await api_call.send(self.client, params)
-        attempt = Attempt()
-        async for item in api_call.stream(self.client, params):
-            if isinstance(item, TextDelta):
-                on_text(item)
-            else:
-                attempt = item
-        return attempt
+            await api_call.send(self.client, params, attempt)
+            return
+        async for delta in api_call.stream(self.client, params, attempt):
+            on_text(delta)
 
     @staticmethod
     def _settle(permit: Any, attempt: Attempt) -> None:
@@ -358,12 +398,20 @@ class Agent:
             call_ids=tuple(c.call_id for c in calls))
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
-        """Keep the exchange if asked, compacting old turns with a haiku summary when needed."""
-        if not request.remember:
+        """Keep the exchange if asked, compacting old turns with a haiku summary when needed.
+
+        An empty answer (a tool loop that ran out of turns) is not kept: the API refuses empty
+        turns, and one would break every later call. A failed summary leaves the memory as it
+        was: the reply it follows is already paid for and must not be lost.
+        """
+        if not request.remember or not answer.strip():
             return
         self.memory.add("user", request.prompt)
         self.memory.add("assistant", answer)
-        if self.memory.needs_compaction():
+        if not self.memory.needs_compaction() or self._compacting.locked():
+            return
+        async with self._compacting:
+            old = len(self.memory.turns) - self.memory.keep_recent
             haiku = self.prices.model_for("haiku")
             summary_request = AskRequest(prompt=SUMMARY_PROMPT +
                                          self.memory.transcript_to_compact(), max_tokens=400,
@@ -372,8 +420,13 @@ class Agent:
             params = self._params(summary_request, [{"role": "user",
                                                      "content": summary_request.prompt}], haiku)
             params.pop("tools", None)
-            await self._call(ctx, params, on_text=None)
-            self.memory.compact(self._reply([ctx], 0.0).text)
+            try:
+                await self._call(ctx, params, on_text=None)
+            except RaytroupeError as exc:
+                _log.warning("agent %s: memory summary failed, memory kept whole: %s",
+                             self.spec.name, exc)
+                return
+            self.memory.compact(self._reply([ctx], 0.0).text, upto=old)
 
 
 def _cost(spec: ModelSpec, usage: Usage) -> Decimal:
@@ -386,7 +439,7 @@ def _api_blocks(content: Sequence[Any]) -> list[dict[str, Any]]:
     """Our content blocks back into the API's shape, for the assistant turn of a tool loop."""
     blocks: list[dict[str, Any]] = []
     for block in content:
-        if isinstance(block, TextBlock):
+        if isinstance(block, TextBlock) and block.text:  # the API refuses empty text blocks
             blocks.append({"type": "text", "text": block.text})
         elif isinstance(block, ToolUseBlock):
             blocks.append({"type": "tool_use", "id": block.id, "name": block.name,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
+import httpx2
 
 from actors.errors import (
     CallFailed,
@@ -52,6 +53,12 @@ class Attempt:
     latency_s: float = 0.0
     delivered: bool = False
     """A stream passed at least one delta to the caller (so it must not be retried)."""
+    sent: bool = False
+    """The request left this process (the server may run and bill it)."""
+    started_usage: Usage | None = None
+    """The input side of a stream's usage, from ``message_start``."""
+    deltas: int = 0
+    """Deltas received so far on a stream (one output token each on the emulator)."""
 
     @property
     def status(self) -> int | None:
@@ -61,6 +68,12 @@ class Attempt:
     @property
     def request_id(self) -> str | None:
         return self.headers.get("request-id")
+
+    def partial_usage(self) -> Usage | None:
+        """What a stream cut short used so far: its input, and one token per delta received."""
+        if self.started_usage is None:
+            return None
+        return self.started_usage.model_copy(update={"output_tokens": self.deltas})
 
     def finish(self) -> Attempt:
         """Stamp the latency; returns self for chaining."""
@@ -115,9 +128,17 @@ def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str |
 
 @contextmanager
 def _translated(attempt: Attempt) -> Iterator[None]:
-    """Record any SDK failure on ``attempt`` instead of raising it (the key stays inside)."""
+    """Record any SDK or transport failure on ``attempt`` instead of raising it.
+
+    Transport errors (``httpx2``) are caught too: the SDK does not wrap those raised while a
+    stream is read, and they hold the request, so the key, in ``.request.headers``.
+    """
     try:
         yield
+    except anthropic.APIResponseValidationError as exc:
+        # A 200 the SDK could not parse: the call was billed, so retrying would pay twice.
+        attempt.error = RequestRejected(f"the API's response did not validate: {exc.message}",
+                                        status=exc.status_code, error_type="invalid_response")
     except anthropic.APIError as exc:
         attempt.error, headers, attempt.error_code = _failure(exc)
         attempt.headers.update(headers)
@@ -125,20 +146,28 @@ def _translated(attempt: Attempt) -> Iterator[None]:
             # An ``event: error`` inside a 200 stream: the SDK reports the stream's status;
             # class it by its error type as the HTTP error would be.
             attempt.error = _in_stream_error(attempt.error)
+    except httpx2.HTTPError as exc:
+        kind = "timeout" if isinstance(exc, httpx2.TimeoutException) else "connection_error"
+        attempt.error = ConnectionFailed(f"the connection failed ({kind})", error_type=kind)
 
 
 def _in_stream_error(error: CallFailed) -> CallFailed:
+    """Class an in-stream error event by its type; only transient kinds may be retried."""
     status = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}.get(
-        error.error_type or "", 500)
+        error.error_type or "")
+    if status is None:
+        return RequestRejected(error.message, status=400, error_type=error.error_type,
+                               request_id=error.request_id)
     cls = RateLimited if status == 429 else Overloaded
     return cls(error.message, status=status, error_type=error.error_type,
                request_id=error.request_id)
 
 
-async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Attempt:
-    """Make one non-streaming attempt."""
-    attempt = Attempt()
+async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any],
+               attempt: Attempt) -> Attempt:
+    """Make one non-streaming attempt, filling ``attempt`` (the caller keeps it on cancel)."""
     with _translated(attempt):
+        attempt.sent = True
         raw = await client.messages.with_raw_response.create(**params)
         attempt.headers.update(keep_headers(raw.headers))
         message = await raw.parse()
@@ -148,20 +177,21 @@ async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Atte
     return attempt.finish()
 
 
-async def stream(client: anthropic.AsyncAnthropic,
-                 params: dict[str, Any]) -> AsyncIterator[TextDelta | Attempt]:
-    """Make one streaming attempt: yield text deltas as they arrive, then the ``Attempt``."""
-    attempt = Attempt()
-    deltas = 0
-    snapshot_usage: Any = None
+async def stream(client: anthropic.AsyncAnthropic, params: dict[str, Any],
+                 attempt: Attempt) -> AsyncIterator[TextDelta]:
+    """Make one streaming attempt, yielding text deltas and filling ``attempt`` as they arrive.
+
+    On a failure or a cancellation, ``attempt`` holds what the stream used so far.
+    """
     with _translated(attempt):
+        attempt.sent = True
         async with client.messages.stream(**params) as st:
             attempt.headers.update(keep_headers(st.response.headers))
             async for event in st:
                 if event.type == "message_start":
-                    snapshot_usage = event.message.usage
+                    attempt.started_usage = Usage.from_api(event.message.usage)
                 elif event.type == "content_block_delta":
-                    deltas += 1
+                    attempt.deltas += 1
                     if attempt.ttft_s is None:
                         attempt.ttft_s = time.monotonic() - attempt._t0
                     if event.delta.type == "text_delta":
@@ -171,7 +201,6 @@ async def stream(client: anthropic.AsyncAnthropic,
             attempt.content = map_content(final.content)
             attempt.stop_reason = final.stop_reason
             attempt.usage = Usage.from_api(final.usage)
-    if attempt.error is not None and snapshot_usage is not None:
-        started = Usage.from_api(snapshot_usage)
-        attempt.usage = started.model_copy(update={"output_tokens": deltas})
-    yield attempt.finish()
+    if attempt.error is not None:
+        attempt.usage = attempt.partial_usage() or attempt.usage
+    attempt.finish()

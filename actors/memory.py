@@ -40,17 +40,26 @@ class ConversationMemory:
         return sum(text_tokens(str(t.content)) for t in self.turns)
 
     def needs_compaction(self) -> bool:
-        """True when over budget and there are older turns to summarise."""
-        return self.tokens() > self.budget_tokens and len(self.turns) > self.keep_recent
+        """True when over budget and there is more to summarise than the last summary.
+
+        After a compaction the memory holds a summary exchange plus the recent turns; if those
+        alone are over budget, summarising the summary again would only pay for nothing.
+        """
+        return self.tokens() > self.budget_tokens and len(self.turns) > self.keep_recent + 2
 
     def transcript_to_compact(self) -> str:
         """The older turns, as text for the summary prompt."""
         old = self.turns[: len(self.turns) - self.keep_recent]
         return "\n".join(f"{t.role}: {t.content}" for t in old)
 
-    def compact(self, summary: str) -> None:
-        """Replace the older turns with one summary exchange, keeping the recent ones."""
-        recent = self.turns[len(self.turns) - self.keep_recent:]
+    def compact(self, summary: str, upto: int | None = None) -> None:
+        """Replace the turns before ``upto`` with one summary exchange, keeping the rest.
+
+        ``upto`` is the count of older turns when the summary was asked for: turns added while
+        it was being written are kept, not dropped unsummarised.
+        """
+        upto = len(self.turns) - self.keep_recent if upto is None else upto
+        recent = self.turns[upto:]
         self.turns = [Turn(role="user", content=f"(Summary of our earlier conversation)\n"
                            f"{summary}"),
                       Turn(role="assistant", content="Understood."), *recent]

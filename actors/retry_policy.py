@@ -56,6 +56,9 @@ class RetryPolicy(BaseModel):
             return False
         if error_code == "enforced_spend_limit_reached":
             return False
+        wait = server_retry_after(headers)
+        if wait is not None and wait > self.max_retry_after_s:
+            return False  # the server asks for longer than we will wait: fail with its error
         hint = headers.get("x-should-retry")
         if hint in ("true", "false"):
             return hint == "true"

@@ -29,6 +29,7 @@ from actors.errors import ConfigError
 from actors.messages import ToolUseBlock
 
 MAX_RESULT_CHARS = 20_000
+DEFAULT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,14 @@ class Tool:
     description: str
     function: Callable[..., Any]
     arguments: type[BaseModel]
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> Tool:
         """Build a tool from a function's name, docstring and annotated parameters."""
         fields: dict[str, Any] = {}
-        for name, param in inspect.signature(function).parameters.items():
+        # eval_str: resolve string annotations (``from __future__ import annotations``).
+        for name, param in inspect.signature(function, eval_str=True).parameters.items():
             if param.annotation is inspect.Parameter.empty:
                 raise ConfigError(f"tool {function.__name__!r}: parameter {name!r} has no type "
                                   "annotation; the model needs a schema")
@@ -61,20 +64,33 @@ class Tool:
         return {"name": self.name, "description": self.description, "input_schema": schema}
 
     async def run(self, arguments: dict[str, Any]) -> tuple[str, bool]:
-        """Validate the arguments and call the function; return (result text, is_error)."""
+        """Validate the arguments and call the function; return (result text, is_error).
+
+        A tool gets ``timeout_s`` seconds; past that the model is told it timed out (a sync
+        tool's thread cannot be killed and finishes in the background).
+        """
         try:
-            values = self.arguments.model_validate(arguments).model_dump()
-            if inspect.iscoroutinefunction(self.function):
-                result = await self.function(**values)
-            else:
-                # Sync tools may block (I/O, CPU): keep them off the actor's event loop.
-                result = await asyncio.to_thread(self.function, **values)
+            validated = self.arguments.model_validate(arguments)
+            # Attributes, not model_dump(): a parameter typed as a model arrives as that model.
+            values = {name: getattr(validated, name) for name in type(validated).model_fields}
+            result = await asyncio.wait_for(self._call(values), self.timeout_s)
         except ValidationError as exc:
             return f"invalid arguments for {self.name}: {exc.errors(include_url=False)}", True
+        except TimeoutError:
+            return f"{self.name} timed out after {self.timeout_s:g} s", True
         except Exception as exc:  # a tool's failure is the model's information, not our crash
             return f"{self.name} failed: {type(exc).__name__}: {exc}", True
         text = result if isinstance(result, str) else json.dumps(result, default=str)
         return text[:MAX_RESULT_CHARS], False
+
+    async def _call(self, values: dict[str, Any]) -> Any:
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**values)
+        # Sync tools may block (I/O, CPU): keep them off the actor's event loop. An async
+        # callable that is not a coroutine function (a partial, an object) returns its
+        # coroutine from the thread, and it is awaited here.
+        result = await asyncio.to_thread(self.function, **values)
+        return await result if inspect.isawaitable(result) else result
 
 
 class Toolbox:

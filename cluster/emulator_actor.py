@@ -8,6 +8,7 @@ node, bound to loopback.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
@@ -23,6 +24,7 @@ class EmulatorServer:
         self.profile = profile
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._starting = asyncio.Lock()  # concurrent first callers must start one server
 
     async def base_url(self) -> str:
         """Start the server on first use and return its URL.
@@ -30,17 +32,22 @@ class EmulatorServer:
         Example:
             >>> url = ray.get(get_emulator(Settings()).base_url.remote())  # doctest: +SKIP
         """
-        if self._url is None:
-            from emulator import EmulatorConfig, build_app
-
-            self._runner = web.AppRunner(build_app(EmulatorConfig(profile=self.profile)),
-                                         access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            port = self._runner.addresses[0][1]
-            self._url = f"http://127.0.0.1:{port}"
+        async with self._starting:
+            if self._url is None:
+                await self._start()
+        assert self._url is not None
         return self._url
+
+    async def _start(self) -> None:
+        """Serve the app on a free loopback port."""
+        from emulator import EmulatorConfig, build_app
+
+        self._runner = web.AppRunner(build_app(EmulatorConfig(profile=self.profile)),
+                                     access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self._url = f"http://127.0.0.1:{port}"
 
 
 def get_emulator(settings: Settings, *, namespace: str, lifetime: str | None = None) -> Any:

@@ -76,8 +76,9 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     """
     global _current
     settings = settings or Settings()
-    started = not ray.is_initialized()
-    if started:
+    # A second init keeps the first one's claim: shutdown() stops the Ray that init started.
+    started = not ray.is_initialized() or (_current is not None and _current.started_ray)
+    if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, **ray_init)
     lifetime = "detached" if detached else None
     limiter = get_rate_limiter(default_limits=_limits(settings), namespace=namespace,
