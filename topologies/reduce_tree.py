@@ -160,10 +160,11 @@ class TreeReducer:
     def _place(self, note: Note) -> list[Note]:
         """Put ``note`` in its level's group; return the group's old notes if it was full."""
         group = self._group(note.level)
-        full = group.take() if (group.tokens + note.tokens > self.budget
+        tokens = note.tokens  # computed from the rendered text: once per note
+        full = group.take() if (group.tokens + tokens > self.budget
                                 and len(group.notes) >= 2) else []
         group.notes.append(note)
-        group.tokens += note.tokens
+        group.tokens += tokens
         self.depth = max(self.depth, note.level)
         return full
 
