@@ -33,6 +33,7 @@ def singletons(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
                         data_dir=tmp_path_factory.mktemp("ledger"))
     yield cluster.init(settings=settings)
+    cluster.shutdown()  # forgets the runtime; Ray itself belongs to ray_session
 
 
 @pytest.fixture
