@@ -65,6 +65,8 @@ from actors.limits import (
 )
 from actors.tiers import Tier
 
+LIMITER_NAME = "rate_limiter"
+"""The singleton's actor name in its namespace."""
 DEFAULT_LEASE_TTL_S = 6.0
 """A lease not heard from for this long is dead: its slots and stock return to the buckets."""
 
@@ -437,7 +439,7 @@ class RateLimiter:
 
 def get_rate_limiter(default_limits: TierLimits,
                      per_tier: Mapping[Tier, TierLimits] | None = None,
-                     namespace: str = "raytroupe", *, name: str = "rate_limiter",
+                     namespace: str = "raytroupe", *, name: str = LIMITER_NAME,
                      lifetime: str | None = None,
                      lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> Any:
     """Get the cluster's rate limiter, creating it if it does not exist yet.
