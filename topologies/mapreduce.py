@@ -13,7 +13,8 @@ See :mod:`topologies.mapreduce_run` for the map loop, :mod:`topologies.corpus` f
 are read (and skipped), :mod:`topologies.reduce_tree` for the tree.
 
 Example:
-    >>> session = create_session("mapreduce", config=MapReduceConfig(max_parallel_mappers=16))
+    >>> session = create_session("mapreduce", config=MapReduceConfig(max_parallel_mappers=16),
+    ...                          budget_usd="2.00")                     # doctest: +SKIP
     >>> task = MapReduceTask(question="Which rivers are named?", inputs=["examples/corpus"])
     >>> result = await session.query(task)                          # doctest: +SKIP
     >>> result.output, result.chunks, result.chunks_reused, result.skipped  # doctest: +SKIP
