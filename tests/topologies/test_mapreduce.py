@@ -172,6 +172,22 @@ def test_notes_over_the_reducer_budget_are_combined_as_a_tree(rig: TopologyRig,
     assert result.output.split() == [f"record-{i:03d}" for i in range(60)]
 
 
+def test_chunks_with_nothing_on_the_question_are_left_out_of_the_reduce(
+        rig: TopologyRig, tmp_path: Path) -> None:
+    text = "\n\n".join(f"Record {i:02d} is about the {'bridge' if i % 3 == 0 else 'harbour'}, "
+                       "as the notes say." for i in range(12))
+    responder = Responder({
+        "mapper": lambda user: user.split("Record ")[1][:2] if "bridge" in user
+        else "Nothing relevant.",
+        "reducer": lambda user: " ".join(re.findall(r"^(\d{2})$", user, re.MULTILINE))})
+    config = {"chunk_size": 20, "chunk_overlap": 0, "mapper_hosts": 1, "store_dir": tmp_path}
+    result, _ = _query(rig, MapReduceTask(question="Which records are about the bridge?",
+                                          text=text), config, responder)
+    assert (result.chunks, result.chunks_irrelevant) == (12, 8)
+    assert result.output == "00 03 06 09"
+    assert responder.by("reducer")[0].user.count("### ") == 4
+
+
 def test_a_rerun_after_a_crash_pays_only_for_the_missing_chunks(rig: TopologyRig,
                                                                 tmp_path: Path) -> None:
     text = "\n\n".join(f"Record {i:03d} notes the bridge and the weir on the river Tarrow."
