@@ -186,7 +186,8 @@ def main() -> None:
     settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
                         data_dir=Path(tempfile.mkdtemp(prefix="mr-bench-ledger-")),
                         rpm=BIG, itpm=BIG, otpm=BIG, max_concurrency=10_000)
-    base = cluster.init(settings=settings, num_cpus=2, include_dashboard=False,
+    # address="local": a Ray of our own, even if a `ray start` cluster is up on this machine.
+    base = cluster.init(address="local", settings=settings, num_cpus=2, include_dashboard=False,
                         object_store_memory=300 * 1024 * 1024, log_to_driver=False)
     try:
         report = asyncio.run(_cases(base, args))

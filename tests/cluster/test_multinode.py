@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +25,24 @@ SCENARIO = Path(__file__).with_name("multinode_scenario.py")
 
 
 @pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    done = subprocess.run([sys.executable, str(SCENARIO)], capture_output=True, text=True,
-                          timeout=240, cwd=SCENARIO.parents[2], env=env, check=False)
+def report() -> Iterator[dict[str, Any]]:
+    # A private Ray temp dir: a Cluster writes its address to <temp>/ray/ray_current_cluster,
+    # where any other process's plain ray.init() on this machine would find and join it.
+    temp = tempfile.mkdtemp(prefix="rt-mn-", dir="/tmp")  # short: Ray's socket paths
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_TMPDIR": temp}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        done = subprocess.run([sys.executable, str(SCENARIO)], capture_output=True, text=True,
+                              timeout=240, cwd=SCENARIO.parents[2], env=env, check=False)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     # Ray's own log lines (raylet state dumps) drown the scenario's traceback: leave them out.
     ours = [line for line in done.stderr.splitlines()
             if "(raylet)" not in line and "[state-dump]" not in line]
     assert done.returncode == 0 and lines, "scenario failed:\n" + "\n".join(ours[-60:])
-    return json.loads(lines[-1])
+    yield json.loads(lines[-1])
 
 
 def test_mapper_hosts_land_on_at_least_two_nodes(report: dict[str, Any]) -> None:
