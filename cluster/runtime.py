@@ -60,6 +60,12 @@ class Runtime:
 
 
 _current: Runtime | None = None
+_keepalive: dict[str, tuple[Any, ...]] = {}
+"""Singleton handles per namespace, held until this process stops Ray.
+
+A job-scoped named actor is destroyed once no handle to it is left; a driver that drops its
+runtime and calls ``init`` again (two CLI runs in one process) could otherwise find the Ledger
+by name while Ray is tearing it down."""
 
 
 def init(address: str | None = None, settings: Settings | None = None, *,
@@ -86,6 +92,7 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     ledger = get_ledger(data_dir=settings.data_dir.resolve(), price_table=settings.price_table,
                         namespace=namespace, detached=detached)
     base_url, key, emulator = _backend_endpoint(settings, namespace, lifetime)
+    _keepalive[namespace] = (limiter, ledger, emulator)
     backend = Backend(api_key=key, base_url=base_url, limiter=limiter, ledger=ledger,
                       price_table=str(settings.price_table) if settings.price_table else None,
                       namespace=namespace)
@@ -105,6 +112,7 @@ def shutdown() -> None:
     global _current
     if _current is not None and _current.started_ray:
         ray.shutdown()
+        _keepalive.clear()
     _current = None
 
 

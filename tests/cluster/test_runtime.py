@@ -34,3 +34,22 @@ def test_init_twice_reuses_the_singletons_and_runs_offline_on_the_emulator_actor
              if a.ray_namespace == namespace and a.state == "ALIVE"}
     assert {("Agent", f"{namespace}/demo/lead"), ("RateLimiter", "rate_limiter"),
             ("Ledger", "ledger"), ("EmulatorServer", "emulator")} <= names
+
+
+def test_the_singletons_outlive_a_dropped_runtime_until_ray_stops(
+        ray_session: None, tmp_path: Path) -> None:
+    """Two CLI runs in one process: the first drops its runtime, the second must find a live
+    Ledger (a job-scoped named actor dies once no handle to it is left)."""
+    import gc
+
+    namespace = f"keep-{uuid.uuid4().hex[:6]}"
+    runtime = cluster.init(settings=Settings(anthropic_base_url="http://127.0.0.1:9",
+                                             data_dir=tmp_path, _env_file=None),
+                           namespace=namespace)
+    ledger_id = runtime.ledger._actor_id
+    del runtime
+    cluster.shutdown()          # this process did not start Ray, so Ray keeps running
+    gc.collect()
+    ledger = ray.get_actor("ledger", namespace=namespace)
+    assert ledger._actor_id == ledger_id
+    assert ray.get(ledger.totals.remote("none"), timeout=30).calls == 0
