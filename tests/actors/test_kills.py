@@ -72,7 +72,9 @@ def test_killing_an_agent_loses_only_its_calls_in_flight(rig: Rig) -> None:
     assert len(replies) == CALLS
     totals = rig.ledger_totals(run_id)
     tokens, _ = bill(stats)
-    assert totals.calls == CALLS and totals.errors == 0
+    # A call can finish and be recorded while its reply dies with the agent: the driver asks
+    # again, so the Ledger may hold up to IN_FLIGHT more calls than the driver counted.
+    assert CALLS <= totals.calls <= CALLS + IN_FLIGHT and totals.errors == 0
     assert 0 <= stats["requests"] - totals.attempts <= IN_FLIGHT
     assert all(ledger_tokens(totals)[k] <= v for k, v in tokens.items())
 
