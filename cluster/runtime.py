@@ -63,9 +63,9 @@ _current: Runtime | None = None
 _keepalive: dict[str, tuple[Any, ...]] = {}
 """Singleton handles per namespace, held until this process stops Ray.
 
-A job-scoped named actor is destroyed once no handle to it is left; a driver that drops its
-runtime and calls ``init`` again (two CLI runs in one process) could otherwise find the Ledger
-by name while Ray is tearing it down."""
+A job-scoped named actor is destroyed once its creator's handle is gone (handles found later by
+name do not keep it alive); a driver that drops its runtime and calls ``init`` again (two CLI
+runs in one process) could otherwise find the Ledger by name while Ray is tearing it down."""
 
 
 def init(address: str | None = None, settings: Settings | None = None, *,
@@ -92,7 +92,7 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     ledger = get_ledger(data_dir=settings.data_dir.resolve(), price_table=settings.price_table,
                         namespace=namespace, detached=detached)
     base_url, key, emulator = _backend_endpoint(settings, namespace, lifetime)
-    _keepalive[namespace] = (limiter, ledger, emulator)
+    _hold(namespace, (limiter, ledger, emulator))
     backend = Backend(api_key=key, base_url=base_url, limiter=limiter, ledger=ledger,
                       price_table=str(settings.price_table) if settings.price_table else None,
                       namespace=namespace)
@@ -114,6 +114,18 @@ def shutdown() -> None:
         ray.shutdown()
         _keepalive.clear()
     _current = None
+
+
+def _hold(namespace: str, handles: tuple[Any, ...]) -> None:
+    """Keep the first handles obtained for these actors: only the creator's handle owns a
+    job-scoped actor; a handle from a later ``get_if_exists`` does not keep it alive."""
+    held = _keepalive.get(namespace)
+    if held is None or [_id(h) for h in held] != [_id(h) for h in handles]:
+        _keepalive[namespace] = handles
+
+
+def _id(handle: Any) -> Any:
+    return None if handle is None else handle._actor_id
 
 
 def _limits(settings: Settings) -> TierLimits:

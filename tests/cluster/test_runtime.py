@@ -48,6 +48,8 @@ def test_the_singletons_outlive_a_dropped_runtime_until_ray_stops(
                            namespace=namespace)
     ledger_id = runtime.ledger._actor_id
     del runtime
+    cluster.init(settings=Settings(anthropic_base_url="http://127.0.0.1:9", data_dir=tmp_path,
+                                   _env_file=None), namespace=namespace)  # found, not created
     cluster.shutdown()          # this process did not start Ray, so Ray keeps running
     gc.collect()
     ledger = ray.get_actor("ledger", namespace=namespace)
