@@ -13,6 +13,7 @@ from actors.ledger import Ledger
 from actors.messages import Usage
 from cluster.cli import _register_commands, app
 from tests.actors.ledger_fixtures import T0, make_record
+from tests.cluster.table_rows import row
 
 CANARY = "sk-ant-api03-CANARY0123456789abcdefCANARY"
 WIDE = {"COLUMNS": "250"}
@@ -46,33 +47,24 @@ def _ledger(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _row(output: str, key: str) -> list[str]:
-    """The cells of the table row whose first cell is ``key``."""
-    for line in output.splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if cells and cells[0] == key:
-            return cells
-    raise AssertionError(f"no row {key!r} in:\n{output}")
-
-
 def test_lists_runs_with_exact_costs(data_dir: Path) -> None:
     code, out, _ = _ledger("--data-dir", str(data_dir))
     assert code == 0
     # key, calls, attempts, errors, 429s, retries, input, output, cache w, cache r, USD, p50..
-    assert _row(out, "r1") == ["r1", "2", "3", "1", "1", "1", "2,000", "200", "0", "0",
+    assert row(out, "r1") == ["r1", "2", "3", "1", "1", "1", "2,000", "200", "0", "0",
                                "$0.003150", "1.500", "2.500", "2.500"]
-    assert _row(out, "r2")[10] == "$0.100000"
+    assert row(out, "r2")[10] == "$0.100000"
     assert out.index("r1") < out.index("r2")  # oldest run first
 
 
 def test_a_run_rolled_up_by_agent_then_tier(data_dir: Path) -> None:
     code, out, _ = _ledger("r1", "--data-dir", str(data_dir))
     assert code == 0
-    assert _row(out, "r1/research/lead")[1:3] == ["1", "2"]
-    assert _row(out, "r1/research/worker-0")[10] == "$0.003000"
-    assert _row(out, "total")[10] == "$0.003150"
+    assert row(out, "r1/research/lead")[1:3] == ["1", "2"]
+    assert row(out, "r1/research/worker-0")[10] == "$0.003000"
+    assert row(out, "total")[10] == "$0.003150"
     code, out, _ = _ledger("r1", "--data-dir", str(data_dir), "--by", "tier")
-    assert (code, _row(out, "sonnet")[10], _row(out, "haiku")[10]) == (0, "$0.003000",
+    assert (code, row(out, "sonnet")[10], row(out, "haiku")[10]) == (0, "$0.003000",
                                                                         "$0.000150")
     assert "r2" not in out
 
@@ -81,7 +73,7 @@ def test_data_dir_comes_from_the_environment(data_dir: Path) -> None:
     result = CliRunner().invoke(app, ["ledger", "--by", "model"],
                                 env={**WIDE, "RAYTROUPE_DATA_DIR": str(data_dir)})
     assert result.exit_code == 0
-    assert _row(result.stdout, "claude-sonnet-5-5")[10] == "$0.003000"
+    assert row(result.stdout, "claude-sonnet-5-5")[10] == "$0.003000"
 
 
 def test_output_never_shows_an_api_key(data_dir: Path) -> None:
@@ -122,5 +114,5 @@ def test_a_narrow_terminal_gets_two_readable_tables(data_dir: Path) -> None:
                                 env={"COLUMNS": "80"})
     out = result.stdout
     assert "calls, tokens and cost" in out and "reliability and latency" in out
-    assert _row(out, "total")[-1] == "$0.003150"  # the cost table's total row, unclipped
+    assert row(out, "total")[-1] == "$0.003150"  # the cost table's total row, unclipped
     assert max(len(line) for line in out.splitlines()) <= 80

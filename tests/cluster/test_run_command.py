@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import _register_commands, app
+from tests.cluster.table_rows import row
 
 _register_commands()
 
@@ -51,14 +52,6 @@ def _run(env: dict[str, str], *args: str) -> Any:
     return CliRunner().invoke(app, ["run", *args], env=env)
 
 
-def _row(output: str, key: str) -> list[str]:
-    for line in output.splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if cells and cells[0] == key:
-            return cells
-    raise AssertionError(f"no row {key!r} in:\n{output}")
-
-
 def test_research_prints_the_answer_and_the_ledger_per_agent_and_tier(
         env: dict[str, str], emulator: Any) -> None:
     def answer(body: dict[str, Any]) -> str:
@@ -74,12 +67,12 @@ def test_research_prints_the_answer_and_the_ledger_per_agent_and_tier(
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("FINAL ANSWER")
     assert "subtopics: alpha; beta" in result.stdout
-    assert _row(result.stdout, "lead")[1] == "1" and _row(result.stdout, "synthesizer")[1] == "1"
-    assert _row(result.stdout, "researcher-1")[1] == _row(result.stdout, "researcher-2")[1] == "1"
-    tiers = {t: _row(result.stdout, t)[1] for t in ("haiku", "sonnet", "opus")}
+    assert row(result.stdout, "lead")[1] == "1" and row(result.stdout, "synthesizer")[1] == "1"
+    assert row(result.stdout, "researcher-1")[1] == row(result.stdout, "researcher-2")[1] == "1"
+    tiers = {t: row(result.stdout, t)[1] for t in ("haiku", "sonnet", "opus")}
     assert tiers == {"haiku": "1", "sonnet": "2", "opus": "1"}
     bill = emulator.stats()["total_cost_usd"]
-    assert _row(result.stdout, "total")[6] == f"{float(bill):.6f}"
+    assert row(result.stdout, "total")[6] == f"{float(bill):.6f}"
 
 
 @pytest.mark.parametrize("args", [

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import _register_commands, app
+from tests.cluster.table_rows import row
 
 _register_commands()
 
@@ -53,14 +54,6 @@ def _field(output: str, name: str) -> str:
     return match.group(1)
 
 
-def _row(output: str, key: str) -> list[str]:
-    for line in output.splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if cells and cells[0] == key:
-            return cells
-    raise AssertionError(f"no row {key!r} in:\n{output}")
-
-
 def test_the_demo_prints_answer_ledger_and_skipped_files_then_resumes_for_free(
         env: dict[str, str], emulator: Any) -> None:
     def answer(body: dict[str, Any]) -> str:
@@ -74,10 +67,10 @@ def test_the_demo_prints_answer_ledger_and_skipped_files_then_resumes_for_free(
     assert first.stdout.startswith("THE ANSWER")
     chunks = int(_field(first.stdout, "chunks"))
     assert chunks > 12 and _field(first.stdout, "chunks_mapped") == str(chunks)
-    hosts = [_row(first.stdout, f"mapper-{i}") for i in (1, 2)]
+    hosts = [row(first.stdout, f"mapper-{i}") for i in (1, 2)]
     assert sum(int(row[1]) for row in hosts) == chunks
-    assert _row(first.stdout, "reducer")[1] == "1"
-    assert (_row(first.stdout, "haiku")[1], _row(first.stdout, "sonnet")[1]) == (str(chunks),
+    assert row(first.stdout, "reducer")[1] == "1"
+    assert (row(first.stdout, "haiku")[1], row(first.stdout, "sonnet")[1]) == (str(chunks),
                                                                                  "1")
     assert "harbour-map.png: binary (NUL bytes)" in first.stderr
     assert "letter-latin1.txt: not UTF-8 text (byte 15)" in first.stderr
