@@ -52,6 +52,7 @@ from actors.messages import (
     ToolUseBlock,
     Usage,
 )
+from actors.redaction import install_key_redaction
 from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
 from actors.token_estimate import estimate_input_tokens
@@ -115,6 +116,7 @@ class Agent:
 
     def __init__(self, spec: AgentSpec, backend: Backend,
                  tools: Sequence[Callable[..., Any]] = ()) -> None:
+        install_key_redaction()
         self.spec = spec
         self.backend = backend
         self.prices = load_price_table(backend.price_table)

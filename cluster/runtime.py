@@ -26,6 +26,7 @@ from actors.ledger import get_ledger
 from actors.limits import TierLimits
 from actors.messages import AgentSpec
 from actors.ratelimiter import get_rate_limiter
+from actors.redaction import install_key_redaction
 from cluster.settings import Settings
 
 log = logging.getLogger("raytroupe")
@@ -81,6 +82,7 @@ def init(address: str | None = None, settings: Settings | None = None, *,
         **ray_init: Passed to ``ray.init`` when this call starts or joins Ray.
     """
     global _current
+    install_key_redaction()
     settings = settings or Settings()
     # A second init keeps the first one's claim: shutdown() stops the Ray that init started.
     started = not ray.is_initialized() or (_current is not None and _current.started_ray)
