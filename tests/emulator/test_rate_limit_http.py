@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
@@ -16,24 +15,12 @@ from anthropic import AsyncAnthropic
 from emulator import EmulatorConfig, Limits
 from emulator.ratelimits import RateLimitBook
 from emulator.state import EmulatorState
+from tests.emulator.fake_clock import FakeClock
 from tests.emulator.loopback_app import served
 
 HAIKU = "claude-haiku-5-5"
 ASK = [{"role": "user", "content": "Say hello to the rate limiter."}]
-WALL_START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
 
-
-class FakeClock:
-    """The book's monotonic and wall time, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return WALL_START + self.t
 
 
 @asynccontextmanager

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from emulator.ratelimits import Admission, Limits, RateLimitBook
-
-WALL_START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    """Monotonic and wall time that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return WALL_START + self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.emulator.fake_clock import FakeClock
 
 
 @pytest.fixture
