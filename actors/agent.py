@@ -35,9 +35,10 @@ import anthropic
 import ray
 from pydantic import SecretStr
 
-from actors import api_call
+from actors import api_call, singletons
 from actors.api_call import Attempt
 from actors.errors import ConfigError, ConnectionFailed, PromptTooLongError, RaytroupeError
+from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
 from actors.limits import BucketKey
@@ -52,6 +53,7 @@ from actors.messages import (
     ToolUseBlock,
     Usage,
 )
+from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
 from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
@@ -71,19 +73,34 @@ class Backend:
     """What every agent needs from the runtime, built once by ``cluster.init``.
 
     The key travels as a constructor argument (never through ``runtime_env``, which the
-    dashboard shows) and is a ``SecretStr``, so reprs and logs stay masked.
+    dashboard shows) and is a ``SecretStr``, so reprs and logs stay masked. The singletons
+    travel as names, not handles: each process looks them up once (``actors.singletons``) and
+    again if one dies for good, so an agent outlives a Ledger or limiter that was replaced, and
+    no actor handle rides in every Agent's constructor arguments.
     """
 
     api_key: SecretStr
     base_url: str | None
-    limiter: Any
-    """The RateLimiter actor handle."""
-    ledger: Any
-    """The Ledger actor handle."""
     price_table: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float = 600.0
     namespace: str = "raytroupe"
+    limiter_name: str = LIMITER_NAME
+    ledger_name: str = LEDGER_NAME
+
+    @property
+    def limiter(self) -> Any:
+        """The RateLimiter's handle, looked up by name once per process."""
+        return singletons.lookup(self.limiter_name, self.namespace)
+
+    @property
+    def ledger(self) -> Any:
+        """The Ledger's handle, looked up by name once per process."""
+        return singletons.lookup(self.ledger_name, self.namespace)
+
+    def singleton(self, name: str) -> singletons.Singleton:
+        """A singleton of this backend's namespace, found again by name if it dies."""
+        return singletons.Singleton(name, self.namespace)
 
     def account(self) -> str:
         """A fingerprint of the key: the rate-limit account, safe to show and store."""
@@ -128,8 +145,8 @@ class Agent:
             api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
             max_retries=0, timeout=backend.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
-        self.lease = LimiterLease(backend.limiter)
-        self.ledger = LedgerClient(backend.ledger)
+        self.lease = LimiterLease(backend.singleton(backend.limiter_name))
+        self.ledger = LedgerClient(backend.singleton(backend.ledger_name))
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
         self.toolbox = Toolbox(tools)

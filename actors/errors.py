@@ -7,6 +7,7 @@ The root lives here, in the lowest package; ``topologies`` and ``cluster`` subcl
     │   ├── ConfigError                  a setting, option or config file is wrong
     │   ├── MessageTypeError (TypeError) a channel or actor got a message of the wrong type
     │   └── PromptTooLongError           the prompt exceeds the model's context window
+    ├── SingletonLost                    the RateLimiter, Ledger or emulator is gone for good
     ├── BudgetExceeded                   the run's max_cost_usd would be crossed; nothing sent
     └── CallFailed                       the API refused or failed a call (after retries)
         ├── RateLimited                  429; carries retry_after
@@ -72,6 +73,20 @@ class BudgetExceeded(RaytroupeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.run_id, self.cap_usd, self.committed_usd, self.needed_usd))
+
+
+class SingletonLost(RaytroupeError):
+    """A cluster singleton died for good and no new one answered under its name in time."""
+
+    def __init__(self, name: str, namespace: str, waited_s: float) -> None:
+        super().__init__(
+            f"the cluster's {name!r} actor (namespace {namespace!r}) is gone and none answered "
+            f"under its name within {waited_s:.0f} s; start it again with `raytroupe up` or "
+            "cluster.init(), then rerun")
+        self.name, self.namespace, self.waited_s = name, namespace, waited_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.namespace, self.waited_s))
 
 
 class CallFailed(RaytroupeError):

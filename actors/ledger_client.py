@@ -16,10 +16,11 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorDiedError, RayTaskError
 
-from actors.errors import MessageTypeError, RaytroupeError
+from actors.errors import MessageTypeError, RaytroupeError, SingletonLost
 from actors.messages import CallRecord
+from actors.singletons import Singleton
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class LedgerClient:
     """One per process: reserves budget for attempts and records them to the Ledger.
 
     Args:
-        ledger: The Ledger actor handle (``get_ledger(...)``).
+        ledger: The Ledger as a :class:`~actors.singletons.Singleton` (found again by name if
+            it dies), or a bare handle (``get_ledger(...)``).
         batch_size: Send as soon as this many records are waiting.
         linger_s: Send records that have waited this long, however few.
         max_batch: Most records in one RPC (bounds its size after a long outage).
@@ -43,7 +45,8 @@ class LedgerClient:
 
     def __init__(self, ledger: Any, *, batch_size: int = 50, linger_s: float = 0.5,
                  max_batch: int = 500, backoff_s: tuple[float, float] = (0.05, 2.0)) -> None:
-        self._ledger = ledger
+        self._singleton = ledger if isinstance(ledger, Singleton) else \
+            Singleton(None, None, handle=ledger)
         self._batch_size, self._linger_s, self._max_batch = batch_size, linger_s, max_batch
         self._backoff_s = backoff_s
         self._pending: list[CallRecord] = []
@@ -72,7 +75,8 @@ class LedgerClient:
             BudgetExceeded: the attempt could push the run past its cap; do not send it.
         """
         try:
-            await self._ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd, ttl_s)
+            ledger = await self._singleton.ahandle()
+            await ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd, ttl_s)
         except RayTaskError as exc:
             # Re-raise our own error as itself, not Ray's wrapper subclass of it.
             if isinstance(exc.cause, RaytroupeError):
@@ -164,12 +168,26 @@ class LedgerClient:
             pass
 
     async def _send_until_acked(self, batch: list[CallRecord]) -> None:
+        """Re-send until acknowledged; a Ledger dead for good is looked up again by name.
+
+        Records are never dropped: if no Ledger answers under the name within the bounded
+        wait, one error line says so and the batch keeps being re-sent.
+        """
         delay, failures = self._backoff_s[0], 0
         while True:
+            ledger = None
             try:
-                await self._ledger.record.remote(batch)
+                ledger = await self._singleton.ahandle()
+                await ledger.record.remote(batch)
             except asyncio.CancelledError:
                 raise
+            except (ActorDiedError, SingletonLost):
+                try:
+                    await self._singleton.find_again(ledger)
+                except SingletonLost as exc:
+                    _log.error("ledger client: %d record(s) kept, not acknowledged: %s",
+                               len(batch), exc)
+                    await asyncio.sleep(self._backoff_s[1])
             except Exception as exc:  # any failure: the batch is idempotent, so re-send it
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:

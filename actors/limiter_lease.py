@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from actors.errors import ConfigError
@@ -49,6 +48,7 @@ from actors.limits import (
     SettleReply,
 )
 from actors.ratelimiter import DEFAULT_LEASE_TTL_S
+from actors.singletons import Singleton
 
 DEFAULT_PAUSE_S = 1.0
 """How long a 429 without ``retry-after`` pauses its bucket."""
@@ -103,7 +103,8 @@ class LimiterLease:
     """The per-process client of the RateLimiter actor; one per process (an Agent holds one).
 
     Args:
-        limiter: The RateLimiter actor handle (:func:`~actors.ratelimiter.get_rate_limiter`).
+        limiter: The RateLimiter as a :class:`~actors.singletons.Singleton` (found again by
+            name if it dies), or a bare handle (:func:`~actors.ratelimiter.get_rate_limiter`).
         batch_size: Most calls asked for in one grant request, headroom in calls, and settles
             that trigger a flush before ``flush_interval_s``.
         flush_interval_s: Longest a settle waits before it is reported.
@@ -115,14 +116,14 @@ class LimiterLease:
     def __init__(self, limiter: Any, *, batch_size: int = 16, flush_interval_s: float = 0.05,
                  idle_ttl_s: float = 1.0, give_up_after_s: float = 120.0,
                  clock: Clock | None = None) -> None:
-        self._limiter = limiter
+        self._limiter = limiter if isinstance(limiter, Singleton) else \
+            Singleton(None, None, handle=limiter, give_up_after_s=give_up_after_s)
         self.lease_id = uuid.uuid4().hex
         self._batch, self._flush_interval = batch_size, flush_interval_s
         self._idle_ttl, self._give_up_after = idle_ttl_s, give_up_after_s
         self._clock: Clock = clock or LoopClock()
         self._session: str | None = None
         self._lease_ttl = DEFAULT_LEASE_TTL_S
-        self._address: tuple[str | None, str | None] = (None, None)
         self._keys: dict[BucketKey, KeyStock] = {}
         self._seq = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
@@ -426,8 +427,7 @@ class LimiterLease:
                 local.forget_stock()
             self._session = reply.session
         self._lease_ttl = reply.lease_ttl_s
-        if reply.name is not None:
-            self._address = (reply.name, reply.namespace)
+        self._limiter.found_at(reply.name, reply.namespace)
         for view in reply.views:
             self._see(view)
 
@@ -441,29 +441,22 @@ class LimiterLease:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _rpc(self, method: str, arg: Any) -> Any:
-        """Call the limiter, retrying the same message while it restarts (Ray restarts it)."""
+        """Call the limiter, retrying the same message while Ray restarts it; a limiter dead
+        for good is looked up again by name (bounded: then ``SingletonLost``)."""
         deadline = self._clock.now() + self._give_up_after
         delay = 0.05
         while True:
+            handle = await self._limiter.ahandle()
             try:
-                return await getattr(self._limiter, method).remote(arg)
+                return await getattr(handle, method).remote(arg)
             except RayActorError as exc:
+                if isinstance(exc, ActorDiedError) and self._limiter.name is not None:
+                    await self._limiter.find_again(handle)
+                    continue
                 if self._clock.now() > deadline:
                     raise
-                if isinstance(exc, ActorDiedError):
-                    await self._find_limiter_again()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-
-    async def _find_limiter_again(self) -> None:
-        """A dead limiter may have been created again under its name (``get_rate_limiter``)."""
-        name, namespace = self._address
-        if name is None:
-            return
-        try:
-            self._limiter = await asyncio.to_thread(ray.get_actor, name, namespace=namespace)
-        except ValueError:
-            pass  # not there (yet): keep retrying the old handle until the deadline
 
     def _local(self, key: BucketKey) -> KeyStock:
         local = self._keys.get(key)

@@ -21,12 +21,14 @@ from typing import Any
 import ray
 from pydantic import SecretStr
 
+from actors import singletons
 from actors.agent import Backend, spawn_agent
-from actors.ledger import get_ledger
+from actors.ledger import LEDGER_NAME, get_ledger
 from actors.limits import TierLimits
 from actors.messages import AgentSpec
-from actors.ratelimiter import get_rate_limiter
+from actors.ratelimiter import LIMITER_NAME, get_rate_limiter
 from actors.redaction import install_key_redaction
+from cluster import discovery, runtime_info
 from cluster.settings import Settings
 
 log = logging.getLogger("raytroupe")
@@ -45,6 +47,8 @@ class Runtime:
     started_ray: bool
     emulator: Any = None
     """The offline emulator actor, when this runtime uses one."""
+    joined: bool = False
+    """True on a cluster that outlives this driver (its singletons are detached)."""
 
     @property
     def limiter(self) -> Any:
@@ -70,36 +74,73 @@ runs in one process) could otherwise find the Ledger by name while Ray is tearin
 
 
 def init(address: str | None = None, settings: Settings | None = None, *,
-         namespace: str = NAMESPACE, detached: bool = False, **ray_init: Any) -> Runtime:
+         namespace: str = NAMESPACE, detached: bool | None = None, **ray_init: Any) -> Runtime:
     """Start or join Ray and get-or-create the RateLimiter, the Ledger and, offline, the emulator.
 
     Args:
-        address: None starts a local Ray (or reuses the one this process started); ``"auto"``
-            joins a running cluster; ``"ray://host:10001"`` connects a client.
-        settings: Defaults to ``Settings()`` read from the environment.
+        address: None joins a runtime that is up (``raytroupe up``, ``RAY_ADDRESS``, Ray's
+            current-cluster file) or else starts a private local Ray; ``"local"`` always starts
+            a private one; ``"auto"`` joins a running cluster or fails; ``"HOST:PORT"`` or
+            ``"ray://host:10001"`` joins that one (checked within a few seconds).
+        settings: Defaults to ``Settings()`` read from the environment. On a cluster that
+            already has a runtime, its limits, price table and data dir apply (see
+            ``cluster.runtime_info``).
         namespace: Where the named singletons live; drivers that share it share limits.
-        detached: Keep the singletons alive after this driver exits (long-lived clusters).
-        **ray_init: Passed to ``ray.init`` when this call starts or joins Ray.
+        detached: Whether the singletons outlive this driver. Default: yes on a cluster this
+            call joined, no on a private Ray (everything goes when it stops).
+        **ray_init: Passed to ``ray.init`` when this call starts Ray.
     """
     global _current
     install_key_redaction()
     settings = settings or Settings()
     # A second init keeps the first one's claim: shutdown() stops the Ray that init started.
     started = not ray.is_initialized() or (_current is not None and _current.started_ray)
+    joined = _current.joined if _current is not None and ray.is_initialized() else False
     if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, **ray_init)
+        joined = _connect(address, namespace, ray_init)
+    detached = joined if detached is None else detached
+    per_tier: dict[str, TierLimits] = {}
+    if detached:
+        settings, info = runtime_info.adopt(settings, namespace)
+        per_tier = dict(info.per_tier)
     lifetime = "detached" if detached else None
-    limiter = get_rate_limiter(default_limits=_limits(settings), namespace=namespace,
-                               lifetime=lifetime)
+    limiter = get_rate_limiter(default_limits=_limits(settings), per_tier=per_tier,
+                               namespace=namespace, lifetime=lifetime)
     ledger = get_ledger(data_dir=settings.data_dir.resolve(), price_table=settings.price_table,
                         namespace=namespace, detached=detached)
     base_url, key, emulator = _backend_endpoint(settings, namespace, lifetime)
     _hold(namespace, (limiter, ledger, emulator))
-    backend = Backend(api_key=key, base_url=base_url, limiter=limiter, ledger=ledger,
+    singletons.remember(LIMITER_NAME, namespace, limiter)
+    singletons.remember(LEDGER_NAME, namespace, ledger)
+    backend = Backend(api_key=key, base_url=base_url,
                       price_table=str(settings.price_table) if settings.price_table else None,
                       namespace=namespace)
-    _current = Runtime(settings=settings, backend=backend, started_ray=started, emulator=emulator)
+    _current = Runtime(settings=settings, backend=backend, started_ray=started, emulator=emulator,
+                       joined=joined)
     return _current
+
+
+def _connect(address: str | None, namespace: str, ray_init: dict[str, Any]) -> bool:
+    """Join the cluster ``address`` names (or one that is up), else start a private Ray.
+
+    Says which in one line; returns True if it joined a cluster that outlives this driver.
+    """
+    found = discovery.resolve(address)
+    if found is None:
+        log.warning("raytroupe: starting a private Ray for this driver (it stops with it); "
+                    "`raytroupe up` keeps one running that runs join")
+        ray.init(address="local", namespace=namespace, **ray_init)
+        return False
+    log.warning("raytroupe: joining the Ray cluster at %s (its RateLimiter and Ledger are "
+                "shared by every job on it)", found)
+    ray.init(address=found, namespace=namespace,
+             **{k: v for k, v in ray_init.items() if k not in _LOCAL_ONLY})
+    return True
+
+
+_LOCAL_ONLY = frozenset({"num_cpus", "num_gpus", "object_store_memory", "include_dashboard",
+                         "dashboard_host", "dashboard_port", "resources", "_system_config"})
+"""``ray.init`` arguments that only make sense when starting Ray, refused when joining."""
 
 
 def current() -> Runtime:
