@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from anthropic import AsyncAnthropic
-
-from cluster.cli import app
 
 
 async def _stream_one_reply(base_url: str, api_key: str) -> None:
+    from anthropic import AsyncAnthropic
+
     client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0)
     async with client:
         async with client.messages.stream(
@@ -25,7 +24,6 @@ async def _stream_one_reply(base_url: str, api_key: str) -> None:
     typer.echo(f"\n\nusage: {final.usage.input_tokens} in, {final.usage.output_tokens} out")
 
 
-@app.command()
 def demo() -> None:
     """Start the local emulator and stream one reply through the real anthropic SDK."""
     from emulator import run_emulator

@@ -11,7 +11,7 @@ from typing import Annotated, get_args
 import typer
 from pydantic import ValidationError
 
-from cluster.cli import app
+from actors.errors import RaytroupeError
 from cluster.settings import EmulatorProfile
 
 _FAULT_KINDS = ("overloaded", "server_error", "disconnect", "stream_error", "slow")
@@ -32,7 +32,6 @@ def _parse_fault(value: str) -> tuple[str, float]:
     return kind, number
 
 
-@app.command("emulator")
 def emulator_command(
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535, envvar="RAYTROUPE_EMULATOR_PORT",
@@ -80,9 +79,7 @@ def emulator_command(
     try:
         serve(config, announce=typer.echo)
     except OSError as exc:
-        typer.secho(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}",
-                    err=True, fg="red")
-        raise typer.Exit(1) from None
+        raise RaytroupeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _first_problem(exc: ValidationError) -> str:

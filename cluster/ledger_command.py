@@ -15,14 +15,13 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from actors.errors import RaytroupeError
 from actors.ledger_journal import JOURNAL_NAME, read_run_ids
 from actors.ledger_rollup import Rollup, RollupBy, empty_rollup, read_rollups
-from cluster.cli import app
 
 _MICRO_USD = Decimal("0.000001")
 
 
-@app.command("ledger")
 def ledger_command(
     run: Annotated[str | None, typer.Argument(
         help="A run id: show its totals and roll-up. Omit it to list every run.")] = None,
@@ -58,9 +57,8 @@ def ledger_command(
 
 
 def _fail(message: str) -> NoReturn:
-    """One clear line on stderr and exit code 1."""
-    typer.secho(f"error: {message}", err=True, fg="red")
-    raise typer.Exit(1)
+    """One clear line on stderr and exit code 1 (from the CLI's one error boundary)."""
+    raise RaytroupeError(message)
 
 
 _COLUMNS = ("calls", "attempts", "errors", "429s", "retries", "input", "output", "cache write",

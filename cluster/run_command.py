@@ -14,9 +14,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,13 +22,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from actors.errors import ConfigError, RaytroupeError, UsageError
-from cluster.cli import app
+from actors.errors import ConfigError
 from cluster.run_display import RunProgress, print_ledger, print_result
 
 run_app = typer.Typer(name="run", no_args_is_help=True,
                       help="Run an architecture on a prompt (offline on the emulator).")
-app.add_typer(run_app, name="run")
 
 Prompt = Annotated[str, typer.Argument(help="What to work on.")]
 Model = Annotated[str | None, typer.Option(
@@ -47,27 +43,13 @@ Stream = Annotated[bool, typer.Option(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or Ledger tables.")]
 
 
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Our errors as one red line and an exit code: 2 for usage, 1 for a failed run
-    (``BudgetExceeded`` included: the run stopped before a call that could cross the cap)."""
-    try:
-        yield
-    except UsageError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from None
-    except RaytroupeError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
-
-
 def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str | None,
                      agents: list[str] | None, budget: str | None, address: str | None,
                      config_file: Path | None = None, stream: bool = False,
                      quiet: bool = False, unit: str = "calls") -> Any:
     """Build, run and report one session of architecture ``name`` (what every subcommand does).
 
-    Returns the typed result. Raises our errors for :func:`cli_errors` to report.
+    Returns the typed result. Raises our errors for the CLI's error boundary to report.
     """
     import cluster
     from cluster.settings import Settings
@@ -155,11 +137,10 @@ def research(prompt: Prompt, lead: Annotated[str | None, typer.Option(
              address: Address = None, config: ConfigFile = None, stream: Stream = False,
              quiet: Quiet = False) -> None:
     """A lead splits the question; researchers dig in parallel; a synthesizer answers."""
-    with cli_errors():
-        run_architecture("research", prompt, {"lead_model": lead, "subagent_model": subagent,
-                                              "max_parallel_agents": max_parallel},
-                         model=model, agents=agent, budget=_money(budget), address=address,
-                         config_file=config, stream=stream, quiet=quiet)
+    run_architecture("research", prompt, {"lead_model": lead, "subagent_model": subagent,
+                                          "max_parallel_agents": max_parallel},
+                     model=model, agents=agent, budget=_money(budget), address=address,
+                     config_file=config, stream=stream, quiet=quiet)
 
 
 @run_app.command("pipeline")
@@ -174,11 +155,10 @@ def pipeline(prompts: Annotated[list[str], typer.Argument(
              address: Address = None, config: ConfigFile = None, stream: Stream = False,
              quiet: Quiet = False) -> None:
     """Ordered stages, one agent each; several prompts flow through them concurrently."""
-    with cli_errors():
-        run_architecture("pipeline", prompts, {"stages": stage or None,
-                                               "max_items_in_flight": max_in_flight},
-                         model=model, agents=agent, budget=_money(budget), address=address,
-                         config_file=config, stream=stream, quiet=quiet)
+    run_architecture("pipeline", prompts, {"stages": stage or None,
+                                           "max_items_in_flight": max_in_flight},
+                     model=model, agents=agent, budget=_money(budget), address=address,
+                     config_file=config, stream=stream, quiet=quiet)
 
 
 @run_app.command("specialist_pool")
@@ -191,12 +171,11 @@ def specialist_pool(prompt: Prompt, max_specialists: Annotated[int | None, typer
                     address: Address = None, config: ConfigFile = None,
                     stream: Stream = False, quiet: Quiet = False) -> None:
     """A router picks 1-4 specialists; they answer in parallel; an aggregator merges."""
-    with cli_errors():
-        run_architecture("specialist_pool", prompt, {
-            "max_specialists": max_specialists, "router_model": router,
-            "specialist_model": specialist, "aggregator_model": aggregator},
-            model=model, agents=agent, budget=_money(budget), address=address,
-            config_file=config, stream=stream, quiet=quiet)
+    run_architecture("specialist_pool", prompt, {
+        "max_specialists": max_specialists, "router_model": router,
+        "specialist_model": specialist, "aggregator_model": aggregator},
+        model=model, agents=agent, budget=_money(budget), address=address,
+        config_file=config, stream=stream, quiet=quiet)
 
 
 @run_app.command("debate")
@@ -208,11 +187,10 @@ def debate(prompt: Prompt, rounds: Annotated[int | None, typer.Option(
            address: Address = None, config: ConfigFile = None, stream: Stream = False,
            quiet: Quiet = False) -> None:
     """A proponent and an opponent argue for N rounds; a judge decides."""
-    with cli_errors():
-        run_architecture("debate", prompt, {"rounds": rounds, "debater_model": debater,
-                                            "judge_model": judge},
-                         model=model, agents=agent, budget=_money(budget), address=address,
-                         config_file=config, stream=stream, quiet=quiet)
+    run_architecture("debate", prompt, {"rounds": rounds, "debater_model": debater,
+                                        "judge_model": judge},
+                     model=model, agents=agent, budget=_money(budget), address=address,
+                     config_file=config, stream=stream, quiet=quiet)
 
 
 @run_app.command("critic_actor")
@@ -226,12 +204,11 @@ def critic_actor(prompt: Prompt, max_rounds: Annotated[int | None, typer.Option(
                  address: Address = None, config: ConfigFile = None, stream: Stream = False,
                  quiet: Quiet = False) -> None:
     """An actor drafts; a critic scores and comments; repeat until good enough."""
-    with cli_errors():
-        run_architecture("critic_actor", prompt, {
-            "max_rounds": max_rounds, "score_threshold": threshold, "actor_model": actor,
-            "critic_model": critic},
-            model=model, agents=agent, budget=_money(budget), address=address,
-            config_file=config, stream=stream, quiet=quiet)
+    run_architecture("critic_actor", prompt, {
+        "max_rounds": max_rounds, "score_threshold": threshold, "actor_model": actor,
+        "critic_model": critic},
+        model=model, agents=agent, budget=_money(budget), address=address,
+        config_file=config, stream=stream, quiet=quiet)
 
 
 @run_app.command("reflexion")
@@ -243,9 +220,8 @@ def reflexion(prompt: Prompt, max_attempts: Annotated[int | None, typer.Option(
               address: Address = None, config: ConfigFile = None, stream: Stream = False,
               quiet: Quiet = False) -> None:
     """An executor tries; a reflector writes lessons; it retries with them."""
-    with cli_errors():
-        run_architecture("reflexion", prompt, {
-            "max_attempts": max_attempts, "executor_model": executor,
-            "reflector_model": reflector},
-            model=model, agents=agent, budget=_money(budget), address=address,
-            config_file=config, stream=stream, quiet=quiet)
+    run_architecture("reflexion", prompt, {
+        "max_attempts": max_attempts, "executor_model": executor,
+        "reflector_model": reflector},
+        model=model, agents=agent, budget=_money(budget), address=address,
+        config_file=config, stream=stream, quiet=quiet)

@@ -30,13 +30,10 @@ from cluster.run_command import (
     Quiet,
     Stream,
     _money,
-    cli_errors,
-    run_app,
     run_architecture,
 )
 
 
-@run_app.command("mapreduce")
 def mapreduce(
     paths: Annotated[list[str], typer.Argument(
         help="Files, folders or globs to read ('docs/**/*.md').")],
@@ -64,16 +61,15 @@ def mapreduce(
     """Mappers read files in chunks across the cluster; a reducer answers the question."""
     from topologies.mapreduce import MapReduceTask
 
-    with cli_errors():
-        task = MapReduceTask(question=question, inputs=tuple(paths))
-        result = run_architecture(
-            "mapreduce", task,
-            {"mapper_model": mapper, "reducer_model": reducer,
-             "max_parallel_mappers": max_parallel, "chunk_size": chunk_size,
-             "chunk_overlap": chunk_overlap, "mapper_hosts": hosts, "root": root,
-             "resume": False if no_resume else None},
-            model=model, agents=agent, budget=_money(budget), address=address,
-            config_file=config, stream=stream, quiet=quiet, unit="chunks")
+    task = MapReduceTask(question=question, inputs=tuple(paths))
+    result = run_architecture(
+        "mapreduce", task,
+        {"mapper_model": mapper, "reducer_model": reducer,
+         "max_parallel_mappers": max_parallel, "chunk_size": chunk_size,
+         "chunk_overlap": chunk_overlap, "mapper_hosts": hosts, "root": root,
+         "resume": False if no_resume else None},
+        model=model, agents=agent, budget=_money(budget), address=address,
+        config_file=config, stream=stream, quiet=quiet, unit="chunks")
     _print_skipped(Console(stderr=True), result)
 
 

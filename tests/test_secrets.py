@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import cluster
 from actors.errors import RequestRejected
 from actors.messages import AgentSpec, AskRequest
-from cluster.cli import _register_commands, app
+from cluster.cli import build_app
 from cluster.settings import Settings
 from emulator import EmulatorConfig, run_emulator
 
@@ -70,7 +70,6 @@ def test_the_key_never_leaks(ray_session: None, tmp_path: Path,
     for log in _files_under(logs_dir):
         assert CANARY.encode() not in log.read_bytes(), f"the key leaked into {log.name}"
 
-    _register_commands()
-    result = CliRunner().invoke(app, ["ledger", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(build_app(), ["ledger", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0 and "leak" in result.output
     assert CANARY not in result.output

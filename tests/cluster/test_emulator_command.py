@@ -10,10 +10,10 @@ import anthropic
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import _register_commands, app
+from cluster.cli import build_app
 from emulator.server import LISTENING, _read_line
 
-_register_commands()
+app = build_app()  # as the console script does: every command, from one table
 runner = CliRunner()
 
 

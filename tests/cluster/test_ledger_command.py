@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from actors.ledger import Ledger
 from actors.messages import Usage
-from cluster.cli import _register_commands, app
+from cluster.cli import build_app
 from tests.actors.ledger_fixtures import T0, make_record
 from tests.cluster.table_rows import row
 
 CANARY = "sk-ant-api03-CANARY0123456789abcdefCANARY"
 WIDE = {"COLUMNS": "250"}
 
-_register_commands()  # as the console script does: every command, ``ledger`` among them
+app = build_app()  # as the console script does: every command, from one table
 
 
 async def _fill(data_dir: Path) -> None:

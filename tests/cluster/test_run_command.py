@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import _register_commands, app
+from cluster.cli import build_app
 from tests.cluster.table_rows import row
 
-_register_commands()
+app = build_app()  # as the console script does: every command, from one table
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import _register_commands, app
+from cluster.cli import build_app
 from tests.cluster.table_rows import row
 
-_register_commands()
+app = build_app()  # as the console script does: every command, from one table
 
 CORPUS = str(Path(__file__).resolve().parents[2] / "examples" / "corpus")
 QUESTION = "What caused the great flood of 1887?"
