@@ -19,10 +19,14 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from actors.errors import ConfigError
 
+NAMESPACE = "raytroupe"
+"""The Ray namespace of the cluster's singletons (drivers that share it share limits)."""
 PROBE_TIMEOUT_S = 3.0
 """How long a TCP connect to a cluster's GCS may take before it counts as not there."""
 _ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
@@ -96,6 +100,23 @@ def resolve(address: str | None) -> str | None:
         raise ConfigError(f"address {address!r}: no Ray cluster answers there (nothing "
                           f"accepted a connection within {PROBE_TIMEOUT_S:.0f} s)")
     return address
+
+
+@contextmanager
+def attached(namespace: str) -> Iterator[str]:
+    """Connected, quietly, to the runtime that is up for the block (never starting one);
+    yields its address. For commands that look at the runtime (``status``, ``limits``)."""
+    import ray
+
+    address = running_cluster()
+    if address is None:
+        raise ConfigError("no runtime is up (nothing found via RAY_ADDRESS or Ray's "
+                          "current-cluster file): start one with `raytroupe up`")
+    ray.init(address=address, namespace=namespace, logging_level="error", log_to_driver=False)
+    try:
+        yield address
+    finally:
+        ray.shutdown()
 
 
 def _is_gcs(address: str) -> bool:

@@ -29,11 +29,11 @@ from actors.messages import AgentSpec
 from actors.ratelimiter import LIMITER_NAME, get_rate_limiter
 from actors.redaction import install_key_redaction
 from cluster import discovery, runtime_info
+from cluster.discovery import NAMESPACE
 from cluster.settings import Settings
 
 log = logging.getLogger("raytroupe")
 
-NAMESPACE = "raytroupe"
 EMULATOR_KEY = SecretStr("sk-ant-emulator-offline")
 """The dummy key agents present to the emulator (it accepts any non-empty key)."""
 

@@ -121,5 +121,12 @@ def adopt(settings: Settings, namespace: str) -> tuple[Settings, RuntimeInfo]:
     return info.settings_for(settings), info
 
 
+def claim(namespace: str) -> None:
+    """Mark the runtime record as made by ``raytroupe up`` (``status`` shows who owns it)."""
+    info = read(namespace)
+    if info is not None:
+        write(namespace, info.model_copy(update={"owner": "up"}), overwrite=True)
+
+
 def _key(namespace: str) -> str:
     return f"runtime/{namespace}"

@@ -1,0 +1,123 @@
+"""``raytroupe up`` / ``raytroupe down``: one long-lived runtime that runs and jobs join.
+
+``up`` starts a local Ray head in the background (or joins ``--address``), creates the
+cluster's singletons there as detached actors (RateLimiter, Ledger, and offline the emulator)
+with this environment's limits, price table and data dir, prints the dashboard URL and how to
+stop it, and returns. Every ``raytroupe run`` or ``cluster.init()`` on this machine then joins
+it instead of starting a private Ray. ``down`` stops what ``up`` started, by pid.
+
+Example:
+    raytroupe up                 # then, in any shell:
+    raytroupe run research "How do actor runtimes schedule work?"
+    raytroupe status
+    raytroupe down
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from actors.errors import ConfigError
+from cluster.discovery import ray_temp_dir, running_cluster
+from cluster.local_head import UpRecord, start_head, stop, wait_until_up
+
+
+def up(
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Join this running cluster (HOST:PORT or auto) instead of starting "
+        "a local head.")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535,
+                                      help="The head's GCS port.")] = 6379,
+    dashboard_port: Annotated[int, typer.Option(
+        "--dashboard-port", min=1, max=65535, help="The dashboard's port (on 127.0.0.1).")] = 8265,
+    num_cpus: Annotated[int | None, typer.Option(
+        "--num-cpus", min=0, help="CPUs the head offers. Default: all.")] = None,
+) -> None:
+    """Start a long-lived local runtime that runs and jobs join."""
+    record = UpRecord.load()
+    if record is not None:
+        typer.echo(f"raytroupe is already up at {record.address} (dashboard "
+                   f"{record.dashboard_url}); stop it with `raytroupe down`")
+        return
+    if address is None and running_cluster() is not None:
+        typer.echo(f"a Ray cluster is already running at {running_cluster()}; join it with "
+                   "`raytroupe up --address auto`")
+        raise typer.Exit(1)
+    auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
+    os.environ["RAY_AUTH_MODE"] = auth_mode
+    if address is not None:
+        _join(address, auth_mode)
+        return
+    head, temp_dir = start_head(port=port, dashboard_port=dashboard_port, num_cpus=num_cpus,
+                                auth_mode=auth_mode)
+    gcs, dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}"
+    wait_until_up(head, gcs, dashboard, temp_dir / "up.log")
+    record = UpRecord(pid=head.pid, address=gcs, dashboard_url=dashboard,
+                      temp_dir=str(temp_dir), auth_mode=auth_mode, version=_version())
+    record.save()
+    (ray_temp_dir() / "ray_current_cluster").write_text(gcs, encoding="utf-8")
+    try:
+        _create_singletons(gcs)
+    except BaseException:
+        stop(head.pid)
+        record.forget()
+        raise
+    typer.echo(f"raytroupe is up: Ray head at {gcs}, dashboard {dashboard} "
+               f"(RAY_AUTH_MODE={auth_mode}; clients must use the same)")
+    typer.echo("runs and `cluster.init()` on this machine join it; `raytroupe status` shows "
+               "it; stop it with `raytroupe down`")
+
+
+def down() -> None:
+    """Stop the runtime that `raytroupe up` started (by pid; never `ray stop`)."""
+    record = UpRecord.load()
+    if record is None:
+        typer.echo(f"nothing to stop: no runtime started by `raytroupe up` under "
+                   f"{ray_temp_dir()}")
+        return
+    if record.pid is None:
+        record.forget()
+        typer.echo(f"forgot the cluster at {record.address}: `up` joined it and did not start "
+                   "it, so it keeps running (with its singletons)")
+        return
+    stopped = stop(record.pid)
+    record.forget()
+    typer.echo(f"stopped the runtime at {record.address} (pid {record.pid})" if stopped else
+               f"the runtime at {record.address} had already stopped")
+
+
+def _join(address: str, auth_mode: str) -> None:
+    from cluster.discovery import resolve
+
+    gcs = resolve(address)
+    if gcs is None:
+        raise ConfigError("--address local starts nothing to join: drop --address to start a "
+                          "local head")
+    _create_singletons(gcs)
+    UpRecord(pid=None, address=gcs, dashboard_url=None, temp_dir=None, auth_mode=auth_mode,
+             version=_version()).save()
+    typer.echo(f"raytroupe is up on the cluster at {gcs}: its singletons are detached there; "
+               "`raytroupe down` forgets it and leaves the cluster running")
+
+
+def _create_singletons(gcs: str) -> None:
+    """Join the head and get-or-create the detached singletons with this environment's
+    settings (written as the runtime's record); then disconnect: they stay."""
+    import ray
+
+    import cluster
+    from cluster import runtime_info
+
+    runtime = cluster.init(address=gcs, detached=True)
+    runtime_info.claim(runtime.backend.namespace)
+    ray.get([runtime.limiter.status.remote(), runtime.ledger.stats.remote()], timeout=120)
+    cluster.shutdown()
+
+
+def _version() -> str:
+    from cluster.runtime_info import raytroupe_version
+
+    return raytroupe_version()
