@@ -451,7 +451,9 @@ def get_rate_limiter(default_limits: TierLimits,
 
     Args:
         default_limits: Limits of every tier without an override (from cluster settings).
-        per_tier: Overrides by tier.
+        per_tier: Overrides by tier. Passed to the actor as given: a mapping that reads its
+            items when iterated (``cluster.runtime_info.RecordedLimits``) is read again each
+            time Ray restarts the limiter, which re-runs ``__init__`` with these arguments.
         namespace: Ray namespace of the named actor; drivers sharing it share the limits.
         name: The actor's name.
         lifetime: None (dies with the creating driver) or ``"detached"``.
@@ -471,7 +473,7 @@ def get_rate_limiter(default_limits: TierLimits,
     if head is not None:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
     return ray.remote(RateLimiter).options(**options).remote(
-        default_limits, dict(per_tier or {}), lease_ttl_s=lease_ttl_s)
+        default_limits, per_tier if per_tier is not None else {}, lease_ttl_s=lease_ttl_s)
 
 
 def _head_node_id() -> str | None:

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,10 +99,10 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     if not ray.is_initialized():
         joined = _connect(address, namespace, ray_init)
     detached = joined if detached is None else detached
-    per_tier: dict[str, TierLimits] = {}
+    per_tier: Mapping[str, TierLimits] = {}
     if detached:
-        settings, info = runtime_info.adopt(settings, namespace)
-        per_tier = dict(info.per_tier)
+        settings, _info = runtime_info.adopt(settings, namespace)
+        per_tier = runtime_info.RecordedLimits(namespace)
     lifetime = "detached" if detached else None
     limiter = get_rate_limiter(default_limits=_limits(settings), per_tier=per_tier,
                                namespace=namespace, lifetime=lifetime)

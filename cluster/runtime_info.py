@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
@@ -126,6 +127,35 @@ def claim(namespace: str) -> None:
     info = read(namespace)
     if info is not None:
         write(namespace, info.model_copy(update={"owner": "up"}), overwrite=True)
+
+
+class RecordedLimits(Mapping[str, TierLimits]):
+    """The per-tier limits of the runtime record, read when the limiter iterates them.
+
+    Given to ``get_rate_limiter`` as its ``per_tier``: Ray restarts a crashed limiter by
+    running ``__init__`` again with the arguments it was created with, so a plain dict would
+    bring back the limits of the day it was created; this reads what ``limits set`` recorded.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def _read(self) -> dict[str, TierLimits]:
+        try:
+            info = read(self.namespace)
+        except Exception:
+            log.warning("raytroupe: the runtime's recorded limits could not be read")
+            return {}
+        return dict(info.per_tier) if info is not None else {}
+
+    def __getitem__(self, tier: str) -> TierLimits:
+        return self._read()[tier]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 def _key(namespace: str) -> str:
