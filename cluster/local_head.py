@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,18 @@ class UpRecord(BaseModel):
                 current.unlink()
         except OSError:
             pass
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now (``up --port 0`` and tests use them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def start_head(*, port: int, dashboard_port: int, num_cpus: int | None,

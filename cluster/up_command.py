@@ -22,17 +22,18 @@ import typer
 
 from actors.errors import ConfigError
 from cluster.discovery import ray_temp_dir, running_cluster
-from cluster.local_head import UpRecord, start_head, stop, wait_until_up
+from cluster.local_head import UpRecord, free_ports, start_head, stop, wait_until_up
 
 
 def up(
     address: Annotated[str | None, typer.Option(
         "--address", help="Join this running cluster (HOST:PORT or auto) instead of starting "
         "a local head.")] = None,
-    port: Annotated[int, typer.Option("--port", min=1, max=65535,
-                                      help="The head's GCS port.")] = 6379,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535,
+                                      help="The head's GCS port (0: a free one).")] = 6379,
     dashboard_port: Annotated[int, typer.Option(
-        "--dashboard-port", min=1, max=65535, help="The dashboard's port (on 127.0.0.1).")] = 8265,
+        "--dashboard-port", min=0, max=65535,
+        help="The dashboard's port on 127.0.0.1 (0: a free one).")] = 8265,
     num_cpus: Annotated[int | None, typer.Option(
         "--num-cpus", min=0, help="CPUs the head offers. Default: all.")] = None,
 ) -> None:
@@ -51,6 +52,9 @@ def up(
     if address is not None:
         _join(address, auth_mode)
         return
+    if port == 0 or dashboard_port == 0:
+        free = free_ports(2)
+        port, dashboard_port = port or free[0], dashboard_port or free[1]
     head, temp_dir = start_head(port=port, dashboard_port=dashboard_port, num_cpus=num_cpus,
                                 auth_mode=auth_mode)
     gcs, dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}"

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.local_head import free_ports
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,15 +33,6 @@ BIN = Path(sys.executable).parent
 QUESTION = "What caused the great flood of 1887?"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _wait_until_healthy(url: str, head: subprocess.Popen[str], timeout_s: float = 90) -> None:
@@ -73,7 +65,7 @@ def _stop(head: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[dict[str, str]]:
-    gcs, client, dashboard, agent = _free_ports(4)
+    gcs, client, dashboard, agent = free_ports(4)
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # Ray's socket paths must be short
     data_dir = tempfile.mkdtemp(prefix="rt-data-")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",

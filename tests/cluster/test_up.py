@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from actors.ledger_journal import JOURNAL_NAME, iter_rollup_rows
+from cluster.local_head import free_ports
 from emulator import EmulatorConfig, Limits, run_emulator
-from tests.cluster.test_job_submit import _free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def _stats(base_url: str) -> dict[str, Any]:
 def up() -> Iterator[dict[str, Any]]:
     temp = tempfile.mkdtemp(prefix="rt8-", dir="/tmp")  # Ray's socket paths must be short
     data_dir = Path(temp) / "data"
-    port, dashboard = _free_ports(2)
+    port, dashboard = free_ports(2)
     limits = Limits(rpm=RPM)
     with run_emulator(EmulatorConfig(latency_s=0.05, limits=limits)) as emu:
         env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled",

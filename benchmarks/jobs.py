@@ -1,0 +1,186 @@
+"""Three jobs at once on one long-lived runtime and one key: do they share the limit, fairly?
+
+A local runtime (``raytroupe up``, private ``RAY_TMPDIR``, free ports) and an emulator
+subprocess whose input-tokens/min limit on the mappers' tier binds (the runtime's limiter is
+given the same number). Three driver processes start together, two as plain processes and one
+through real ``ray job submit``; each maps its part of a ``--chunks`` corpus on one key (two
+take 45 % each, one 10 %: it finishes much earlier, and its end must not take the others'
+limiter or Ledger with it). A start line (a named actor) releases them at once.
+
+Prints ONE JSON line:
+
+* ``jobs``, ``correct_jobs``: jobs started / jobs whose every chunk was mapped and answered.
+* ``server_429``: 429s the emulator sent (goal 0).
+* ``ceiling_fraction``: billed mapper input tokens beyond the full bucket, over what the
+  refill allowed from the first job's map start to the last job's end (goal >= 0.97).
+* ``min_share_while_all_ran``: while all three jobs ran, the smallest job's share of the
+  mapper input tokens billed in that window (fair = 0.333; goal >= 0.25).
+* ``ledger_equals_bill``: the one Ledger's USD equals the emulator's bill.
+
+Usage: ``python benchmarks/jobs.py [--chunks 2000] [--itpm 120000] [--in-flight 32]``
+(``--driver`` is the mode each job runs in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve()
+SHARES = (0.45, 0.45, 0.10)
+NOTE_TOKENS = 16
+
+
+def _corpus(chunks: int, job: str) -> str:
+    """``chunks`` records that cut into exactly one 40-token chunk each."""
+    return "\n\n".join(f"Log {job}-{i:06d}: the tide gauge at the north pier showed {i % 9} "
+                       "metres, and the harbour master noted it in the ledger." for i in
+                       range(chunks))
+
+
+def driver(job: str, chunks: int, in_flight: int) -> None:
+    """One job: join the runtime, wait at the start line, map-reduce, print a JSON line."""
+    import asyncio
+
+    import ray
+
+    import cluster
+    from cluster.start_line import StartLine
+    from topologies import create_session
+    from topologies.mapreduce import MapReduceTask
+
+    runtime = cluster.init()
+    line = ray.remote(StartLine).options(name="jobs-start-line", get_if_exists=True,
+                                         lifetime="detached", num_cpus=0).remote(3)
+
+    async def run() -> dict[str, Any]:
+        session = create_session("mapreduce", runtime=runtime, config={
+            "chunk_size": 40, "chunk_overlap": 0, "max_parallel_mappers": in_flight,
+            "mapper_max_tokens": NOTE_TOKENS, "reduce_budget_tokens": 900_000,
+            "store_dir": tempfile.mkdtemp(prefix=f"jobs-{job}-")})
+        result, started = None, None
+        async with session:
+            await line.arrive_and_wait.remote()
+            async for event in session.run(MapReduceTask(question="What did the gauge show?",
+                                                         text=_corpus(chunks, job))):
+                if event.kind == "phase" and event.name == "map" and started is None:
+                    started = time.time()
+                elif event.kind == "run_completed":
+                    result = event.result
+        return {"job": job, "run_id": session.run_id, "started": started, "ended": time.time(),
+                "chunks": getattr(result, "chunks", None),
+                "mapped": getattr(result, "chunks_mapped", None),
+                "answer": bool(result and result.output.strip())}
+
+    print("JOB " + json.dumps({**asyncio.run(run()), "expected": chunks,
+                               "joined": runtime.joined}), flush=True)
+    cluster.shutdown()
+
+
+
+
+def _jobs(outputs: list[str]) -> list[dict[str, Any]]:
+    found = []
+    for output in outputs:
+        for line in output.splitlines():
+            if line.startswith("JOB "):
+                found.append(json.loads(line[4:]))
+    return found
+
+
+def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
+             itpm: int) -> dict[str, Any]:
+    from actors.ledger_journal import iter_rollup_rows
+
+    rows = list(iter_rollup_rows(journal, None, "run"))
+    ran = [j for j in jobs if j.get("started")]
+    first, last = min(j["started"] for j in ran), max(j["ended"] for j in ran)
+    billed = sum(r.input_tokens + r.cache_write_5m + r.cache_write_1h
+                 for r in iter_rollup_rows(journal, None, "tier")
+                 if r.key == "haiku" and r.http_status == 200)
+    allowed = itpm / 60 * (last - first)
+    together = (max(j["started"] for j in ran), min(j["ended"] for j in ran))
+    per_job = {j["run_id"]: 0 for j in ran}
+    for r in rows:
+        if r.key in per_job and together[0] <= r.started_at <= together[1]:
+            per_job[r.key] += r.input_tokens
+    total = sum(per_job.values())
+    ledger_usd = sum((Decimal(r.cost_usd) for r in rows), Decimal(0))
+    return {
+        "server_429": stats["responses_by_status"].get("429", 0),
+        "ceiling_fraction": round(max(0, billed - itpm) / allowed, 3) if allowed else None,
+        "min_share_while_all_ran": round(min(per_job.values()) / total, 3) if total else None,
+        "all_ran_s": round(together[1] - together[0], 1),
+        "ledger_equals_bill": ledger_usd == Decimal(stats["total_cost_usd"]),
+        "wall_s": round(last - first, 1),
+    }
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from emulator import EmulatorProcess, Limits
+
+    temp = tempfile.mkdtemp(prefix="rt-jb-", dir="/tmp")
+    data = Path(temp) / "data"
+    with EmulatorProcess(latency_s=args.latency,
+                         limits_by_tier={"haiku": Limits(itpm=args.itpm)}) as emu:
+        env = {**os.environ, "RAY_TMPDIR": temp, "ANTHROPIC_BASE_URL": emu.base_url,
+               "RAYTROUPE_ITPM": str(args.itpm), "RAYTROUPE_RPM": "1000000",
+               "RAYTROUPE_OTPM": "100000000", "RAYTROUPE_MAX_CONCURRENCY": "10000",
+               "RAYTROUPE_DATA_DIR": str(data), "PYTHONPATH": str(HERE.parents[1])}
+        env.pop("RAY_ADDRESS", None)
+        subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
+                       env=env, check=True, capture_output=True, timeout=300)
+        record = json.loads((Path(temp) / "ray" / "raytroupe-up.json").read_text())
+        try:
+            sizes = [max(1, round(args.chunks * share)) for share in SHARES]
+            me = [sys.executable, str(HERE), "--driver"]
+            procs = [subprocess.Popen([*me, f"job{i}", str(n), str(args.in_flight)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for i, n in enumerate(sizes[:2])]
+            procs.append(subprocess.Popen(
+                [str(BIN / "ray"), "job", "submit", "--address",
+                 record["dashboard_url"], "--", *me, "job2", str(sizes[2]),
+                 str(args.in_flight)], env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True))
+            outputs = [p.communicate(timeout=3600) for p in procs]
+        finally:
+            subprocess.run([str(BIN / "raytroupe"), "down"], env=env, check=False,
+                           capture_output=True, timeout=120)
+        stats = emu.stats()
+    jobs = _jobs([out for out, _ in outputs])
+    correct = sum(1 for j in jobs if j["mapped"] == j["expected"] == j["chunks"] and j["answer"])
+    if len(jobs) < 3:
+        sys.stderr.write("\n".join(err[-2000:] for _, err in outputs))
+    return {"bench": "jobs", "chunks": args.chunks, "itpm": args.itpm, "jobs": 3,
+            "correct_jobs": correct, "joined_jobs": sum(1 for j in jobs if j["joined"]),
+            **(_figures(jobs, stats, data / "ledger.sqlite", args.itpm) if jobs else {})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chunks", type=int, default=2_000)
+    parser.add_argument("--itpm", type=int, default=120_000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--driver", nargs=3, metavar=("JOB", "CHUNKS", "IN_FLIGHT"))
+    args = parser.parse_args()
+    if args.driver:
+        driver(args.driver[0], int(args.driver[1]), int(args.driver[2]))
+        return
+    print(json.dumps(bench(args)))
+
+
+if __name__ == "__main__":
+    main()

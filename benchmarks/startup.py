@@ -1,0 +1,119 @@
+"""Start-up: how long from launching a command to its first API call, cold and with ``up``.
+
+Prints one JSON line:
+
+* ``help_s``: ``raytroupe --help`` from launch to exit.
+* ``cold_first_call_s``: ``raytroupe run research "q"`` with nothing up (it starts a private
+  Ray), from launch to the emulator receiving its first request.
+* ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it).
+* ``sdk_first_call_s``: a bare ``AsyncAnthropic`` script's first request, the floor that the
+  others are compared with (``warm_over_sdk``).
+* ``up_s``: how long ``raytroupe up`` took (paid once per machine, not per run).
+
+Everything runs in a private ``RAY_TMPDIR`` on free ports, against an emulator in this process
+(the first request is seen by polling its ``/_emulator/stats`` every 10 ms), and what ``up``
+started is stopped with ``raytroupe down``. On a loaded 2-core machine expect ±30 %.
+
+Usage:
+    .venv/bin/python benchmarks/startup.py [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from emulator import run_emulator
+
+BIN = Path(sys.executable).parent
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_SDK_SCRIPT = """
+import asyncio, sys
+from anthropic import AsyncAnthropic
+async def main():
+    client = AsyncAnthropic(base_url=sys.argv[1], api_key="sk-ant-bench", max_retries=0)
+    await client.messages.create(model="claude-haiku-5-5", max_tokens=20,
+                                 messages=[{"role": "user", "content": "q"}])
+asyncio.run(main())
+"""
+
+
+def _requests(base_url: str) -> int:
+    with _OPENER.open(base_url + "/_emulator/stats", timeout=5) as response:
+        return int(json.loads(response.read())["requests"])
+
+
+def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
+    """Seconds from launching ``args`` to the emulator's next request; waits for the exit."""
+    seen = _requests(base_url)
+    started = time.perf_counter()
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    first = None
+    while process.poll() is None or first is None:
+        if first is None and _requests(base_url) > seen:
+            first = time.perf_counter() - started
+        if process.poll() is not None and first is None:
+            raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call")
+        time.sleep(0.01)
+    process.wait(timeout=600)
+    return first
+
+
+
+
+def measure(runs: int) -> dict[str, Any]:
+    temp = tempfile.mkdtemp(prefix="rt-bs-", dir="/tmp")
+    with run_emulator(latency_s=0.0) as emu:
+        env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled",
+               "ANTHROPIC_BASE_URL": emu.base_url, "RAYTROUPE_DATA_DIR": f"{temp}/data",
+               "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        run = [str(BIN / "raytroupe"), "run", "research", "q", "-q"]
+        figures: dict[str, list[float]] = {k: [] for k in ("help_s", "sdk_first_call_s",
+                                                           "cold_first_call_s",
+                                                           "warm_first_call_s")}
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([str(BIN / "raytroupe"), "--help"], env=env, check=True,
+                           capture_output=True)
+            figures["help_s"].append(time.perf_counter() - started)
+            figures["sdk_first_call_s"].append(_first_call_s(
+                [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url))
+            figures["cold_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+        started = time.perf_counter()
+        subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
+                       env=env, check=True,
+                       capture_output=True, timeout=300)
+        up_s = time.perf_counter() - started
+        try:
+            _first_call_s(run, env, emu.base_url)  # the first run also starts the workers
+            for _ in range(runs):
+                figures["warm_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+        finally:
+            subprocess.run([str(BIN / "raytroupe"), "down"], env=env, check=False,
+                           capture_output=True, timeout=120)
+    result: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
+    result["up_s"] = round(up_s, 2)
+    result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 1)
+    result["runs"] = runs
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=1, help="Medians over this many launches.")
+    print(json.dumps({"benchmark": "startup", **measure(parser.parse_args().runs)}))
+
+
+if __name__ == "__main__":
+    main()
