@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,22 @@ def test_a_raytroupe_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"error: no Ledger journal at {tmp_path}/ledger.sqlite: run something first, or pass "
         "--data-dir"]
+
+
+@pytest.mark.slow
+def test_a_private_run_says_how_it_started_ray_and_prints_no_constructor_warning() -> None:
+    """The Backend carries names, not actor handles: Ray no longer warns, for every Agent,
+    that its constructor arguments are in the object store."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="rt8-cli-", dir="/tmp"))  # short socket paths
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path), "RAY_AUTH_MODE": "disabled",
+           "RAYTROUPE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "raytroupe"), "run",
+                               "research", "How do actors restart?", "-q"], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "raytroupe: starting a private Ray for this driver" in done.stderr
+    assert "constructor arguments in the object store" not in done.stderr
