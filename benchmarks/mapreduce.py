@@ -171,6 +171,18 @@ async def _cases(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, A
     return report
 
 
+def start_runtime() -> cluster.Runtime:
+    """A Ray of our own (2 CPUs) whose limits are far above the load: only a case's own binds.
+
+    ``address="local"``: even if a ``ray start`` cluster is up on this machine.
+    """
+    settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
+                        data_dir=Path(tempfile.mkdtemp(prefix="mr-bench-ledger-")),
+                        rpm=BIG, itpm=BIG, otpm=BIG, max_concurrency=10_000)
+    return cluster.init(address="local", settings=settings, num_cpus=2, include_dashboard=False,
+                        object_store_memory=300 * 1024 * 1024, log_to_driver=False)
+
+
 def main() -> None:
     """Parse the knobs, run the three cases, print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -182,13 +194,7 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    # Limits far above the load: only the limited case's own limit may bind.
-    settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
-                        data_dir=Path(tempfile.mkdtemp(prefix="mr-bench-ledger-")),
-                        rpm=BIG, itpm=BIG, otpm=BIG, max_concurrency=10_000)
-    # address="local": a Ray of our own, even if a `ray start` cluster is up on this machine.
-    base = cluster.init(address="local", settings=settings, num_cpus=2, include_dashboard=False,
-                        object_store_memory=300 * 1024 * 1024, log_to_driver=False)
+    base = start_runtime()
     try:
         report = asyncio.run(_cases(base, args))
     finally:
