@@ -7,9 +7,11 @@ do, so a ratio credits the pipeline and nothing else:
 * throughput, emulator latency 0: ``--calls`` whole calls, ``--in-flight`` at a time, through
   (a) one bare ``AsyncAnthropic`` in this process (``sdk_calls_per_s``), (b) the plain asyncio
   script a user would write instead: that client behind an ``asyncio.Semaphore`` and an
-  ``aiolimiter.AsyncLimiter`` (``plain_calls_per_s``), (c) ``--agents`` Agent actors (each
-  call: a Ray round trip, a limiter permit from the local lease, the HTTP call, the settle,
-  the record);
+  ``aiolimiter.AsyncLimiter`` (``plain_calls_per_s``), (c) ``--agents`` Agent actors, the asks
+  of each moment batched into one Ray call per agent as topologies send them
+  (``actors/agent_batch.py``: ``calls_per_s``) and one Ray call per ask
+  (``unbatched_calls_per_s``); each call: a limiter permit from the local lease, the HTTP call,
+  the settle, the record in the local journal;
 * latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, one at a time, bare SDK
   and agent; ``added_latency_p50_ms`` is the difference.
 
@@ -42,6 +44,7 @@ import ray
 from aiolimiter import AsyncLimiter
 
 import cluster
+from actors.agent_batch import AskBatcher
 from actors.messages import AgentSpec, AskRequest
 from cluster.settings import Settings
 from emulator import EmulatorProcess
@@ -96,11 +99,16 @@ def _plain_limiter() -> AsyncLimiter:
     return AsyncLimiter(10**7, 60)
 
 
-async def _agents(agents: list[Any], calls: int, in_flight: int) -> tuple[float, list[float]]:
+async def _agents(agents: list[Any], calls: int, in_flight: int,
+                  batched: bool = True) -> tuple[float, list[float]]:
+    """Calls through the agents: batched as topologies send them, or one Ray call each."""
+    batchers = [AskBatcher(a) for a in agents]
+
     async def one(i: int) -> Any:
-        agent = agents[i % len(agents)]
-        return await agent.ask.remote(AskRequest(prompt=f"{PROMPT} ({i})",
-                                                 max_tokens=MAX_TOKENS))
+        request = AskRequest(prompt=f"{PROMPT} ({i})", max_tokens=MAX_TOKENS)
+        if batched:
+            return await batchers[i % len(agents)].ask(request)
+        return await agents[i % len(agents)].ask.remote(request)
     await _timed(min(calls, 50), in_flight, one)                        # warm-up
     return await _timed(calls, in_flight, one)
 
@@ -130,8 +138,10 @@ def main() -> None:
             sdk_rps, _ = asyncio.run(_sdk(fast.base_url, args.calls, args.in_flight))
             plain_rps, _ = asyncio.run(_sdk(fast.base_url, args.calls, args.in_flight,
                                             _plain_limiter()))
-            rps, _ = asyncio.run(_agents(_spawn(fast.base_url, args.agents, "fast"),
-                                         args.calls, args.in_flight))
+            agents = _spawn(fast.base_url, args.agents, "fast")
+            rps, _ = asyncio.run(_agents(agents, args.calls, args.in_flight))
+            unbatched_rps, _ = asyncio.run(_agents(agents, args.calls, args.in_flight,
+                                                   batched=False))
             _, sdk_lat = asyncio.run(_sdk(slow.base_url, args.latency_calls, 1))
             _, lat = asyncio.run(_agents(_spawn(slow.base_url, 1, "slow"),
                                          args.latency_calls, 1))
@@ -141,6 +151,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "overhead", "calls": args.calls, "in_flight": args.in_flight,
         "agents": args.agents, "calls_per_s": round(rps, 1),
+        "unbatched_calls_per_s": round(unbatched_rps, 1),
         "sdk_calls_per_s": round(sdk_rps, 1), "plain_calls_per_s": round(plain_rps, 1),
         "ratio_vs_sdk": round(rps / sdk_rps, 3), "ratio_vs_plain": round(rps / plain_rps, 3),
         "sdk_latency_p50_ms": round(sdk_p50 * 1000, 2), "latency_p50_ms": round(p50 * 1000, 2),
