@@ -116,14 +116,14 @@ class _Meter:
     async def sample(self) -> None:
         """Keep each process's latest reading: hosts are stopped before the run ends."""
         for rounds in itertools.count():
-            if rounds % 10 == 0:  # a full scan for new processes once a second
+            if rounds % 20 == 0:  # a full scan for new processes every 5 s (it costs CPU)
                 for pid in self.procs():
                     self.labels.setdefault(pid, _label(pid))
             for pid in self.labels:
                 reading = _stat(pid)
                 if reading is not None:
                     self.last[pid] = reading[1]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
 
     def stop(self) -> None:
         self.last.update(self.procs())
