@@ -20,7 +20,12 @@ Prints ONE JSON line: ``{"bench": "overhead", "calls_per_s", "sdk_calls_per_s",
 on 2 cores: both ratios >= 1.0 at 50 in flight (Ray lets the agents use both cores), added
 latency p50 <= 2 ms.
 
-Usage: ``python benchmarks/overhead.py [--calls 2000] [--in-flight 50] [--agents 2]``
+Every path runs once per round, back to back, ``--rounds`` times; each figure is the median
+round's, each ratio is taken within a round (so both sides saw the same load), and
+``*_range`` gives the ratios' spread over the rounds: the box is shared and noisy.
+
+Usage: ``python benchmarks/overhead.py [--calls 2000] [--in-flight 50] [--agents 2]
+[--rounds 3]``
 """
 
 from __future__ import annotations
@@ -123,40 +128,51 @@ def _spawn(base_url: str, count: int, tag: str) -> list[Any]:
     return agents
 
 
+async def _round(fast: str, slow: str, agents: list[Any], slow_agent: list[Any],
+                 args: argparse.Namespace) -> dict[str, float]:
+    """One round of every path, back to back, so that a round's ratios share one load."""
+    calls, in_flight = args.calls, args.in_flight
+    sdk, _ = await _sdk(fast, calls, in_flight)
+    plain, _ = await _sdk(fast, calls, in_flight, _plain_limiter())
+    batched, _ = await _agents(agents, calls, in_flight)
+    unbatched, _ = await _agents(agents, calls, in_flight, batched=False)
+    _, sdk_lat = await _sdk(slow, args.latency_calls, 1)
+    _, lat = await _agents(slow_agent, args.latency_calls, 1)
+    sdk_p50, p50 = statistics.median(sdk_lat) * 1e3, statistics.median(lat) * 1e3
+    return {"calls_per_s": batched, "unbatched_calls_per_s": unbatched, "sdk_calls_per_s": sdk,
+            "plain_calls_per_s": plain, "ratio_vs_sdk": batched / sdk,
+            "ratio_vs_plain": batched / plain, "sdk_latency_p50_ms": sdk_p50,
+            "latency_p50_ms": p50, "added_latency_p50_ms": p50 - sdk_p50}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--agents", type=int, default=2)
-    parser.add_argument("--latency-calls", type=int, default=100)
+    parser.add_argument("--latency-calls", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              object_store_memory=300 * 1024 * 1024,
              log_to_driver=False)
     try:
         with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=0.2) as slow:
-            sdk_rps, _ = asyncio.run(_sdk(fast.base_url, args.calls, args.in_flight))
-            plain_rps, _ = asyncio.run(_sdk(fast.base_url, args.calls, args.in_flight,
-                                            _plain_limiter()))
             agents = _spawn(fast.base_url, args.agents, "fast")
-            rps, _ = asyncio.run(_agents(agents, args.calls, args.in_flight))
-            unbatched_rps, _ = asyncio.run(_agents(agents, args.calls, args.in_flight,
-                                                   batched=False))
-            _, sdk_lat = asyncio.run(_sdk(slow.base_url, args.latency_calls, 1))
-            _, lat = asyncio.run(_agents(_spawn(slow.base_url, 1, "slow"),
-                                         args.latency_calls, 1))
+            slow_agent = _spawn(slow.base_url, 1, "slow")
+            rounds = [asyncio.run(_round(fast.base_url, slow.base_url, agents, slow_agent, args))
+                      for _ in range(args.rounds)]
     finally:
         ray.shutdown()
-    sdk_p50, p50 = statistics.median(sdk_lat), statistics.median(lat)
-    print(json.dumps({
-        "bench": "overhead", "calls": args.calls, "in_flight": args.in_flight,
-        "agents": args.agents, "calls_per_s": round(rps, 1),
-        "unbatched_calls_per_s": round(unbatched_rps, 1),
-        "sdk_calls_per_s": round(sdk_rps, 1), "plain_calls_per_s": round(plain_rps, 1),
-        "ratio_vs_sdk": round(rps / sdk_rps, 3), "ratio_vs_plain": round(rps / plain_rps, 3),
-        "sdk_latency_p50_ms": round(sdk_p50 * 1000, 2), "latency_p50_ms": round(p50 * 1000, 2),
-        "added_latency_p50_ms": round((p50 - sdk_p50) * 1000, 2),
-    }))
+    report: dict[str, Any] = {"bench": "overhead", "calls": args.calls,
+                              "in_flight": args.in_flight, "agents": args.agents,
+                              "rounds": args.rounds}
+    for key in rounds[0]:  # the median round of each figure; ratios are paired within a round
+        values = sorted(r[key] for r in rounds)
+        report[key] = round(statistics.median(values), 3 if key.startswith("ratio") else 2)
+        if key.startswith("ratio"):
+            report[f"{key}_range"] = [round(values[0], 3), round(values[-1], 3)]
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
