@@ -10,8 +10,10 @@ Every model call goes through the same steps, each a small method with one job:
 so that later steps (response cache, routing, speculation, batches) slot in as steps of their
 own. The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
 and recorded, and a stream that already delivered text is never replayed. A reply is returned
-only once its Ledger records are acknowledged (durable in the journal), so killing an agent
-loses at most the records of calls still in flight; concurrent calls share one batch.
+only once its Ledger records survive a kill of this process: written to the process's local
+journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run with a budget
+also waits for the Ledger's acknowledgement. Killing an agent therefore loses at most the
+records of calls still in flight.
 
 Example:
     >>> agent = spawn_agent(AgentSpec(name="demo/lead", tier="haiku"), backend)  # doctest: +SKIP
@@ -22,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -57,7 +60,7 @@ from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
 from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
-from actors.token_estimate import estimate_input_tokens
+from actors.token_estimate import InputCalibration, estimate_input_tokens
 from actors.tools import Toolbox
 
 _log = logging.getLogger(__name__)
@@ -66,6 +69,10 @@ _log = logging.getLogger(__name__)
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
 _BUDGET_RECHECK_S = 2.0
+_BATCH_COALESCE_S = 0.003
+"""How long ``ask_batch`` lets more replies finish before streaming what has finished: calls
+sent together tend to finish together, and one item for ten replies costs a tenth (the caller
+then sends their successors together too, so the batches stay batches)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,9 @@ class _CallContext:
     run_id: str
     role: str
     max_tokens: int
-    cache_system: bool = False
     attempts: list[Attempt] = field(default_factory=list)
+    capped: bool = False
+    """The run has a budget: its records must reach the Ledger before the reply."""
 
 
 class Agent:
@@ -181,7 +189,7 @@ class Agent:
                          {"role": "user", "content": await self.toolbox.run_all(tool_calls)}]
         reply = self._reply(calls, time.monotonic() - started)
         await self._remember(request, reply.text)
-        await self.ledger.flush()
+        await self._persisted(calls)
         return reply
 
     async def stream(self, request: AskRequest) -> AsyncIterator[TextDelta | Reply]:
@@ -211,16 +219,56 @@ class Agent:
                 await asyncio.gather(task, return_exceptions=True)
         reply = self._reply([ctx], time.monotonic() - started)
         await self._remember(request, reply.text)
-        await self.ledger.flush()
+        await self._persisted([ctx])
         yield reply
+
+    async def ask_batch(self, requests: Sequence[AskRequest]
+                        ) -> AsyncIterator[list[tuple[int, Reply | RaytroupeError]]]:
+        """Answer many requests at once, streaming back each reply (or error) as it finishes.
+
+        One Ray call for many asks, because Ray's per-call cost is of the order of the HTTP
+        call itself (``docs/performance.md``). Each item is a list of ``(index, reply or
+        error)`` for every request finished since the previous item. Use it through
+        :class:`actors.agent_batch.AskBatcher`; cancel the generator to stop every call.
+        """
+        finished: list[tuple[int, Reply | RaytroupeError]] = []
+        ready = asyncio.Event()
+
+        async def one(index: int, request: AskRequest) -> None:
+            finished.append((index, await self._ask_or_error(request)))
+            ready.set()
+
+        tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        left = len(tasks)
+        try:
+            while left:
+                await ready.wait()
+                if len(finished) < left:  # replies finishing together go back together
+                    await asyncio.sleep(_BATCH_COALESCE_S)
+                ready.clear()
+                items = finished[:]
+                finished.clear()
+                left -= len(items)
+                yield items
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _ask_or_error(self, request: AskRequest) -> Reply | RaytroupeError:
+        """``ask``, with its error as a value: one failed request must not fail the batch."""
+        try:
+            return await self.ask(request)
+        except RaytroupeError as exc:
+            return exc
+        except Exception as exc:  # a bug of ours: logged here (redacted), named to the caller
+            _log.exception("agent %s: a batched ask failed", self.spec.name)
+            return RaytroupeError(f"agent {self.spec.name} failed on this request "
+                                  f"({type(exc).__name__}); see the agent's log")
 
     async def flush(self) -> None:
         """Wait until every Ledger record of this agent is acknowledged."""
         await self.ledger.flush()
-
-    async def forget(self) -> None:
-        """Clear the conversation memory."""
-        self.memory.turns.clear()
 
     # -- the call pipeline ---------------------------------------------------------------
 
@@ -246,6 +294,18 @@ class Agent:
         error.attempts = len(ctx.attempts)
         raise error
 
+    async def _persisted(self, calls: list[_CallContext]) -> None:
+        """Return once the calls' records survive a kill of this process.
+
+        The local journal makes that immediate. A run with a budget still waits for the
+        Ledger's acknowledgement: until its records land, the Ledger holds each attempt at its
+        worst case, and the run's next reservation would be refused early.
+        """
+        if any(ctx.capped for ctx in calls):
+            await self.ledger.flush()
+        else:
+            await self.ledger.persisted()
+
     async def _reserve(self, ctx: _CallContext, retry: int, estimate: int) -> bool:
         """Reserve the attempt's worst case if the run has a cap; return whether one is held.
 
@@ -254,6 +314,7 @@ class Agent:
         """
         if not await self._run_is_capped(ctx.run_id):
             return False
+        ctx.capped = True
         try:
             await self.ledger.reserve(ctx.run_id, ctx.call_id, retry,
                                       self._worst_case_usd(ctx, estimate),
@@ -295,10 +356,15 @@ class Agent:
         key = BucketKey(account=self.account, tier=ctx.spec.tier)
         attempt = Attempt()
         try:
-            async with self.lease.reserve(key, input_tokens=estimate,
+            async with self.lease.reserve(key,
+                                          input_tokens=self._calibration.scaled(ctx.model,
+                                                                                estimate),
                                           output_tokens=ctx.max_tokens) as permit:
                 await self._send(params, on_text, attempt)
                 self._settle(permit, attempt)
+            if attempt.error is None:
+                self._calibration.observe(ctx.model, estimated=estimate,
+                                          billed=attempt.usage.limited_input_tokens)
         except asyncio.CancelledError:
             if attempt.sent:
                 attempt.usage = (attempt.partial_usage() or Usage()) if on_text else \
@@ -320,6 +386,11 @@ class Agent:
         ctx.attempts.append(attempt)
         self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
         return attempt
+
+    @functools.cached_property
+    def _calibration(self) -> InputCalibration:
+        """This agent's billed/estimated input ratio per model, for the limiter's reservation."""
+        return InputCalibration()
 
     async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
                     attempt: Attempt) -> None:
@@ -365,8 +436,7 @@ class Agent:
             call_id=f"{request.call_id or 'call'}.{self.incarnation}.{uuid.uuid4().hex[:8]}",
             model=model,
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
-            role=request.role or self.spec.role, max_tokens=request.max_tokens,
-            cache_system=request.cache_system)
+            role=request.role or self.spec.role, max_tokens=request.max_tokens)
 
     @staticmethod
     def _check_request(ctx: _CallContext, estimate: int) -> None:

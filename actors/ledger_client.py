@@ -7,19 +7,27 @@ a time, which also bounds what this process has queued at the Ledger. A batch is
 the Ledger acknowledges it: records are idempotent by ``(call_id, attempt)``, so a re-send after
 an ambiguous failure (the Ledger died after committing) costs nothing, while giving up would
 lose spend from the bill. Reservations are not batched: the caller must know before it sends.
+
+Inside a named actor (an Agent), each record is also appended to a local journal
+(:mod:`actors.record_journal`) when it is queued, so a reply need not wait for the Ledger's
+acknowledgement to be safe from a ``kill -9`` of its process: :meth:`LedgerClient.persisted`
+returns at once, and a restarted incarnation ships what its predecessors' journals hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from ray.exceptions import ActorDiedError, RayTaskError
 
 from actors.errors import MessageTypeError, RaytroupeError, SingletonLost
 from actors.messages import CallRecord
+from actors.record_journal import RecordJournal, actor_journal_dir, read_journal
 from actors.singletons import Singleton
 
 _log = logging.getLogger(__name__)
@@ -35,6 +43,8 @@ class LedgerClient:
         linger_s: Send records that have waited this long, however few.
         max_batch: Most records in one RPC (bounds its size after a long outage).
         backoff_s: First and largest pause between re-sends of an unacknowledged batch.
+        journal_dir: Where to journal records locally; ``"actor"`` (the default): this named
+            actor's journal directory, or none outside an actor; None: no journal.
 
     Example:
         >>> client = LedgerClient(get_ledger())
@@ -44,7 +54,8 @@ class LedgerClient:
     """
 
     def __init__(self, ledger: Any, *, batch_size: int = 50, linger_s: float = 0.5,
-                 max_batch: int = 500, backoff_s: tuple[float, float] = (0.05, 2.0)) -> None:
+                 max_batch: int = 500, backoff_s: tuple[float, float] = (0.05, 2.0),
+                 journal_dir: Path | Literal["actor"] | None = "actor") -> None:
         self._singleton = ledger if isinstance(ledger, Singleton) else \
             Singleton(None, None, handle=ledger)
         self._batch_size, self._linger_s, self._max_batch = batch_size, linger_s, max_batch
@@ -60,6 +71,15 @@ class LedgerClient:
         self._idle.set()
         self.sent_batches = 0
         """Batches acknowledged so far (for tests and diagnosis)."""
+        if journal_dir == "actor":
+            journal_dir = actor_journal_dir()
+        self._journal = RecordJournal(journal_dir) if journal_dir is not None else None
+        self._replayed = threading.Event()
+        self._replayed.set()
+        if self._journal is not None and (leftovers := self._journal.leftovers()):
+            self._replayed.clear()
+            threading.Thread(target=self._replay, args=(leftovers,), daemon=True,
+                             name="ledger-client-replay").start()
 
     def __repr__(self) -> str:
         return (f"LedgerClient(pending={len(self._pending)}, in_flight={self._in_flight}, "
@@ -95,18 +115,37 @@ class LedgerClient:
             raise MessageTypeError(
                 f"LedgerClient.record takes a CallRecord, got {type(record).__name__}")
         self._start()
+        if self._journal is not None:
+            self._journal.append(record)
         self._pending.append(record)
         self._idle.clear()
         self._has_records.set()
         if len(self._pending) >= self._batch_size:
             self._due.set()
 
+    @property
+    def journaled(self) -> bool:
+        """Whether records are journaled locally before they are shipped."""
+        return self._journal is not None
+
+    async def persisted(self) -> None:
+        """Return once every queued record survives a kill of this process.
+
+        With a local journal that is already true (records are written when queued); without
+        one, it means acknowledged by the Ledger (:meth:`flush`).
+        """
+        if self._journal is None:
+            await self.flush()
+
     async def flush(self) -> None:
         """Send what is queued now and wait until every record is acknowledged.
 
-        Bound the wait with ``asyncio.timeout`` if the Ledger may be gone for good: records
-        stay queued, and retried, after a timeout.
+        That includes records an earlier incarnation left in its journal. Bound the wait with
+        ``asyncio.timeout`` if the Ledger may be gone for good: records stay queued, and
+        retried, after a timeout.
         """
+        if not self._replayed.is_set():
+            await asyncio.to_thread(self._replayed.wait)
         if self._idle.is_set():
             return
         if self._pending:  # after a cancelled aclose(), records may wait for a new sender
@@ -155,6 +194,8 @@ class LedgerClient:
             finally:
                 self._in_flight = 0
             if not self._pending:
+                if self._journal is not None:
+                    self._journal.clear()  # all it holds is acknowledged now
                 self._idle.set()
 
     async def _linger(self) -> None:
@@ -166,6 +207,24 @@ class LedgerClient:
             await asyncio.wait_for(self._due.wait(), self._linger_s)
         except TimeoutError:
             pass
+
+    def _replay(self, paths: list[Path]) -> None:
+        """Ship what earlier incarnations journaled, then delete their files (own thread).
+
+        A thread, because it starts in ``__init__``, before the actor's event loop runs, and
+        must ship even if no call ever comes to this incarnation.
+        """
+        try:
+            for path in paths:
+                records = read_journal(path)
+                for start in range(0, len(records), self._max_batch):
+                    asyncio.run(self._send_until_acked(records[start:start + self._max_batch]))
+                if records:
+                    _log.info("ledger client: shipped %d record(s) left in %s",
+                              len(records), path.name)
+                path.unlink(missing_ok=True)
+        finally:
+            self._replayed.set()
 
     async def _send_until_acked(self, batch: list[CallRecord]) -> None:
         """Re-send until acknowledged; a Ledger dead for good is looked up again by name.

@@ -13,8 +13,9 @@ exactly ``--chunks`` chunks (one record per chunk), ``--in-flight`` mapper calls
    ideal = max(ceil(chunks / in_flight) x latency, (billed input - itpm) / (itpm / 60) +
    latency) + reduce: the bucket starts full and refills at itpm/60 a second (as in
    ``ratelimit.py``). ``limited_server_429`` counts the 429s the emulator sent.
-3. ``driver_rss_mb_20k``: ``--rss-chunks`` chunks at latency 0, the driver's resident memory
-   sampled every 50 ms (peak reported): the driver keeps counters, not results.
+3. ``wall_over_ideal_20k``, ``driver_rss_mb_20k``: case 1 with ``--rss-chunks`` (20,000)
+   chunks, so cost must grow linearly: its ratio should match case 1's; the driver's resident
+   memory is sampled every 50 ms (peak reported): the driver keeps counters, not results.
 
 Wall time runs from the map phase's start (mapper hosts up) to the answer: actor start-up is
 not map-reduce's work. Each chunk result is committed to a fresh resume store, as in real runs.
@@ -150,11 +151,13 @@ async def _limited(base: cluster.Runtime, args: argparse.Namespace) -> dict[str,
 
 
 async def _rss(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:
-    with EmulatorProcess(latency_s=0.0) as emu:
+    with EmulatorProcess(latency_s=args.latency) as emu:
         run = await _run(_runtime(base, emu.base_url), args.rss_chunks, args.in_flight,
                          sample_rss=True)
-    return {"chunks_rss": args.rss_chunks, "driver_rss_mb_20k": round(run["rss_peak_mb"], 1),
-            "wall_s_rss": round(run["wall_s"], 1)}
+    ideal = math.ceil(args.rss_chunks / args.in_flight) * args.latency + args.latency
+    return {"chunks_20k": args.rss_chunks, "wall_s_20k": round(run["wall_s"], 1),
+            "ideal_s_20k": round(ideal, 1), "wall_over_ideal_20k": round(run["wall_s"] / ideal, 3),
+            "driver_rss_mb_20k": round(run["rss_peak_mb"], 1)}
 
 
 def _unbound() -> TierLimits:
@@ -171,6 +174,18 @@ async def _cases(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, A
     return report
 
 
+def start_runtime() -> cluster.Runtime:
+    """A Ray of our own (2 CPUs) whose limits are far above the load: only a case's own binds.
+
+    ``address="local"``: even if a ``ray start`` cluster is up on this machine.
+    """
+    settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
+                        data_dir=Path(tempfile.mkdtemp(prefix="mr-bench-ledger-")),
+                        rpm=BIG, itpm=BIG, otpm=BIG, max_concurrency=10_000)
+    return cluster.init(address="local", settings=settings, num_cpus=2, include_dashboard=False,
+                        object_store_memory=300 * 1024 * 1024, log_to_driver=False)
+
+
 def main() -> None:
     """Parse the knobs, run the three cases, print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -182,13 +197,7 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    # Limits far above the load: only the limited case's own limit may bind.
-    settings = Settings(anthropic_base_url="http://127.0.0.1:9", _env_file=None,
-                        data_dir=Path(tempfile.mkdtemp(prefix="mr-bench-ledger-")),
-                        rpm=BIG, itpm=BIG, otpm=BIG, max_concurrency=10_000)
-    # address="local": a Ray of our own, even if a `ray start` cluster is up on this machine.
-    base = cluster.init(address="local", settings=settings, num_cpus=2, include_dashboard=False,
-                        object_store_memory=300 * 1024 * 1024, log_to_driver=False)
+    base = start_runtime()
     try:
         report = asyncio.run(_cases(base, args))
     finally:

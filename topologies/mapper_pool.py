@@ -4,7 +4,8 @@ Never one actor per chunk: an Agent actor costs about 95 MB and up to a second t
 (``ray-notes.md`` §1), while one actor runs hundreds of concurrent calls on its event loop and
 shares one HTTP client. So a run gets a few hosts, spread round-robin over the nodes (a soft
 affinity each: see :func:`_placements`), and every chunk is a *logical* mapper
-(``role="mapper"``, its own system prompt) sent to the least busy host. The caller bounds
+(``role="mapper"``, its own system prompt) sent to the least busy host, batched with the other
+asks of the same moment (one Ray call for many: ``actors/agent_batch.py``). The caller bounds
 the calls in flight; each host's limiter lease and the cluster's RateLimiter bound what reaches
 the API.
 
@@ -31,6 +32,7 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.agent import Backend, spawn_agent
+from actors.agent_batch import AskBatcher
 from actors.messages import AgentSpec, AskRequest, Reply
 from actors.tiers import Tier
 from topologies.errors import TopologyError
@@ -62,10 +64,11 @@ def default_host_count(max_in_flight: int) -> int:
 
 
 class _Host:
-    __slots__ = ("handle", "in_flight", "name", "set_aside_until")
+    __slots__ = ("batcher", "handle", "in_flight", "name", "set_aside_until")
 
     def __init__(self, name: str, handle: Any) -> None:
         self.name, self.handle = name, handle
+        self.batcher = AskBatcher(handle)
         self.in_flight = 0
         self.set_aside_until = 0.0
 
@@ -115,13 +118,10 @@ class MapperPool:
         for _ in range(tries):
             host = await self._pick()
             host.in_flight += 1
-            ref = host.handle.ask.remote(request)
             try:
-                return await ref
-            except asyncio.CancelledError:
-                # Abandoning the future does not stop the actor's call (or its bill).
-                ray.cancel(ref)
-                raise
+                # Batched with the other asks of this turn of the loop: one Ray call for many
+                # (``actors/agent_batch.py``); a cancelled batch is cancelled on the host too.
+                return await host.batcher.ask(request)
             except RayActorError as exc:
                 self.host_failures += 1
                 host.set_aside_until = time.monotonic() + _SET_ASIDE_S

@@ -172,6 +172,7 @@ def test_a_cached_system_prompt_is_written_once_then_read_and_billed_exactly(rig
     assert first.usage.cache_write_5m > 1024 and first.usage.cache_read == 0
     assert second.usage.cache_read == first.usage.cache_write_5m
     assert second.usage.cache_write_5m == 0
+    ray.get(agent.flush.remote())  # replies are journaled locally; the Ledger hears in batches
     tokens, usd = bill(rig.emulator.stats())
     totals = rig.ledger_totals(run_id)
     assert ledger_tokens(totals) == tokens and totals.cost_usd == usd

@@ -1,0 +1,141 @@
+"""Many asks per Ray call: the caller's side of ``Agent.ask_batch``.
+
+Why: a Ray actor call costs about a millisecond of CPU across the caller and the actor, about
+as much as the SDK's whole HTTP call, and batching k requests per call is close to k times
+cheaper (both measured: ``docs/performance.md``). So a caller that has many
+asks in flight to one agent host queues them; every ask made in the same turn of the event loop
+(a burst of freed slots refilling at once) leaves in one ``ask_batch`` call, and the host
+streams back, as a Ray streaming generator, whatever replies have finished since its last item.
+Each item is a list, so a burst of replies costs one Ray object, not one each.
+
+Cancelling an ask does not stop a reply that is already on its way; once every ask of a batch
+is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
+(dropping a generator does not stop it).
+
+Example::
+
+    batcher = AskBatcher(agent)                    # one per agent handle, in the caller's loop
+    reply = await batcher.ask(AskRequest(prompt="..."))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+from actors.errors import RaytroupeError
+from actors.messages import AskRequest, Reply
+
+DEFAULT_MAX_BATCH = 64
+"""Most asks in one Ray call (bounds one call's payload and a lost host's re-sends)."""
+
+
+class _Batch:
+    """One ``ask_batch`` call in flight: its generator and the futures of its asks."""
+
+    __slots__ = ("futures", "gen")
+
+    def __init__(self, futures: list[asyncio.Future[Reply]]) -> None:
+        self.futures = futures
+        self.gen: Any = None
+
+    def abandoned(self, _future: asyncio.Future[Reply]) -> None:
+        """A future settled: if every ask was cancelled, stop the host's calls."""
+        if self.gen is not None and all(f.done() for f in self.futures) and \
+                any(f.cancelled() for f in self.futures):
+            ray.cancel(self.gen)
+
+
+class AskBatcher:
+    """Sends asks to one Agent actor in batches; each ask gets its own reply or error.
+
+    Args:
+        handle: The Agent actor handle.
+        max_batch: Most asks in one Ray call.
+    """
+
+    def __init__(self, handle: Any, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self._handle, self._max_batch = handle, max_batch
+        self._queue: list[tuple[AskRequest, asyncio.Future[Reply]]] = []
+        self._scheduled = False
+        self._streams: set[asyncio.Task[None]] = set()
+        self.calls = 0
+        """Ray calls made (batches sent), for tests and diagnosis."""
+
+    def __repr__(self) -> str:
+        return f"AskBatcher(queued={len(self._queue)}, streams={len(self._streams)})"
+
+    async def ask(self, request: AskRequest) -> Reply:
+        """The agent's reply to ``request``.
+
+        Raises:
+            RaytroupeError: the agent's error for this request (budget, call failed...).
+            RayActorError: the host died before this ask's reply came back.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+        self._queue.append((request, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._dispatch)  # after this turn: every ask made in it goes along
+        return await future
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        queued = [(r, f) for r, f in self._queue if not f.done()]
+        self._queue = []
+        for start in range(0, len(queued), self._max_batch):
+            task = asyncio.get_running_loop().create_task(
+                self._stream(queued[start:start + self._max_batch]))
+            self._streams.add(task)
+            task.add_done_callback(self._streams.discard)
+
+    async def _stream(self, asks: list[tuple[AskRequest, asyncio.Future[Reply]]]) -> None:
+        """Send one batch and settle each ask's future as its reply (or error) arrives."""
+        if len(asks) == 1:  # alone: a plain call costs less than a generator
+            await self._single(*asks[0])
+            return
+        batch = _Batch([f for _, f in asks])
+        try:
+            batch.gen = self._handle.ask_batch.remote([r for r, _ in asks])
+            self.calls += 1
+            for future in batch.futures:
+                future.add_done_callback(batch.abandoned)
+            async for ref in batch.gen:
+                for index, result in await ref:
+                    _settle(batch.futures[index], result)
+        except Exception as exc:  # the host died (or the call failed): fail what is left
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(exc)
+        for future in batch.futures:
+            if not future.done():  # the generator ended without this one: a bug, say so
+                future.set_exception(RuntimeError("the agent's batch ended without a reply"))
+
+
+    async def _single(self, request: AskRequest, future: asyncio.Future[Reply]) -> None:
+        ref = self._handle.ask.remote(request)
+        self.calls += 1
+        future.add_done_callback(lambda f: ray.cancel(ref) if f.cancelled() else None)
+        try:
+            result: Reply | BaseException = await ref
+        except Exception as exc:
+            result = _unwrapped(exc)
+        _settle(future, result)
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """Our own error out of Ray's ``RayTaskError`` wrapper (as ``ask_batch`` returns it)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RaytroupeError) else exc
+
+
+def _settle(future: asyncio.Future[Reply], result: Reply | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
