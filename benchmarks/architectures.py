@@ -1,4 +1,4 @@
-"""The seed's cost-latency matrix for research: all opus, all sonnet, mixed, all haiku.
+"""The guide's cost-latency matrix for research: all opus, all sonnet, mixed, all haiku.
 
 One research question runs through the research architecture (a lead, ``--researchers``
 researchers, a synthesizer) on the emulator's ``realistic`` profile (seconds per call, slower
@@ -9,7 +9,7 @@ for bigger tiers), once per configuration:
     mixed       sonnet lead and synthesizer, haiku researchers (the default)
     all_haiku   everything on haiku
 
-As in the seed's benchmark, researchers read sources: each has a ``search_corpus`` tool over
+As in the guide's benchmark, researchers read sources: each has a ``search_corpus`` tool over
 the small corpus shipped in ``examples/corpus`` and reads what it returns before it reports,
 so the bulk of the tokens is the workers' reading, which the mixed configuration buys cheap.
 Latency is the wall time of ``session.query`` (agents spawned beforehand, so actor start-up

@@ -66,7 +66,7 @@ class AgentOverride(BaseModel):
 
 
 class ArchitectureConfig(BaseModel):
-    """Fields every architecture's config has; subclasses add the seed's own fields."""
+    """Fields every architecture's config has; subclasses add the guide's own fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

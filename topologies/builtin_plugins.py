@@ -1,7 +1,7 @@
-"""The seed's built-in plugins, backed by our actors instead of counters of their own.
+"""The guide's built-in plugins, backed by our actors instead of counters of their own.
 
 - :class:`MetricsCollectorPlugin`: ``get_metrics()``; tokens, cost and calls from the Ledger.
-- :class:`CostTrackerPlugin`: ``get_cost_summary()`` with the seed's keys, from the Ledger;
+- :class:`CostTrackerPlugin`: ``get_cost_summary()`` with the guide's keys, from the Ledger;
   an optional budget becomes the run's ``Ledger.set_budget`` (refused before the call).
 - :class:`ThrottlePlugin`: ``max_concurrent`` / ``tokens_per_minute`` become the RateLimiter's
   limits for the tiers the architecture uses (cluster-wide: every session on that tier shares
@@ -32,7 +32,7 @@ from topologies.plugins import Plugin, PluginContext
 
 
 class SessionMetrics(BaseModel):
-    """What ``MetricsCollectorPlugin.get_metrics()`` returns (the seed's attribute names)."""
+    """What ``MetricsCollectorPlugin.get_metrics()`` returns (the guide's attribute names)."""
 
     model_config = ConfigDict(frozen=True)
 

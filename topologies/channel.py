@@ -3,7 +3,7 @@
 A :class:`Channel` ``[T]`` wraps one actor method (``agent.ask``, ``stage.receive``...). Each
 ``send`` checks the message's type *before* anything is delivered, waits for a slot when
 ``max_in_flight`` deliveries are outstanding (backpressure instead of an unbounded queue), and
-submits one async actor call (about 1 ms a hop, ``ray-notes.md`` §3; not Compiled Graphs, which
+submits one async actor call (about 1 ms a hop, ``docs/ray-facts.md`` §3; not Compiled Graphs, which
 are sync-only and static, nor ``ray.util.queue``, which is a slower actor in the middle).
 
 Order: deliveries are submitted in send order and :meth:`Channel.replies` yields replies in send

@@ -3,7 +3,7 @@
 A corpus is what the mappers read. Paths come from users (and, through ``ray job submit``,
 from whoever can submit jobs), so every file is resolved and kept under its root, opened
 without blocking and without following a last-moment symlink, checked to be a regular file,
-and capped in size (``reliability-notes.md`` §6: a FIFO blocks ``read()`` forever and
+and capped in size (``docs/reliability.md`` §5: a FIFO blocks ``read()`` forever and
 ``/dev/zero`` never ends). Files that are binary, not UTF-8, too large, unreadable or outside
 their root are *skipped and listed*, never fatal: one odd file must not sink a run over
 thousands.

@@ -5,7 +5,7 @@
                                     ├─> mapper host 2 ─┼─> combiners (a tree, when the notes
                                     └─> ... (spread) ──┘   overflow) ─> reducer ─> answer
 
-The seed's ``MapReduceConfig(chunk_size, max_parallel_mappers, mapper_model, reducer_model)``,
+The guide's ``MapReduceConfig(chunk_size, max_parallel_mappers, mapper_model, reducer_model)``,
 at cluster scale: a few mapper host actors spread over the nodes serve every chunk as a logical
 mapper (never an actor per chunk); the shared instructions travel as a cached system prompt;
 results stream into a tree reduce and a resume store instead of piling up in the driver.
@@ -47,7 +47,7 @@ _PROMPT_OVERHEAD_TOKENS = 1_000
 
 
 class MapReduceConfig(ArchitectureConfig):
-    """The seed's ``MapReduceConfig``, with the knobs a cluster-sized corpus needs."""
+    """The guide's ``MapReduceConfig``, with the knobs a cluster-sized corpus needs."""
 
     chunk_size: int = Field(default=1_500, ge=20, le=100_000)
     """Tokens per chunk (estimated generously: 3 bytes a token)."""

@@ -1,4 +1,4 @@
-"""Lifecycle plugins: the seed's hooks, fired by the session and the run around every agent call.
+"""Lifecycle plugins: the guide's hooks, fired by the session and the run around every agent call.
 
 A plugin subclasses :class:`Plugin` and overrides the hooks it needs (all async, all no-ops by
 default). Each hook gets the :class:`PluginContext` first: the run id, the architecture, the

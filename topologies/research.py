@@ -4,7 +4,7 @@
                                            ├─> researcher_2 (haiku) ─┼─> synthesizer (sonnet)
                                            └─> ...  (at most max_parallel_agents at once) ─┘
 
-Cheap workers gather, a stronger model plans and writes: the seed's recommended "mixed"
+Cheap workers gather, a stronger model plans and writes: the guide's recommended "mixed"
 configuration is the default. Each researcher is its own agent (its own Ledger line); subtopics
 beyond the number of researchers queue for the next free one.
 
@@ -30,7 +30,7 @@ MAX_RESEARCHERS = 16
 
 
 class ResearchConfig(ArchitectureConfig):
-    """The seed's ``ResearchConfig``: parallelism and the lead's and subagents' models."""
+    """The guide's ``ResearchConfig``: parallelism and the lead's and subagents' models."""
 
     max_parallel_agents: int = Field(default=4, ge=1, le=MAX_RESEARCHERS)
     """Researchers, hence subagent calls in flight at once."""

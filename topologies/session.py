@@ -1,4 +1,4 @@
-"""The session API, with the seed's names: ``create_session`` (alias ``init``), ``query``, ``run``.
+"""The session API, with the guide's names: ``create_session`` (alias ``init``), ``query``, ``run``.
 
 A session is one architecture, one Ledger run (every query of the session adds to it, and its
 budget caps them all) and the agents it spawned, stopped on ``close`` / ``async with`` exit.
@@ -160,7 +160,7 @@ def create_session(architecture: str | type[Architecture[Any, Any]] | Architectu
                    plugins: Sequence[Plugin] = (), runtime: Any = None,
                    run_id: str | None = None, budget_usd: Decimal | float | str | None = None,
                    tools: Mapping[str, Sequence[Callable[..., Any]]] | None = None) -> Session:
-    """Build a session for an architecture by name, class or instance (seed: ``init``).
+    """Build a session for an architecture by name, class or instance (the guide's ``init``).
 
     Everything is checked here, before Ray is touched: the name, the config's values, role
     counts, agent keys and models.
@@ -191,11 +191,11 @@ def create_session(architecture: str | type[Architecture[Any, Any]] | Architectu
 
 
 init = create_session
-"""The seed's name for :func:`create_session`."""
+"""The guide's name for :func:`create_session`."""
 
 
 def _default_runtime() -> Any:
-    """The process's runtime, starting one offline if there is none (the seed's one-liner).
+    """The process's runtime, starting one offline if there is none (the guide's one-liner).
 
     Imported here, not at the top: ``topologies`` sits below ``cluster``, and only this
     convenience path reaches up to it.

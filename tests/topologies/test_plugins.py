@@ -60,7 +60,7 @@ async def test_hooks_fire_in_lifecycle_order(rig: TopologyRig) -> None:
     recorder = Recorder()
     with rig.script(_reflexion_answer):
         session = create_session("reflexion", runtime=rig.runtime)
-        session.architecture.add_plugin(recorder)  # the seed's way, before the first query
+        session.architecture.add_plugin(recorder)  # the guide's way, before the first query
         async with session:
             await session.query("task")
     assert recorder.seen == [
