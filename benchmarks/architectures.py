@@ -79,7 +79,7 @@ async def _one(runtime: Any, name: str, researchers: int) -> dict[str, Any]:
         started = asyncio.get_running_loop().time()
         result = await session.query(QUESTION)
         latency = asyncio.get_running_loop().time() - started
-        totals = await session.ctx.ledger.totals.remote(session.run_id)
+        totals = await session.plugin_context.ledger.totals.remote(session.run_id)
     return {"name": name, "latency_s": round(latency, 2), "usd": totals.cost_usd,
             "calls": totals.calls, "input_tokens": totals.input_tokens,
             "output_tokens": totals.output_tokens, "answer_chars": len(result.output)}

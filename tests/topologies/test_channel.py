@@ -75,6 +75,19 @@ async def test_send_waits_when_max_in_flight_are_unanswered(ray_session: None) -
     assert channel.peak_in_flight == 3
 
 
+async def test_a_reply_its_sender_took_is_not_kept_for_replies(ray_session: None) -> None:
+    inbox = Inbox.remote()
+    channel = Channel("drained", Note, inbox.receive, reply_type=Receipt, max_in_flight=4)
+    for seq in range(5):
+        assert (await channel.request(Note(seq=seq))).seq == seq
+    assert channel.unclaimed == 0  # a channel used through request() holds nothing
+    await channel.send(Note(seq=5))
+    assert channel.unclaimed == 1
+    await channel.close()
+    assert [r.seq async for r in channel.replies()] == [5]
+    assert channel.unclaimed == 0
+
+
 async def test_fan_out_shares_one_payload_and_fan_in_merges_replies(ray_session: None) -> None:
     inboxes = [Inbox.remote() for _ in range(3)]
     channels = [Channel(f"broadcast-{i}", Note, box.receive) for i, box in enumerate(inboxes)]
