@@ -19,13 +19,20 @@ reference to a reply that has not been fetched) can be sent on to the next chann
 its declared type and forwards the reference: stage-to-stage data moves between the actors'
 object stores, not through the driver.
 
-Example:
-    >>> questions = Channel("lead->researcher", AskRequest, researcher.ask,   # doctest: +SKIP
-    ...                     reply_type=Reply, max_in_flight=4)
-    >>> delivery = await questions.send(AskRequest(prompt="What is Ray?"))   # doctest: +SKIP
-    >>> reply = await delivery                                              # doctest: +SKIP
-    >>> await questions.send("not a request")                               # doctest: +SKIP
-    MessageTypeError: channel 'lead->researcher' carries AskRequest, got str
+Example (the type check, before anything is sent):
+    >>> from actors.messages import AskRequest
+    >>> questions = Channel("lead->researcher", AskRequest, target=None, max_in_flight=4)
+    >>> questions.check(AskRequest(prompt="What is Ray?")).prompt
+    'What is Ray?'
+    >>> questions.check("not a request")
+    Traceback (most recent call last):
+    ...
+    actors.errors.MessageTypeError: channel 'lead->researcher' carries AskRequest, got str
+
+With a consumer actor (``tests/topologies/test_channel.py`` runs these on Ray)::
+
+    questions = Channel("lead->researcher", AskRequest, researcher.ask, reply_type=Reply)
+    reply = await questions.request(AskRequest(prompt="What is Ray?"))
 """
 
 from __future__ import annotations

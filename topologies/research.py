@@ -8,10 +8,13 @@ Cheap workers gather, a stronger model plans and writes: the guide's recommended
 configuration is the default. Each researcher is its own agent (its own Ledger line); subtopics
 beyond the number of researchers queue for the next free one.
 
-Example:
-    >>> session = create_session("research", config={"max_parallel_agents": 3})  # doctest: +SKIP
-    >>> result = await session.query("How do actor runtimes schedule work?")  # doctest: +SKIP
-    >>> [f.topic for f in result.findings]                                   # doctest: +SKIP
+Example (the synthesizer runs on the lead's model unless told otherwise):
+    >>> config = ResearchConfig(max_parallel_agents=3, lead_model="opus")
+    >>> config.synthesizer_model, config.subagent_model
+    ('opus', None)
+
+A session runs it: ``create_session("research", runtime=..., config=config)``, then
+``[f.topic for f in (await session.query("How do actors schedule?")).findings]``.
 """
 
 from __future__ import annotations

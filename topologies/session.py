@@ -6,15 +6,20 @@ budget caps them all) and the agents it spawned, stopped on ``close`` / ``async 
 A session runs on the runtime it is given (``cluster.init()`` returns one): ``topologies``
 never starts Ray or imports ``cluster``; only ``cluster`` knows how to start a runtime.
 
-Example:
-    >>> import cluster
-    >>> from topologies import create_session
-    >>> runtime = cluster.init()                                                # doctest: +SKIP
-    >>> async with create_session("research", runtime=runtime) as session:      # doctest: +SKIP
-    ...     result = await session.query("How do actor runtimes schedule work?")
-    ...     async for event in session.run("And on Ray?"):
-    ...         if event.kind == "text":
-    ...             print(event.text, end="")
+Example (a misspelt name fails before anything starts):
+    >>> create_session("reserch", runtime=None)
+    Traceback (most recent call last):
+    ...
+    topologies.errors.UnknownArchitecture: unknown architecture 'reserch': choose one of ...
+
+On a runtime (``examples/research_session.py`` runs this)::
+
+    runtime = cluster.init()
+    async with create_session("research", runtime=runtime) as session:
+        result = await session.query("How do actor runtimes schedule work?")
+        async for event in session.run("And on Ray?"):
+            if event.kind == "text":
+                print(event.text, end="")
 """
 
 from __future__ import annotations
