@@ -28,7 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from actors.frozen import Frozen as _Frozen
 
 __all__ = ["Corpus", "CorpusInput", "CorpusLimits", "Document", "SkippedFile", "load_corpus"]
 
@@ -41,8 +43,6 @@ _SNIFF_BYTES = 8192
 _TEXT_SOURCE = "<text>"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class CorpusLimits(_Frozen):

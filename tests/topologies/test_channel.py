@@ -9,20 +9,12 @@ import pytest
 import ray
 
 from actors.errors import MessageTypeError
+from tests.polling import wait_for_async
 from tests.topologies.channel_actors import Inbox, Memo, Note, Receipt, Stamper
 from topologies.channel import Channel, fan_in, fan_out
 from topologies.errors import ChannelClosed
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _until(condition, what: str, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async condition with a bound (tests never sleep to wait)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_wrong_type_is_refused_before_anything_is_delivered(ray_session: None) -> None:
@@ -66,7 +58,7 @@ async def test_send_waits_when_max_in_flight_are_unanswered(ray_session: None) -
     async def three_held() -> bool:
         return (await inbox.state.remote())[1] == 3
 
-    await _until(three_held, "three messages held by the consumer")
+    await wait_for_async(three_held, "three messages held by the consumer", timeout_s=10)
     assert channel.sent == 3 and not producer.done()  # the producer is blocked in send
     await inbox.open.remote()
     await asyncio.wait_for(producer, 10)
