@@ -147,6 +147,9 @@ class Crew:
 class RunContext:
     """One run of an architecture: typed agent calls, progress events, and the result's totals.
 
+    It lives for one ``execute`` (one query); what lasts the whole session, and what plugins
+    see, is the session's :class:`~topologies.plugins.PluginContext`.
+
     Args:
         crew: The session's agents.
         emit: Where events go (the session's stream, or nowhere for ``query``).
