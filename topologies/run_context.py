@@ -160,7 +160,7 @@ class RunContext:
     """
 
     def __init__(self, crew: Crew, emit: EventSink, *, stream_final: bool,
-                 variables: Mapping[str, Any], data_dir: Path = Path(".raytroupe"),
+                 variables: Mapping[str, Any], data_dir: Path,
                  throttle: SessionThrottle | None = None) -> None:
         self.crew, self.emit, self.stream_final = crew, emit, stream_final
         self.data_dir, self.throttle = data_dir, throttle
