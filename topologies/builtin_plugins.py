@@ -150,7 +150,9 @@ class ThrottlePlugin(Plugin):
 
     The cap is the session's own (:class:`~topologies.throttle.SessionThrottle`): the
     cluster's RateLimiter and every other session keep their limits, and the cap goes when
-    the session closes.
+    the session closes. It gates the calls made through ``RunContext.ask`` (every agent of
+    every architecture); map-reduce's mapper hosts are called directly and are bounded by
+    ``max_parallel_mappers`` instead.
 
     Args:
         max_concurrent: The session's calls in flight at once.

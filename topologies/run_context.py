@@ -196,7 +196,7 @@ class RunContext:
                              run_id=self.run_id, role=key)
         await self.emit(AgentStarted(agent=key, role=role.name, tier=tier, topic=topic))
         try:
-            async with self._hold(request):
+            async with self.throttled(request):
                 if final and self.stream_final:
                     reply = await self._stream(key, handle, request)
                 else:
@@ -220,8 +220,12 @@ class RunContext:
                    cost_usd=self.cost_usd, duration_s=time.monotonic() - self.started,
                    agents=tuple(self.agents), **fields)
 
-    def _hold(self, request: AskRequest) -> contextlib.AbstractAsyncContextManager[Any]:
-        """The session's throttle for one call (a no-op without one)."""
+    def throttled(self, request: AskRequest) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Hold the session's throttle around one call (a no-op without one).
+
+        :meth:`ask` does it for every agent call; an architecture that calls actors of its
+        own (map-reduce's mapper hosts) wraps those calls in it to be throttled too.
+        """
         if self.throttle is None:
             return contextlib.nullcontext()
         turns = sum(text_tokens(str(turn)) for turn in request.history)
