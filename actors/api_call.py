@@ -3,7 +3,7 @@
 The SDK call happens inside one error-translating boundary (``_translated``): SDK exceptions
 hold the request headers, and so the API key, so they never leave this module; what leaves is an
 ``Attempt`` with plain fields and, on failure, a ``CallFailed`` carrying status, error type,
-request id and message (``reliability-notes.md`` §4). The whole and streamed paths share the
+request id and message (``docs/reliability.md`` §4). The whole and streamed paths share the
 content and usage mappers.
 
 Usage of a stream cut short: the input side comes from ``message_start``; the output side is

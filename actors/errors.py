@@ -17,7 +17,7 @@ The root lives here, in the lowest package; ``topologies`` and ``cluster`` subcl
         └── ConnectionFailed             no response: connection dropped, timed out
 
 SDK exceptions never cross an actor boundary: they hold the request headers, and so the API key
-(see ``reliability-notes.md`` §4). The Agent translates them into a ``CallFailed`` that carries
+(see ``docs/reliability.md`` §4). The Agent translates them into a ``CallFailed`` that carries
 only status, error type, request id and message. Every class pickles through Ray with its
 fields (``__reduce__``), so callers can ``except RateLimited`` on a ``ray.get``.
 """

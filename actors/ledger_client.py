@@ -1,7 +1,7 @@
 """The per-process side of the Ledger: batched, retried-until-acknowledged records.
 
 An Agent records every attempt, so one RPC per record would make the Ledger the hot spot
-(about 3k calls/s per actor; ray-notes §2). The client buffers records and sends them in
+(about 3k calls/s per actor; docs/ray-facts.md §2). The client buffers records and sends them in
 batches (``batch_size`` records, or whatever has waited ``linger_s``), one batch in flight at
 a time, which also bounds what this process has queued at the Ledger. A batch is re-sent until
 the Ledger acknowledges it: records are idempotent by ``(call_id, attempt)``, so a re-send after

@@ -2,7 +2,7 @@
 
 Ray adds a ``ray_`` prefix and, to counters, a ``_total`` suffix: ``raytroupe_ledger_tokens``
 is scraped as ``ray_raytroupe_ledger_tokens_total{kind="input",agent=...}``. Ray tags a metric
-with nothing but its worker id (ray-notes §6), so every metric carries the run, topology,
+with nothing but its worker id (docs/ray-facts.md §5), so every metric carries the run, topology,
 agent, tier and model itself. Tag keys are declared once, here.
 
 Metrics count newly journaled attempts only: a duplicate record is not counted twice here

@@ -1,7 +1,7 @@
 """What a rate limit is, which bucket a call draws from, and what the lease and limiter say.
 
 The API meters each organisation per *model class* (our tier) with continuously refilled
-buckets for requests, input tokens and output tokens per minute (``anthropic-api.md`` §6.1),
+buckets for requests, input tokens and output tokens per minute (``docs/anthropic-api.md`` §4.1),
 plus a cap on requests in flight that we enforce ourselves. :class:`TierLimits` holds those
 four numbers; :class:`BucketKey` names one set of buckets: one account (a fingerprint of the
 API key, never the key) and one tier.
@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import hashlib
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class TierLimits(_Frozen):
@@ -122,7 +119,7 @@ class GrantRequest(_Frozen):
     seq: int
     """Unique per lease: a retried request with the same ``seq`` gets the same grant."""
     key: BucketKey
-    needs: list[Need] = []
+    needs: list[Need] = Field(default_factory=list)
     """In arrival order; the limiter grants the longest prefix that fits (at least one)."""
     extra: Amount = Amount()
     """Spare stock wanted for calls to come; granted only from idle capacity, never waited for."""
@@ -198,9 +195,9 @@ class SettleBatch(_Frozen):
     session: str | None
     seq: int
     """Increasing per lease; a batch whose ``seq`` was already applied is ignored."""
-    holdings: list[Holding] = []
+    holdings: list[Holding] = Field(default_factory=list)
     """Every slot the lease holds, so a new registration starts from the truth."""
-    reports: list[KeyReport] = []
+    reports: list[KeyReport] = Field(default_factory=list)
     closing: bool = False
     """The lease is closing: forget it (after applying the reports)."""
 
@@ -210,7 +207,7 @@ class SettleReply(_Frozen):
 
     session: str
     lease_ttl_s: float
-    views: list[KeyView] = []
+    views: list[KeyView] = Field(default_factory=list)
     name: str | None = None
     """The limiter actor's name and namespace, so a lease can find it again if it dies."""
     namespace: str | None = None

@@ -8,8 +8,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
 
 CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
@@ -17,10 +18,6 @@ CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
 
 CallSource = Literal["api", "cache", "batch"]
 """Where the answer came from: a live Messages call, the response cache, or a Message Batch."""
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Usage(_Frozen):

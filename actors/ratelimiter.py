@@ -4,7 +4,7 @@ Per :class:`~actors.limits.BucketKey` it keeps three continuously refilled bucke
 input tokens, output tokens per minute; capacity = the limit, refill = limit/60 per second)
 and a concurrency cap. Processes never call it per request: each holds a
 :class:`~actors.limiter_lease.LimiterLease` that fetches grants in batches into a local stock
-and reports usage in batches (ray-notes §2: one RPC per call tops out near 1k pairs/s).
+and reports usage in batches (docs/ray-facts.md §2: one RPC per call tops out near 1k pairs/s).
 
 Why not ``aiolimiter``: its ``AsyncLimiter`` waits for one amount on the local loop and has no
 way to take several buckets at once, refund, run negative after a late charge, expose its level
@@ -22,7 +22,7 @@ in lease stocks):
 * A grant waits in a FIFO queue: the head blocks everything behind it, so a large request is
   never starved by small ones. A request larger than a bucket is refused at once.
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
-* Waiting is a future, never an occupied loop: settles always get through (ray-notes §2's
+* Waiting is a future, never an occupied loop: settles always get through (docs/ray-facts.md §2's
   measured deadlock), and a lease parks at most one grant request per key.
 
 Example:

@@ -2,7 +2,7 @@
 
 Nothing in raytroupe logs a key, but a library might (an SDK debug line, a third-party
 exception message), and a log line is the one leak that is copied everywhere: Ray ships
-worker logs to the driver and the dashboard (``reliability-notes.md`` §4). Installing at the
+worker logs to the driver and the dashboard (``docs/reliability.md`` §4). Installing at the
 log-record factory catches every logger and handler of the process, present or future.
 
 Example:

@@ -2,7 +2,7 @@
 
 The SDK runs with ``max_retries=0`` so that every attempt passes through our limiter and lands
 in the Ledger. The rules follow the SDK's own contract (``anthropic/_base_client.py``,
-``reliability-notes.md`` §3) so that behaviour does not change when we take retries over:
+``docs/reliability.md`` §3) so that behaviour does not change when we take retries over:
 ``x-should-retry`` decides first; then ``retry-after-ms``, then ``retry-after``; else capped
 exponential backoff with jitter. Statuses 408, 409, 429 and 5xx (529 included) and connection
 failures are retried; other 4xx are not, nor is a spend-limit 429 (it can never succeed), nor a

@@ -4,7 +4,7 @@ A tool is a plain function (sync or async) with typed parameters and a docstring
 comes from a pydantic model built from the signature, and the same model validates the model's
 arguments before the function runs. A tool that raises, or gets arguments that fail validation,
 returns an ``is_error`` result to the model instead of killing the agent; results are capped in
-size and only ever go back as ``tool_result`` blocks (``reliability-notes.md`` §6).
+size and only ever go back as ``tool_result`` blocks (``docs/reliability.md`` §5).
 
 Example:
     >>> def add(a: int, b: int) -> int:

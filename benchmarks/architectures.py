@@ -1,4 +1,4 @@
-"""The seed's cost-latency matrix for research: all opus, all sonnet, mixed, all haiku.
+"""The guide's cost-latency matrix for research: all opus, all sonnet, mixed, all haiku.
 
 One research question runs through the research architecture (a lead, ``--researchers``
 researchers, a synthesizer) on the emulator's ``realistic`` profile (seconds per call, slower
@@ -9,14 +9,16 @@ for bigger tiers), once per configuration:
     mixed       sonnet lead and synthesizer, haiku researchers (the default)
     all_haiku   everything on haiku
 
-As in the seed's benchmark, researchers read sources: each has a ``search_corpus`` tool over
+As in the guide's benchmark, researchers read sources: each has a ``search_corpus`` tool over
 the small corpus shipped in ``examples/corpus`` and reads what it returns before it reports,
 so the bulk of the tokens is the workers' reading, which the mixed configuration buys cheap.
 Latency is the wall time of ``session.query`` (agents spawned beforehand, so actor start-up
-is not counted); USD is the Ledger's total for the run.
+is not counted); USD is the Ledger's total for the run. With ``--rounds N`` each configuration
+runs N times: ``latency_s``, ``usd``, ``calls`` and the token counts are means per round
+(one run of the question), and ``usd_all_rounds`` is what all N rounds cost together.
 
 Prints ONE JSON line:
-``{"bench": "architectures", "configs": [{"name", "latency_s", "usd", ...}],
+``{"bench": "architectures", "configs": [{"name", "latency_s", "usd", "usd_all_rounds", ...}],
 "mixed_over_all_sonnet_cost": ...}``. Goal: ``mixed_over_all_sonnet_cost`` <= 0.25.
 
 Usage: ``python benchmarks/architectures.py [--researchers 4] [--rounds 1]``
@@ -79,7 +81,7 @@ async def _one(runtime: Any, name: str, researchers: int) -> dict[str, Any]:
         started = asyncio.get_running_loop().time()
         result = await session.query(QUESTION)
         latency = asyncio.get_running_loop().time() - started
-        totals = await session.ctx.ledger.totals.remote(session.run_id)
+        totals = await session.plugin_context.ledger.totals.remote(session.run_id)
     return {"name": name, "latency_s": round(latency, 2), "usd": totals.cost_usd,
             "calls": totals.calls, "input_tokens": totals.input_tokens,
             "output_tokens": totals.output_tokens, "answer_chars": len(result.output)}
@@ -90,9 +92,14 @@ async def _matrix(runtime: Any, researchers: int, rounds: int) -> list[dict[str,
     for name in CONFIGS:
         runs = [await _one(runtime, name, researchers) for _ in range(rounds)]
         latencies = [r["latency_s"] for r in runs]
-        rows.append({**runs[0], "latency_s": round(statistics.mean(latencies), 2),
-                     "latency_stdev": round(statistics.pstdev(latencies), 2),
-                     "usd": float(runs[0]["usd"]), "rounds": rounds})
+        spent = sum((r["usd"] for r in runs), Decimal(0))
+        rows.append({
+            "name": name, "latency_s": round(statistics.mean(latencies), 2),
+            "latency_stdev": round(statistics.pstdev(latencies), 2),
+            "usd": float(spent / rounds), "usd_all_rounds": float(spent),
+            **{k: round(statistics.mean(r[k] for r in runs), 1)
+               for k in ("calls", "input_tokens", "output_tokens", "answer_chars")},
+            "rounds": rounds})
     return rows
 
 

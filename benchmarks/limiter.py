@@ -1,21 +1,28 @@
 """Acquire+settle pairs per second through the cluster's RateLimiter, with and without leases.
 
 50 caller coroutines spread over 4 actor processes (13, 13, 12, 12) loop: reserve a permit,
-yield once to the loop (where the HTTP call would be), settle, leave. The limits are set far
-above what the run can use, so every microsecond of waiting is the limiter's own overhead.
+yield once to the loop (where the HTTP call would be), settle, leave. In the first two cases
+the limits are far above what the run can use, so every microsecond of waiting is the
+limiter's own overhead: a best case by construction. The third case makes a limit bind.
 
-Two cases run against the same limiter in the same run:
+Three cases run against the same limiter in the same run:
 
 * ``lease``: each process holds one ``LimiterLease`` (batched grants, local stock, batched
   settles): the product's hot path. Reports pairs/s and the p99 of the time from asking for a
   permit to holding it (``added_wait_p99_ms``).
 * ``rpc``: the baseline, one ``acquire`` RPC and one ``settle`` RPC per call (each coroutine a
   lease of its own, so nothing is batched).
+* ``binding``: through the leases again, on a tier capped at ``BOUND_CONCURRENCY`` calls in
+  flight cluster-wide, each call lasting ``BOUND_CALL_S``: the 50 callers want more than the
+  cap, so the limit binds. The most the cap allows is ``BOUND_CONCURRENCY / BOUND_CALL_S``
+  pairs/s (``binding_ideal_pairs_per_s``); ``binding_fraction_of_ideal`` says how much of it
+  the limiter delivers while it refuses the rest (1.0: no slot ever idles).
 
 Each case is warmed up, then measured over ``--rounds`` rounds of ``--seconds`` seconds.
 Prints ONE JSON line:
 ``{"bench": "limiter", "pairs_per_s": ..., "added_wait_p99_ms": ...,
-"baseline_rpc_pairs_per_s": ..., ...}``
+"baseline_rpc_pairs_per_s": ..., "binding_pairs_per_s": ..., "binding_fraction_of_ideal": ...,
+...}``
 
 Usage: ``python benchmarks/limiter.py [--seconds 3] [--rounds 3]``
 """
@@ -47,6 +54,9 @@ from actors.ratelimiter import get_rate_limiter
 
 KEY = BucketKey(account="be4c4a11", tier="haiku")
 UNBOUND = TierLimits(rpm=10**9, itpm=10**12, otpm=10**12, max_concurrency=10**6)
+BOUND_KEY = BucketKey(account="be4c4a11", tier="sonnet")
+BOUND_CONCURRENCY, BOUND_CALL_S = 8, 0.02
+BOUND = TierLimits(rpm=10**9, itpm=10**12, otpm=10**12, max_concurrency=BOUND_CONCURRENCY)
 COROUTINES = (13, 13, 12, 12)
 IN, OUT = 1_200, 300
 
@@ -59,16 +69,17 @@ class Caller:
         self.limiter = limiter
         self.lease = LimiterLease(limiter)
 
-    async def lease_round(self, coroutines: int, seconds: float) -> tuple[int, list[float]]:
-        """Pairs done and each permit's wait (s), over ``seconds``."""
+    async def lease_round(self, coroutines: int, seconds: float, key: BucketKey = KEY,
+                          call_s: float = 0.0) -> tuple[int, list[float]]:
+        """Pairs done and each permit's wait (s), over ``seconds``; each call lasts ``call_s``."""
         stop_at, waits = time.perf_counter() + seconds, []
 
         async def one() -> None:
             while time.perf_counter() < stop_at:
                 asked = time.perf_counter()
-                async with self.lease.reserve(KEY, input_tokens=IN, output_tokens=OUT) as p:
+                async with self.lease.reserve(key, input_tokens=IN, output_tokens=OUT) as p:
                     waits.append(time.perf_counter() - asked)
-                    await asyncio.sleep(0)  # the HTTP call
+                    await asyncio.sleep(call_s)  # the HTTP call
                     p.settle(input_tokens=IN, output_tokens=OUT // 2)
 
         await asyncio.gather(*(one() for _ in range(coroutines)))
@@ -101,8 +112,9 @@ class Caller:
         return done[0]
 
 
-def _lease_round(callers: list[Any], seconds: float) -> tuple[float, list[float]]:
-    results = ray.get([c.lease_round.remote(n, seconds)
+def _lease_round(callers: list[Any], seconds: float, key: BucketKey = KEY,
+                 call_s: float = 0.0) -> tuple[float, list[float]]:
+    results = ray.get([c.lease_round.remote(n, seconds, key, call_s)
                        for c, n in zip(callers, COROUTINES, strict=True)])
     return sum(r[0] for r in results) / seconds, [w for r in results for w in r[1]]
 
@@ -130,8 +142,13 @@ def main(seconds: float, rounds: int) -> dict[str, Any]:
         lease = [_lease_round(callers, seconds) for _ in range(rounds)]
         _rpc_round(callers, 1.0)
         rpc = [_rpc_round(callers, seconds) for _ in range(rounds)]
+        ray.get(limiter.set_limits.remote(BOUND_KEY.tier, BOUND))
+        _lease_round(callers, 1.0, BOUND_KEY, BOUND_CALL_S)
+        bound = [_lease_round(callers, seconds, BOUND_KEY, BOUND_CALL_S)[0]
+                 for _ in range(rounds)]
         rates = [r[0] for r in lease]
         waits = [w for r in lease for w in r[1]]
+        ideal = BOUND_CONCURRENCY / BOUND_CALL_S
         return {
             "bench": "limiter",
             "pairs_per_s": round(statistics.fmean(rates)),
@@ -141,6 +158,10 @@ def main(seconds: float, rounds: int) -> dict[str, Any]:
             "baseline_rpc_pairs_per_s_stdev": round(statistics.stdev(rpc)) if rounds > 1 else 0,
             "added_wait_p50_ms": round(statistics.median(waits) * 1000, 3),
             "speedup": round(statistics.fmean(rates) / statistics.fmean(rpc), 1),
+            "binding_pairs_per_s": round(statistics.fmean(bound)),
+            "binding_ideal_pairs_per_s": round(ideal),
+            "binding_fraction_of_ideal": round(statistics.fmean(bound) / ideal, 3),
+            "binding_max_concurrency": BOUND_CONCURRENCY, "binding_call_s": BOUND_CALL_S,
             "callers": sum(COROUTINES), "processes": len(COROUTINES),
             "seconds": seconds, "rounds": rounds,
         }

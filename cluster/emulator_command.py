@@ -2,6 +2,12 @@
 
 Point any client at it with ``ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`` and any non-empty
 key; its bill is at ``/_emulator/stats``. Stop it with Ctrl-C.
+
+By default it models a realistic account: the requests, input and output tokens per minute of
+``Settings`` (the limits raytroupe's own RateLimiter keeps to, from ``RAYTROUPE_RPM/ITPM/OTPM``
+or their defaults), with every ``anthropic-ratelimit-*`` header on every reply, as the API
+always sends them. ``--rpm`` and the like change one limit; ``--unlimited`` opts out (no
+limits, no headers).
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ def emulator_command(
     otpm: Annotated[int | None, typer.Option(
         "--otpm", min=1, help="Output tokens per minute.")] = None,
     max_concurrency: Annotated[int | None, typer.Option(
-        "--max-concurrency", min=1, help="Requests in flight at once.")] = None,
+        "--max-concurrency", min=1, help="Requests in flight at once (default: no cap).")] = None,
+    unlimited: Annotated[bool, typer.Option(
+        "--unlimited", help="No rate limits and no rate-limit headers.")] = False,
     fault_rate: Annotated[list[str] | None, typer.Option(
         "--fault-rate", metavar="KIND=RATE",
         help=f"Inject a fault at a rate in 0..1; KIND: {', '.join(_FAULT_KINDS)}. Repeatable.",
@@ -60,7 +68,8 @@ def emulator_command(
 ) -> None:
     """Serve the Anthropic API emulator on HOST:PORT until Ctrl-C.
 
-    Limits apply per API key and model tier, as the API's do; unset means unlimited.
+    Limits apply per API key and model tier, as the API's do; unset ones are the account
+    Settings describes (RAYTROUPE_RPM/ITPM/OTPM or their defaults), unless --unlimited.
     """
     from emulator import EmulatorConfig
     from emulator.server import serve
@@ -68,18 +77,32 @@ def emulator_command(
     if profile not in get_args(EmulatorProfile):
         raise typer.BadParameter(f"{profile!r}: choose fast or realistic", param_hint="--profile")
     faults = dict(_parse_fault(item) for item in fault_rate or [])
+    given = {"rpm": rpm, "itpm": itpm, "otpm": otpm, "max_concurrency": max_concurrency}
     try:
         config = EmulatorConfig(
             host=host, port=port, profile=profile, seed=seed, faults=faults,
             latency_s=None if latency_ms is None else latency_ms / 1000,
-            limits={"rpm": rpm, "itpm": itpm, "otpm": otpm, "max_concurrency": max_concurrency},
-        )
+            limits=_limits(given, unlimited))
     except ValidationError as exc:
         raise typer.BadParameter(_first_problem(exc)) from None
     try:
         serve(config, announce=typer.echo)
     except OSError as exc:
         raise RaytroupeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _limits(given: dict[str, int | None], unlimited: bool) -> dict[str, int | None]:
+    """The flags given, the rest from ``Settings``; nothing at all with ``--unlimited``."""
+    if unlimited:
+        named = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if named:
+            raise typer.BadParameter(f"--unlimited cannot be combined with {', '.join(named)}")
+        return {}
+    from cluster.settings import Settings
+
+    account = Settings()
+    return {"rpm": account.rpm, "itpm": account.itpm, "otpm": account.otpm,
+            **{k: v for k, v in given.items() if v is not None}}
 
 
 def _first_problem(exc: ValidationError) -> str:

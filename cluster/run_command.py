@@ -1,6 +1,6 @@
 """``raytroupe run <architecture> PROMPT [options]``: one subcommand per architecture.
 
-Each subcommand maps its options onto the architecture's config (the seed's field names),
+Each subcommand maps its options onto the architecture's config (the guide's field names),
 then :func:`run_architecture` starts or joins Ray, runs a session with live progress, prints
 the answer and the Ledger's tables per agent and tier. Offline (no ``ANTHROPIC_API_KEY``) it
 runs on the emulator. Bad input is one line on stderr: exit 2 for a usage error (unknown

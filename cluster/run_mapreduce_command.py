@@ -11,6 +11,15 @@ Example:
         --mapper haiku --reducer sonnet --max-parallel 16 --budget 2.00
     ray job submit --address http://127.0.0.1:8265 -- \\
         raytroupe run mapreduce /data/reports --question "..." --address auto
+
+Skipped inputs are listed after the answer, each with its reason:
+    >>> import sys
+    >>> from types import SimpleNamespace
+    >>> from topologies.corpus import SkippedFile
+    >>> result = SimpleNamespace(skipped=(SkippedFile(path="map.png", reason="binary file"),))
+    >>> _print_skipped(Console(file=sys.stdout, width=80), result)
+    skipped 1 input(s):
+      map.png: binary file
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ the API's do) and then give back the output reservation: they consume no output 
 Outside injected faults: a client that goes away mid-stream is billed for its input and the
 output tokens written before the write failed; a non-streaming request whose client goes away
 is billed in full, because the model's work completes server-side (as the API's does, which
-is why abandoned attempts cost money: ``reliability-notes.md`` §3).
+is why abandoned attempts cost money: ``docs/reliability.md`` §3).
 
 Example:
     >>> injector = FaultInjector(Faults(overloaded=1.0), seed=0)

@@ -90,11 +90,6 @@ class Responders:
     def __init__(self) -> None:
         self._custom: Responder | None = None
 
-    @property
-    def custom(self) -> Responder | None:
-        """The registered responder, or None when the default answers."""
-        return self._custom
-
     def set(self, responder: Responder | None) -> None:
         """Register ``responder`` (None restores the default)."""
         if responder is not None and not callable(responder):

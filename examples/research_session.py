@@ -5,13 +5,15 @@ Run it offline (the emulator answers):  python examples/research_session.py
 
 import asyncio
 
+import cluster
 from topologies import CostTrackerPlugin, create_session
 from topologies.research import ResearchConfig
 
 
 async def main() -> None:
+    runtime = cluster.init()  # starts Ray and, without ANTHROPIC_API_KEY, the offline emulator
     config = ResearchConfig(max_parallel_agents=4, lead_model="sonnet", subagent_model="haiku")
-    async with create_session("research", config=config) as session:
+    async with create_session("research", runtime=runtime, config=config) as session:
         costs = CostTrackerPlugin()
         session.architecture.add_plugin(costs)
         async for event in session.run("How do actor runtimes keep LLM fleets under limits?"):

@@ -2,7 +2,7 @@
 
 A canary key is used for real calls (to the emulator, which accepts any key) and for a call the
 emulator refuses with 401, then every place a key has leaked in other systems is searched
-(``reliability-notes.md`` §4).
+(``docs/reliability.md`` §4).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from topologies.channel import Channel, Delivery, fan_in, fan_out
 from topologies.messages import ArchitectureResult, Event, Finding, Task
 from topologies.plugins import Plugin, PluginContext
 from topologies.run_context import RunContext
-from topologies.session import Session, create_session, init
+from topologies.session import Session, SessionRuntime, create_session, init
+from topologies.throttle import SessionThrottle
 
 __all__ = [
     "AgentOverride",
@@ -45,6 +46,8 @@ __all__ = [
     "RunContext",
     "Session",
     "SessionMetrics",
+    "SessionRuntime",
+    "SessionThrottle",
     "Task",
     "ThrottlePlugin",
     "create_session",

@@ -66,7 +66,7 @@ class AgentOverride(BaseModel):
 
 
 class ArchitectureConfig(BaseModel):
-    """Fields every architecture's config has; subclasses add the seed's own fields."""
+    """Fields every architecture's config has; subclasses add the guide's own fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,7 +103,7 @@ class RoleSpec(BaseModel):
     final: bool = False
     """Writes the run's final answer (its text is what ``session.run()`` streams)."""
 
-    def key(self, index: int, count: int) -> str:
+    def key(self, index: int) -> str:
         """The agent key: the role itself when it has one agent, else ``role_<i>`` (1-based)."""
         return self.name if self.max_count == 1 else f"{self.name}_{index + 1}"
 
@@ -215,8 +215,8 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
 
     def agent_keys(self, role: str) -> list[str]:
         """The keys of the agents playing ``role`` (``["researcher_1", "researcher_2"]``)."""
-        spec, count = self.role(role), self.counts[role]
-        return [spec.key(i, count) for i in range(count)]
+        spec = self.role(role)
+        return [spec.key(i) for i in range(self.counts[role])]
 
     def role_of(self, key: str) -> RoleSpec:
         """The role an agent key belongs to."""
@@ -365,10 +365,4 @@ def _import_builtins() -> None:
     import importlib
 
     for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"topologies.{module}")
-        except ModuleNotFoundError as exc:
-            # An architecture still being written is simply not offered; any other missing
-            # import inside an existing module is a real error.
-            if exc.name != f"topologies.{module}":
-                raise
+        importlib.import_module(f"topologies.{module}")

@@ -1,11 +1,10 @@
-"""The seed's built-in plugins, backed by our actors instead of counters of their own.
+"""The guide's built-in plugins, backed by our actors instead of counters of their own.
 
 - :class:`MetricsCollectorPlugin`: ``get_metrics()``; tokens, cost and calls from the Ledger.
-- :class:`CostTrackerPlugin`: ``get_cost_summary()`` with the seed's keys, from the Ledger;
+- :class:`CostTrackerPlugin`: ``get_cost_summary()`` with the guide's keys, from the Ledger;
   an optional budget becomes the run's ``Ledger.set_budget`` (refused before the call).
-- :class:`ThrottlePlugin`: ``max_concurrent`` / ``tokens_per_minute`` become the RateLimiter's
-  limits for the tiers the architecture uses (cluster-wide: every session on that tier shares
-  them, as the API's limits are shared).
+- :class:`ThrottlePlugin`: ``max_concurrent`` / ``tokens_per_minute`` cap this session's calls,
+  below the cluster's RateLimiter (which it never changes), until the session closes.
 - :class:`RetryHandlerPlugin`: the retry policy the session's agents are spawned with.
 
 Example:
@@ -25,14 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.limits import TierLimits
 from actors.retry_policy import RetryPolicy
 from topologies.messages import ArchitectureResult, Finding
 from topologies.plugins import Plugin, PluginContext
+from topologies.throttle import SessionThrottle
 
 
 class SessionMetrics(BaseModel):
-    """What ``MetricsCollectorPlugin.get_metrics()`` returns (the seed's attribute names)."""
+    """What ``MetricsCollectorPlugin.get_metrics()`` returns (the guide's attribute names)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -147,37 +146,34 @@ class CostTrackerPlugin(Plugin):
 
 
 class ThrottlePlugin(Plugin):
-    """Cap concurrent calls and input tokens/minute on the tiers this architecture uses.
+    """Cap this session's calls in flight and input tokens/minute, below the cluster's limits.
+
+    The cap is the session's own (:class:`~topologies.throttle.SessionThrottle`): the
+    cluster's RateLimiter and every other session keep their limits, and the cap goes when
+    the session closes. It gates the calls made through ``RunContext.ask`` (every agent of
+    every architecture); map-reduce's mapper hosts are called directly and are bounded by
+    ``max_parallel_mappers`` instead.
 
     Args:
-        max_concurrent: Requests in flight at once, per tier, cluster-wide.
-        tokens_per_minute: Input tokens per minute, per tier.
-        requests_per_minute: Requests per minute (default: the runtime's setting).
+        max_concurrent: The session's calls in flight at once.
+        tokens_per_minute: The session's estimated input tokens per minute.
+        requests_per_minute: The session's calls started per minute (default: no own cap).
     """
 
     name = "throttle"
 
     def __init__(self, max_concurrent: int, tokens_per_minute: int,
                  requests_per_minute: int | None = None) -> None:
-        if max_concurrent < 1 or tokens_per_minute < 1:
-            from actors.errors import ConfigError
-
-            raise ConfigError(f"ThrottlePlugin: max_concurrent ({max_concurrent}) and "
-                              f"tokens_per_minute ({tokens_per_minute}) must be >= 1")
-        self.max_concurrent, self.tokens_per_minute = max_concurrent, tokens_per_minute
-        self.requests_per_minute = requests_per_minute
-        self.applied: dict[str, TierLimits] = {}
+        self._limits = (max_concurrent, tokens_per_minute, requests_per_minute)
+        # Built here too, so that bad values fail when the plugin is made, not mid-session.
+        self.throttle = SessionThrottle(*self._limits)
+        """The throttle of the last session started (one per session: none is shared)."""
 
     async def on_session_start(self, ctx: PluginContext) -> None:
-        base = ctx.default_limits or TierLimits(rpm=4_000, itpm=2_000_000, otpm=400_000,
-                                                max_concurrency=64)
-        limits = TierLimits(rpm=self.requests_per_minute or base.rpm,
-                            itpm=self.tokens_per_minute, otpm=base.otpm,
-                            max_concurrency=self.max_concurrent)
-        arch = ctx.architecture
-        for tier in sorted({arch.model_for(key)[0] for key in arch.all_agent_keys()}):
-            await ctx.limiter.set_limits.remote(tier, limits)
-            self.applied[tier] = limits
+        self.throttle = ctx.throttle = SessionThrottle(*self._limits)
+
+    async def on_session_end(self, ctx: PluginContext) -> None:
+        ctx.throttle = None
 
 
 class RetryHandlerPlugin(Plugin):

@@ -3,11 +3,15 @@
 A :class:`Channel` ``[T]`` wraps one actor method (``agent.ask``, ``stage.receive``...). Each
 ``send`` checks the message's type *before* anything is delivered, waits for a slot when
 ``max_in_flight`` deliveries are outstanding (backpressure instead of an unbounded queue), and
-submits one async actor call (about 1 ms a hop, ``ray-notes.md`` §3; not Compiled Graphs, which
+submits one async actor call (about 1 ms a hop, ``docs/ray-facts.md`` §3; not Compiled Graphs, which
 are sync-only and static, nor ``ray.util.queue``, which is a slower actor in the middle).
 
 Order: deliveries are submitted in send order and :meth:`Channel.replies` yields replies in send
 order. A consumer that must also *process* in order gets ``max_in_flight=1``.
+
+Drained: each reply is taken once, either by awaiting its :class:`Delivery` (``request``,
+``fan_in``) or from :meth:`Channel.replies`; a channel keeps only the deliveries nobody has
+taken yet, so a long-lived channel used through ``request`` holds nothing.
 
 Large payloads never pass through the driver twice: :func:`fan_out` puts a message into the
 object store once and hands every consumer the same reference, and a :class:`Delivery` (a typed
@@ -15,21 +19,27 @@ reference to a reply that has not been fetched) can be sent on to the next chann
 its declared type and forwards the reference: stage-to-stage data moves between the actors'
 object stores, not through the driver.
 
-Example:
-    >>> questions = Channel("lead->researcher", AskRequest, researcher.ask,   # doctest: +SKIP
-    ...                     reply_type=Reply, max_in_flight=4)
-    >>> delivery = await questions.send(AskRequest(prompt="What is Ray?"))   # doctest: +SKIP
-    >>> reply = await delivery                                              # doctest: +SKIP
-    >>> await questions.send("not a request")                               # doctest: +SKIP
-    MessageTypeError: channel 'lead->researcher' carries AskRequest, got str
+Example (the type check, before anything is sent):
+    >>> from actors.messages import AskRequest
+    >>> questions = Channel("lead->researcher", AskRequest, target=None, max_in_flight=4)
+    >>> questions.check(AskRequest(prompt="What is Ray?")).prompt
+    'What is Ray?'
+    >>> questions.check("not a request")
+    Traceback (most recent call last):
+    ...
+    actors.errors.MessageTypeError: channel 'lead->researcher' carries AskRequest, got str
+
+With a consumer actor (``tests/topologies/test_channel.py`` runs these on Ray)::
+
+    questions = Channel("lead->researcher", AskRequest, researcher.ask, reply_type=Reply)
+    reply = await questions.request(AskRequest(prompt="What is Ray?"))
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import ray
@@ -51,11 +61,18 @@ class Delivery(Generic[R]):
     """
 
     def __init__(self, ref: ray.ObjectRef, reply_type: type | None, channel: str,
-                 seq: int) -> None:
+                 seq: int, on_taken: Callable[[int], None] | None = None) -> None:
         self.ref, self.reply_type, self.channel, self.seq = ref, reply_type, channel, seq
+        self._on_taken = on_taken
 
     def __await__(self) -> Generator[Any, None, R]:
+        self.take()
         return self.ref.__await__()
+
+    def take(self) -> None:
+        """Claim the reply: its channel stops holding it for ``replies()`` (awaiting does it)."""
+        if self._on_taken is not None:
+            self._on_taken(self.seq)
 
     def __repr__(self) -> str:
         kind = self.reply_type.__name__ if self.reply_type else "Any"
@@ -88,7 +105,8 @@ class Channel(Generic[T]):
         self.name, self.message_type, self.target = name, message_type, target
         self.reply_type, self.max_in_flight = reply_type, max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._pending: deque[Delivery[Any]] = deque()
+        self._pending: dict[int, Delivery[Any]] = {}
+        """Deliveries nobody has taken yet, by send number (in send order)."""
         self._arrived = asyncio.Condition()
         self._closed = False
         self._watchers: set[asyncio.Task[None]] = set()
@@ -128,13 +146,15 @@ class Channel(Generic[T]):
         if self._closed:
             raise ChannelClosed(f"channel {self.name!r} is closed; open a new one to send")
         await self._slots.acquire()
+        if isinstance(checked, Delivery):
+            checked.take()  # forwarded: the next stage has it, its first channel does not
         payload = checked.ref if isinstance(checked, Delivery) else checked
         delivery: Delivery[Any] = Delivery(self.target.remote(payload), self.reply_type,
-                                           self.name, self.sent)
+                                           self.name, self.sent, self._taken)
         self.sent += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self._pending.append(delivery)
+        self._pending[delivery.seq] = delivery
         # Keep a reference: the loop holds tasks weakly and would drop an unreferenced one.
         watcher = asyncio.get_running_loop().create_task(self._free_slot_when_answered(delivery))
         self._watchers.add(watcher)
@@ -150,8 +170,13 @@ class Channel(Generic[T]):
         self._closed = True
         await self._notify()
 
+    @property
+    def unclaimed(self) -> int:
+        """Deliveries sent whose reply nobody has taken yet (what ``replies()`` would yield)."""
+        return len(self._pending)
+
     async def replies(self) -> AsyncIterator[Any]:
-        """Yield every reply in send order, until the channel is closed and drained.
+        """Yield the replies nobody has taken, in send order, until closed and drained.
 
         A consumer's exception is raised here, at its place in the order.
         """
@@ -160,8 +185,11 @@ class Channel(Generic[T]):
                 await self._arrived.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                delivery = self._pending.popleft()
+                delivery = self._pending.pop(next(iter(self._pending)))
             yield await delivery
+
+    def _taken(self, seq: int) -> None:
+        self._pending.pop(seq, None)
 
     async def _free_slot_when_answered(self, delivery: Delivery[Any]) -> None:
         # The consumer's error belongs to whoever awaits the delivery; here only the slot

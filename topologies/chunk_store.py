@@ -6,7 +6,7 @@ that decides it: the model, the instructions, the prompt (which holds the chunk'
 ``max_tokens``. A re-run computes the same keys, finds the finished chunks and pays only for the
 missing ones; changing the question, the prompts or the model changes the keys, so a stale
 answer is never reused. Keys name the rows: input file names never become storage names
-(``reliability-notes.md`` §6).
+(``docs/reliability.md`` §5).
 
 Why SQLite: one file under the data dir, atomic commits, point lookups in microseconds, and no
 20,000 small files. WAL with ``synchronous=NORMAL`` survives a killed process (not a power cut),

@@ -3,7 +3,7 @@
 A corpus is what the mappers read. Paths come from users (and, through ``ray job submit``,
 from whoever can submit jobs), so every file is resolved and kept under its root, opened
 without blocking and without following a last-moment symlink, checked to be a regular file,
-and capped in size (``reliability-notes.md`` §6: a FIFO blocks ``read()`` forever and
+and capped in size (``docs/reliability.md`` §5: a FIFO blocks ``read()`` forever and
 ``/dev/zero`` never ends). Files that are binary, not UTF-8, too large, unreadable or outside
 their root are *skipped and listed*, never fatal: one odd file must not sink a run over
 thousands.
@@ -28,7 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from actors.frozen import Frozen as _Frozen
 
 __all__ = ["Corpus", "CorpusInput", "CorpusLimits", "Document", "SkippedFile", "load_corpus"]
 
@@ -41,8 +43,6 @@ _SNIFF_BYTES = 8192
 _TEXT_SOURCE = "<text>"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class CorpusLimits(_Frozen):

@@ -4,12 +4,17 @@
     actor ─ draft 2 (addresses the comments) ─> critic ─ score 8 ≥ threshold ─> done
 
 The answer is the last draft the critic accepted, or the best-scored draft when no draft
-reached ``score_threshold`` within ``max_rounds``.
+reached ``score_threshold`` within ``max_rounds``. Drafts are progress (``agent_completed``
+events, topic ``draft N``); only the answer is streamed as ``text`` under ``session.run()``,
+once the critic has scored it.
 
-Example:
-    >>> session = create_session("critic_actor", config={"score_threshold": 8})  # doctest: +SKIP
-    >>> result = await session.query("Write a haiku about backpressure.")  # doctest: +SKIP
-    >>> [(i.round, i.score) for i in result.iterations], result.accepted  # doctest: +SKIP
+Example (the config; a session runs it with ``create_session("critic_actor", runtime=...,
+config=config)`` and ``result.iterations`` holds each draft's score):
+    >>> config = CriticActorConfig(score_threshold=8)
+    >>> config.max_rounds, config.actor_model, config.critic_model
+    (3, None, None)
+    >>> Critique(score=9, comments="tight").score >= config.score_threshold
+    True
 """
 
 from __future__ import annotations
@@ -80,8 +85,7 @@ class CriticActor(Architecture[CriticActorConfig, CriticActorResult]):
         schema = json_schema_prompt(Critique, score={"minimum": 0, "maximum": 10})
         for number in range(1, cfg.max_rounds + 1):
             await run.phase(f"round {number}", f"of at most {cfg.max_rounds}", total=2)
-            draft = await run.ask("actor", _draft_prompt(task, iterations), topic=f"draft {number}",
-                                  final=True)
+            draft = await run.ask("actor", _draft_prompt(task, iterations), topic=f"draft {number}")
             review = await run.ask(
                 "critic", f"Request: {task}\n\nDraft:\n{draft.text}\n\nAnswer in JSON matching "
                 f"this schema: {schema}", topic=f"critique {number}", max_tokens=512,
@@ -93,6 +97,7 @@ class CriticActor(Architecture[CriticActorConfig, CriticActorResult]):
                 break
         best = iterations[-1] if iterations[-1].score >= cfg.score_threshold else \
             max(iterations, key=lambda i: i.score)
+        await run.answer(best.draft)
         return run.result(CriticActorResult, output=best.draft.text, iterations=tuple(iterations),
                           final_score=best.score, accepted=best.score >= cfg.score_threshold)
 

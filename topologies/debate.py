@@ -8,11 +8,16 @@
 The turns are sequential by nature (each answers the last), so the debaters run on a cheap
 tier and only the judge on a stronger one.
 
-Example:
-    >>> session = create_session("debate", config={"rounds": 2})  # doctest: +SKIP
-    >>> result = await session.query("Actors beat threads for LLM agents.")  # doctest: +SKIP
-    >>> result.winner                                                       # doctest: +SKIP
-    'proponent'
+The winner is the judge's last ``WINNER:`` line (judges sometimes quote the form first):
+    >>> _winner("The form asks for 'WINNER: draw' but on balance... WINNER: **opponent**")
+    'opponent'
+    >>> _winner("A fine exchange.")
+    'undecided'
+    >>> DebateConfig(rounds=3).rounds
+    3
+
+A session runs it: ``create_session("debate", runtime=..., config={"rounds": 2})``, then
+``(await session.query("Actors beat threads.")).winner``.
 """
 
 from __future__ import annotations

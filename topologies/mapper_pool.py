@@ -1,7 +1,7 @@
 """A small pool of mapper host actors spread over the cluster, each serving many mappers at once.
 
 Never one actor per chunk: an Agent actor costs about 95 MB and up to a second to start
-(``ray-notes.md`` §1), while one actor runs hundreds of concurrent calls on its event loop and
+(``docs/ray-facts.md`` §1), while one actor runs hundreds of concurrent calls on its event loop and
 shares one HTTP client. So a run gets a few hosts, spread round-robin over the nodes (a soft
 affinity each: see :func:`_placements`), and every chunk is a *logical* mapper
 (``role="mapper"``, its own system prompt) sent to the least busy host, batched with the other
@@ -12,7 +12,7 @@ the API.
 A host can die with its node. Its calls then fail with a ``RayActorError`` while the Agent
 restarts elsewhere (``max_restarts``); the pool sets that host aside for a moment and sends the
 chunk to another one. That call may have been billed before the node died (Ray cannot say), so
-a lost node can cost a chunk twice but never loses one (``reliability-notes.md`` §2).
+a lost node can cost a chunk twice but never loses one (``docs/reliability.md`` §2).
 
 Example:
     >>> pool = MapperPool.spawn(backend, run_id="r1", tier="haiku", model="claude-haiku-5-5",
@@ -45,7 +45,7 @@ log = logging.getLogger("raytroupe")
 TOPOLOGY = "mapreduce"
 _SET_ASIDE_S = 2.0
 """How long a host whose call died is skipped (its restart takes about that, or its node's
-death is detected: ``ray-notes.md`` §5, 6.7 s with fast health checks)."""
+death is detected: ``docs/ray-facts.md`` §4, 6.7 s with fast health checks)."""
 _MAX_HOSTS = 16
 
 

@@ -5,7 +5,7 @@
                                     ├─> mapper host 2 ─┼─> combiners (a tree, when the notes
                                     └─> ... (spread) ──┘   overflow) ─> reducer ─> answer
 
-The seed's ``MapReduceConfig(chunk_size, max_parallel_mappers, mapper_model, reducer_model)``,
+The guide's ``MapReduceConfig(chunk_size, max_parallel_mappers, mapper_model, reducer_model)``,
 at cluster scale: a few mapper host actors spread over the nodes serve every chunk as a logical
 mapper (never an actor per chunk); the shared instructions travel as a cached system prompt;
 results stream into a tree reduce and a resume store instead of piling up in the driver.
@@ -47,7 +47,7 @@ _PROMPT_OVERHEAD_TOKENS = 1_000
 
 
 class MapReduceConfig(ArchitectureConfig):
-    """The seed's ``MapReduceConfig``, with the knobs a cluster-sized corpus needs."""
+    """The guide's ``MapReduceConfig``, with the knobs a cluster-sized corpus needs."""
 
     chunk_size: int = Field(default=1_500, ge=20, le=100_000)
     """Tokens per chunk (estimated generously: 3 bytes a token)."""
@@ -183,7 +183,7 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
         # Spawning returns at once and the actor starts in the background: the reducer's
         # second of start-up then overlaps the map phase instead of following it.
         await run.crew.agent("reducer")
-        store = self._store()
+        store = self._store(run.data_dir)
         phase = ["map"]  # combines start during the map phase and go on after it
         tree = TreeReducer(lambda notes, level: self._combine(notes, level, run, phase[0]),
                            self.config.reduce_budget_tokens - _PROMPT_OVERHEAD_TOKENS,
@@ -227,11 +227,11 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             run.agents.append("mapper")
         return pool
 
-    def _store(self) -> ChunkStore | None:
+    def _store(self, data_dir: Path) -> ChunkStore | None:
+        """The resume store: ``store_dir``, else ``mapreduce/`` in the runtime's data dir."""
         if not self.config.resume:
             return None
-        return ChunkStore((self.config.store_dir or _data_dir() / "mapreduce") /
-                          "chunks.sqlite3")
+        return ChunkStore((self.config.store_dir or data_dir / "mapreduce") / "chunks.sqlite3")
 
     async def _map(self, plan: MapPlan, run: RunContext, pool: MapperPool,
                    store: ChunkStore | None, tree: TreeReducer) -> MapStats:
@@ -293,18 +293,4 @@ def _nothing_to_map(task: MapReduceTask, skipped: Sequence[SkippedFile]) -> str:
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
     return (f"mapreduce: nothing to map in {', '.join(task.inputs) or 'the text'}"
             + (f"; skipped {shown}{more}" if skipped else ""))
-
-
-def _data_dir() -> Path:
-    """The data dir of the process's runtime (where the Ledger keeps its journal).
-
-    Imported here, not at the top: ``topologies`` sits below ``cluster`` (as in
-    ``session._default_runtime``).
-    """
-    import cluster
-
-    try:
-        return Path(cluster.current().settings.data_dir)
-    except RuntimeError:
-        return Path(".raytroupe")
 

@@ -10,6 +10,15 @@ the driver keeps counters, never the results.
 The first failure (a budget stop, a call that failed after its retries) cancels the calls in
 flight and is raised; everything finished before it is already stored, so re-running the same
 command pays only for the chunks that were missing.
+
+Example (a chunk frames its text as data for the mapper):
+    >>> chunk = Chunk(index=3, source="docs/a.md", part=1, parts=5, text="The river rose.")
+    >>> print(chunk.prompt())
+    Source: docs/a.md part 2/5
+    <BLANKLINE>
+    <chunk>
+    The river rose.
+    </chunk>
 """
 
 from __future__ import annotations

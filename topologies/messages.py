@@ -13,15 +13,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from actors.frozen import Frozen as _Frozen
 from actors.messages import Usage
 from actors.tiers import Tier
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
 
 # -- channel payloads ------------------------------------------------------------------------
 
@@ -119,18 +115,6 @@ Event = Annotated[RunStarted | PhaseStarted | AgentStarted | AgentCompleted | Te
 
 
 # -- results -----------------------------------------------------------------------------------
-
-
-class AgentCost(_Frozen):
-    """One agent's share of a run, as the Ledger attributes it."""
-
-    agent: str
-    """The actor name, ``run/topology/role[-i]``."""
-    tier: Tier | None = None
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
 
 
 class ArchitectureResult(_Frozen):

@@ -1,4 +1,4 @@
-"""Lifecycle plugins: the seed's hooks, fired by the session and the run around every agent call.
+"""Lifecycle plugins: the guide's hooks, fired by the session and the run around every agent call.
 
 A plugin subclasses :class:`Plugin` and overrides the hooks it needs (all async, all no-ops by
 default). Each hook gets the :class:`PluginContext` first: the run id, the architecture, the
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from actors.agent import Backend
 from actors.messages import AgentSpec
 from topologies.messages import ArchitectureResult, Finding
+from topologies.throttle import SessionThrottle
 
 if TYPE_CHECKING:
     from topologies.architecture import Architecture
@@ -40,14 +41,19 @@ HOOKS = ("on_session_start", "on_session_end", "on_before_execute", "on_after_ex
 
 @dataclass
 class PluginContext:
-    """What every hook sees: the run, its architecture, and the cluster's bookkeeping actors."""
+    """One session as its plugins see it: the run, the architecture, the cluster's actors.
+
+    It lives as long as the session (``Session.plugin_context``); each query's ``execute``
+    gets a :class:`~topologies.run_context.RunContext` of its own, and each API call inside an
+    Agent has a private call context of the Agent's.
+    """
 
     run_id: str
     architecture: Architecture[Any, Any]
     backend: Backend
     """How agents reach the API; replaceable in ``on_session_start`` (before any spawn)."""
-    default_limits: Any = None
-    """The runtime's default ``TierLimits`` (what ``ThrottlePlugin`` leaves as it was)."""
+    throttle: SessionThrottle | None = None
+    """This session's own cap below the cluster's limits (set by ``ThrottlePlugin``)."""
     agent_names: dict[str, str] = field(default_factory=dict)
     """Actor name of each agent spawned so far, by agent key."""
 

@@ -4,12 +4,18 @@
     executor + every lesson so far ─ attempt 2 ─> reflector ─ success ─> done   (≤ max_attempts)
 
 Lessons accumulate: attempt n sees the lessons of attempts 1..n-1, so a mistake fixed once
-stays fixed. The answer is the first successful attempt, else the last one.
+stays fixed. The answer is the first successful attempt, else the last one. Attempts are
+progress (``agent_completed`` events, topic ``attempt N``); only the answer is streamed as
+``text`` under ``session.run()``, once the reflector has judged it.
 
-Example:
-    >>> session = create_session("reflexion", config={"max_attempts": 3})  # doctest: +SKIP
-    >>> result = await session.query("Write a regex for ISO dates.")  # doctest: +SKIP
-    >>> result.success, len(result.attempts), result.lessons          # doctest: +SKIP
+Example (lessons so far go into the next attempt's prompt):
+    >>> print(_attempt_prompt("Write a regex for ISO dates.", ["anchor it with ^ and $"]))
+    Task: Write a regex for ISO dates.
+    <BLANKLINE>
+    Lessons from earlier attempts (apply all of them):
+    - anchor it with ^ and $
+    >>> ReflexionConfig(max_attempts=3).executor_model is None  # default: haiku
+    True
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ class Reflexion(Architecture[ReflexionConfig, ReflexionResult]):
         for number in range(1, limit + 1):
             await run.phase(f"attempt {number}", f"of at most {limit}", total=2)
             answer = await run.ask("executor", _attempt_prompt(task, lessons),
-                                   topic=f"attempt {number}", final=True)
+                                   topic=f"attempt {number}")
             review = await run.ask(
                 "reflector", f"Task: {task}\n\nAttempt:\n{answer.text}\n\nAnswer in JSON "
                 f"matching this schema: {schema}", topic=f"reflection {number}", max_tokens=512)
@@ -93,6 +99,7 @@ class Reflexion(Architecture[ReflexionConfig, ReflexionResult]):
                 break
             lessons.extend(lesson for lesson in new if lesson not in lessons)
         last = attempts[-1]
+        await run.answer(last.answer)
         return run.result(ReflexionResult, output=last.answer.text, attempts=tuple(attempts),
                           success=last.success, lessons=tuple(lessons))
 

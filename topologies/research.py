@@ -4,14 +4,17 @@
                                            ├─> researcher_2 (haiku) ─┼─> synthesizer (sonnet)
                                            └─> ...  (at most max_parallel_agents at once) ─┘
 
-Cheap workers gather, a stronger model plans and writes: the seed's recommended "mixed"
+Cheap workers gather, a stronger model plans and writes: the guide's recommended "mixed"
 configuration is the default. Each researcher is its own agent (its own Ledger line); subtopics
 beyond the number of researchers queue for the next free one.
 
-Example:
-    >>> session = create_session("research", config={"max_parallel_agents": 3})  # doctest: +SKIP
-    >>> result = await session.query("How do actor runtimes schedule work?")  # doctest: +SKIP
-    >>> [f.topic for f in result.findings]                                   # doctest: +SKIP
+Example (the synthesizer runs on the lead's model unless told otherwise):
+    >>> config = ResearchConfig(max_parallel_agents=3, lead_model="opus")
+    >>> config.synthesizer_model, config.subagent_model
+    ('opus', None)
+
+A session runs it: ``create_session("research", runtime=..., config=config)``, then
+``[f.topic for f in (await session.query("How do actors schedule?")).findings]``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ MAX_RESEARCHERS = 16
 
 
 class ResearchConfig(ArchitectureConfig):
-    """The seed's ``ResearchConfig``: parallelism and the lead's and subagents' models."""
+    """The guide's ``ResearchConfig``: parallelism and the lead's and subagents' models."""
 
     max_parallel_agents: int = Field(default=4, ge=1, le=MAX_RESEARCHERS)
     """Researchers, hence subagent calls in flight at once."""

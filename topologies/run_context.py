@@ -3,22 +3,33 @@
 :class:`Crew` is a session's agents: one Agent actor per logical agent, named
 ``run/topology/role[-i]`` (the dashboard shows it, the Ledger attributes to it), spawned on
 first use and reused by later queries of the session. :class:`RunContext` is one run of
-``execute``: every agent call goes through a typed :class:`~topologies.channel.Channel` to the
-agent's ``ask`` (or its stream, for the final answer while ``session.run()`` listens), emits
-``agent_started`` / ``agent_completed`` events and fires the plugins' agent hooks.
+``execute``: each agent call is one actor call to the agent's ``ask`` (or its stream, for the
+final answer while ``session.run()`` listens), inside the session's throttle when it has one;
+it emits ``agent_started`` / ``agent_completed`` events and fires the plugins' agent hooks.
+Calls are not capped per agent here: what an architecture allows (``max_items_in_flight``,
+``max_parallel_agents``) is what runs, under the cluster's RateLimiter.
 
-Example (inside ``execute``):
-    >>> await run.phase("research", total=3)                                   # doctest: +SKIP
-    >>> finding = await run.ask("researcher_1", "Ray's scheduler?", topic="ray")  # doctest: +SKIP
-    >>> done = run.result(ResearchResult, output=finding.text)  # doctest: +SKIP
+Example (actor names, the one pure part):
+    >>> actor_name("r1", "research", "researcher_2")
+    'r1/research/researcher-2'
+    >>> actor_name("r1", "research", "lead")
+    'r1/research/lead'
+
+Inside ``execute``::
+
+    await run.phase("research", total=3)
+    finding = await run.ask("researcher_1", "Ray's scheduler?", topic="ray")
+    return run.result(ResearchResult, output=finding.text)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
@@ -26,7 +37,7 @@ import ray
 from actors.agent import Backend, spawn_agent
 from actors.errors import RaytroupeError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
-from topologies.channel import Channel
+from actors.token_estimate import text_tokens
 from topologies.messages import (
     AgentCompleted,
     AgentStarted,
@@ -41,13 +52,10 @@ if TYPE_CHECKING:
     from topologies.architecture import Architecture
     from topologies.messages import Event
     from topologies.plugins import PluginManager
+    from topologies.throttle import SessionThrottle
 
 ResultT = TypeVar("ResultT", bound=ArchitectureResult)
 EventSink = Callable[["Event"], Awaitable[None]]
-
-CALLS_IN_FLIGHT_PER_AGENT = 16
-"""Bound on one agent's unanswered calls (backpressure; the limiter bounds the API side)."""
-
 
 def actor_name(run_id: str, topology: str, key: str) -> str:
     """``run/topology/role[-i]``: ``researcher_2`` -> ``r1/research/researcher-2``."""
@@ -79,7 +87,6 @@ class Crew:
         self.architecture, self.run_id, self.backend = architecture, run_id, backend
         self.plugins, self.tools = plugins, dict(tools or {})
         self.handles: dict[str, Any] = {}
-        self.channels: dict[str, Channel[AskRequest]] = {}
         self.recorder: Any = None
         """Collects tool calls made inside the agents (only when there are tools)."""
 
@@ -96,8 +103,6 @@ class Crew:
             spec = AgentSpec(name=actor_name(self.run_id, arch.name, key), role=key, tier=tier,
                              model=model, run_id=self.run_id, topology=arch.name)
             self.handles[key] = spawn_agent(spec, self.backend, self._tools_of(key, role.name))
-            self.channels[key] = Channel(f"{arch.name}->{key}", AskRequest, self.handles[key].ask,
-                                         reply_type=Reply, max_in_flight=CALLS_IN_FLIGHT_PER_AGENT)
             await self.plugins.fire("on_agent_spawn", key, spec)
         return self.handles[key]
 
@@ -137,22 +142,28 @@ class Crew:
                 ray.kill(handle, no_restart=True)
             self.handles.clear()
             self.recorder = None
-            self.channels.clear()
 
 
 class RunContext:
     """One run of an architecture: typed agent calls, progress events, and the result's totals.
+
+    It lives for one ``execute`` (one query); what lasts the whole session, and what plugins
+    see, is the session's :class:`~topologies.plugins.PluginContext`.
 
     Args:
         crew: The session's agents.
         emit: Where events go (the session's stream, or nowhere for ``query``).
         stream_final: Stream the final agent's text as :class:`TextChunk` events.
         variables: ``$variables`` every prompt of this run may use (``$question``...).
+        data_dir: The runtime's data folder (map-reduce keeps its resume store there).
+        throttle: The session's own cap on its calls, if a plugin set one.
     """
 
     def __init__(self, crew: Crew, emit: EventSink, *, stream_final: bool,
-                 variables: Mapping[str, Any]) -> None:
+                 variables: Mapping[str, Any], data_dir: Path,
+                 throttle: SessionThrottle | None = None) -> None:
         self.crew, self.emit, self.stream_final = crew, emit, stream_final
+        self.data_dir, self.throttle = data_dir, throttle
         self.architecture = crew.architecture
         self.run_id = crew.run_id
         self.variables = dict(variables)
@@ -170,8 +181,10 @@ class RunContext:
         """Ask agent ``key`` (its role's system prompt filled from the run's variables).
 
         ``final=True`` marks the run's answer: streamed as ``text`` events under
-        ``session.run()``. Raises our error (``BudgetExceeded``, ``CallFailed``...) unwrapped
-        from Ray's, after firing the plugins' ``on_error``.
+        ``session.run()``. An architecture that only knows afterwards which reply is the
+        answer (a draft the critic accepts) asks with ``final=False`` and calls
+        :meth:`answer` with the one it keeps. Raises our error (``BudgetExceeded``,
+        ``CallFailed``...) unwrapped from Ray's, after firing the plugins' ``on_error``.
         """
         arch = self.architecture
         role = arch.role_of(key)
@@ -183,10 +196,11 @@ class RunContext:
                              run_id=self.run_id, role=key)
         await self.emit(AgentStarted(agent=key, role=role.name, tier=tier, topic=topic))
         try:
-            if final and self.stream_final:
-                reply = await self._stream(key, handle, request)
-            else:
-                reply = await self.crew.channels[key].request(request)
+            async with self.throttled(request):
+                if final and self.stream_final:
+                    reply = await self._stream(key, handle, request)
+                else:
+                    reply = await handle.ask.remote(request)
         except Exception as exc:
             error = unwrap(exc)
             await self.crew.report_tools()
@@ -195,11 +209,28 @@ class RunContext:
         await self.crew.report_tools()
         return await self._completed(key, role.name, topic, reply)
 
+    async def answer(self, finding: Finding) -> None:
+        """Stream ``finding`` as the run's answer (one ``text`` event under ``session.run()``)."""
+        if self.stream_final:
+            await self.emit(TextChunk(agent=finding.agent, text=finding.text))
+
     def result(self, cls: type[ResultT], **fields: Any) -> ResultT:
         """Build the typed result with this run's id, totals, duration and agents."""
         return cls(architecture=self.architecture.name, run_id=self.run_id, usage=self.usage,
                    cost_usd=self.cost_usd, duration_s=time.monotonic() - self.started,
                    agents=tuple(self.agents), **fields)
+
+    def throttled(self, request: AskRequest) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Hold the session's throttle around one call (a no-op without one).
+
+        :meth:`ask` does it for every agent call; an architecture that calls actors of its
+        own (map-reduce's mapper hosts) wraps those calls in it to be throttled too.
+        """
+        if self.throttle is None:
+            return contextlib.nullcontext()
+        turns = sum(text_tokens(str(turn)) for turn in request.history)
+        return self.throttle.hold(text_tokens(request.system or "") + text_tokens(request.prompt)
+                                  + turns)
 
     async def _stream(self, key: str, handle: Any, request: AskRequest) -> Reply:
         generator = handle.stream.remote(request)

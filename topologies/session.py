@@ -1,15 +1,25 @@
-"""The session API, with the seed's names: ``create_session`` (alias ``init``), ``query``, ``run``.
+"""The session API, with the guide's names: ``create_session`` (alias ``init``), ``query``, ``run``.
 
 A session is one architecture, one Ledger run (every query of the session adds to it, and its
 budget caps them all) and the agents it spawned, stopped on ``close`` / ``async with`` exit.
 
-Example:
-    >>> from topologies import create_session
-    >>> async with create_session("research", config={"max_parallel_agents": 3}) as session:
-    ...     result = await session.query("How do actor runtimes schedule work?")  # doctest: +SKIP
-    ...     async for event in session.run("And on Ray?"):                       # doctest: +SKIP
-    ...         if event.kind == "text":
-    ...             print(event.text, end="")
+A session runs on the runtime it is given (``cluster.init()`` returns one): ``topologies``
+never starts Ray or imports ``cluster``; only ``cluster`` knows how to start a runtime.
+
+Example (a misspelt name fails before anything starts):
+    >>> create_session("reserch", runtime=None)
+    Traceback (most recent call last):
+    ...
+    topologies.errors.UnknownArchitecture: unknown architecture 'reserch': choose one of ...
+
+On a runtime (``examples/research_session.py`` runs this)::
+
+    runtime = cluster.init()
+    async with create_session("research", runtime=runtime) as session:
+        result = await session.query("How do actor runtimes schedule work?")
+        async for event in session.run("And on Ray?"):
+            if event.kind == "text":
+                print(event.text, end="")
 """
 
 from __future__ import annotations
@@ -19,16 +29,32 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from actors.agent import Backend
 from actors.errors import ConfigError
 from actors.ledger_rollup import Rollup
 from topologies.architecture import Architecture, get_architecture
-from topologies.messages import ArchitectureResult, Event, RunCompleted, RunStarted
+from topologies.messages import Event, RunCompleted, RunStarted
 from topologies.plugins import Plugin, PluginContext, PluginManager
 from topologies.run_context import Crew, RunContext, unwrap
 
 _DONE = object()
+
+
+class SessionRuntime(Protocol):
+    """What a session runs on: ``cluster.init()`` returns one (a ``cluster.Runtime``)."""
+
+    @property
+    def backend(self) -> Backend:
+        """How agents reach the API, the RateLimiter and the Ledger."""
+        ...
+
+    @property
+    def settings(self) -> Any:
+        """The runtime's settings; a session reads ``data_dir`` from them."""
+        ...
 
 
 class Session:
@@ -36,28 +62,26 @@ class Session:
 
     Args:
         architecture: A configured :class:`Architecture`.
-        runtime: What ``cluster.init`` returned (anything with ``backend`` and ``settings``).
+        runtime: What ``cluster.init`` returned (a :class:`SessionRuntime`).
         run_id: The Ledger run; a fresh ``<architecture>-<hex>`` by default.
         budget_usd: Cap on the whole session's spend; a call that could cross it is refused
             with ``BudgetExceeded`` before it is sent.
         tools: Python callables for agents, by agent key or role (``{"researcher": [search]}``).
     """
 
-    def __init__(self, architecture: Architecture[Any, Any], runtime: Any, *,
+    def __init__(self, architecture: Architecture[Any, Any], runtime: SessionRuntime, *,
                  run_id: str | None = None, budget_usd: Decimal | float | str | None = None,
                  tools: Mapping[str, Sequence[Callable[..., Any]]] | None = None) -> None:
         self.architecture = architecture
         self.runtime = runtime
         self.run_id = run_id or f"{architecture.name}-{uuid.uuid4().hex[:8]}"
         self.budget_usd = _budget(budget_usd)
-        settings = getattr(runtime, "settings", None)
-        self.ctx = PluginContext(run_id=self.run_id, architecture=architecture,
-                                 backend=runtime.backend,
-                                 default_limits=_default_limits(settings))
-        self.plugins = PluginManager(architecture.plugins, self.ctx)
+        self.plugin_context = PluginContext(run_id=self.run_id, architecture=architecture,
+                                            backend=runtime.backend)
+        """The session as its plugins see it (its ledger, limiter, backend and throttle)."""
+        self.plugins = PluginManager(architecture.plugins, self.plugin_context)
         self._tools = tools
         self.crew: Crew | None = None
-        self.results: list[ArchitectureResult] = []
 
     def __repr__(self) -> str:
         return f"Session({self.architecture.name!r}, run_id={self.run_id!r})"
@@ -74,10 +98,10 @@ class Session:
         if self.crew is not None:
             return
         if self.budget_usd is not None:
-            await self.ctx.ledger.set_budget.remote(self.run_id, self.budget_usd)
+            await self.plugin_context.ledger.set_budget.remote(self.run_id, self.budget_usd)
         await self.plugins.fire("on_session_start")
         # Plugins may have replaced the backend (retry policy): agents get the final one.
-        self.crew = Crew(self.architecture, self.run_id, self.ctx.backend, self.plugins,
+        self.crew = Crew(self.architecture, self.run_id, self.plugin_context.backend, self.plugins,
                          self._tools)
 
     async def query(self, task: Any) -> Any:
@@ -115,7 +139,7 @@ class Session:
         """The Ledger's roll-up of this session's run (agents flushed first, so it is exact)."""
         if self.crew is not None:
             await self.crew.flush()
-        return await self.ctx.ledger.rollup.remote(self.run_id, by)
+        return await self.plugin_context.ledger.rollup.remote(self.run_id, by)
 
     async def close(self) -> None:
         """Flush the agents' records, fire ``on_session_end`` and stop the agents."""
@@ -124,7 +148,7 @@ class Session:
         crew, self.crew = self.crew, None
         try:
             await crew.flush()
-            self.ctx.agent_names.update(crew.names())
+            self.plugin_context.agent_names.update(crew.names())
             await self.plugins.fire("on_session_end")
         finally:
             await crew.stop()
@@ -137,7 +161,9 @@ class Session:
         assert self.crew is not None
         question = checked if isinstance(checked, str) else str(getattr(checked, "question", ""))
         run = RunContext(self.crew, emit, stream_final=stream_final,
-                         variables={"question": question})
+                         variables={"question": question},
+                         data_dir=Path(self.runtime.settings.data_dir),
+                         throttle=self.plugin_context.throttle)
         await emit(RunStarted(run_id=self.run_id, architecture=arch.name))
         await self.plugins.fire("on_before_execute", checked)
         try:
@@ -147,9 +173,8 @@ class Session:
             await self.plugins.fire("on_error", error, None)
             raise error from None
         await self.crew.flush()
-        self.ctx.agent_names.update(self.crew.names())
+        self.plugin_context.agent_names.update(self.crew.names())
         await self.plugins.fire("on_after_execute", result)
-        self.results.append(result)
         await emit(RunCompleted(result=result))
         return result
 
@@ -157,17 +182,21 @@ class Session:
 def create_session(architecture: str | type[Architecture[Any, Any]] | Architecture[Any, Any],
                    *, model: str | None = None, config: Any = None,
                    agent_configs: Mapping[str, Any] | None = None,
-                   plugins: Sequence[Plugin] = (), runtime: Any = None,
+                   runtime: SessionRuntime, plugins: Sequence[Plugin] = (),
                    run_id: str | None = None, budget_usd: Decimal | float | str | None = None,
                    tools: Mapping[str, Sequence[Callable[..., Any]]] | None = None) -> Session:
-    """Build a session for an architecture by name, class or instance (seed: ``init``).
+    """Build a session for an architecture by name, class or instance (the guide's ``init``).
 
-    Everything is checked here, before Ray is touched: the name, the config's values, role
-    counts, agent keys and models.
+    Everything is checked here, before any agent is spawned: the name, the config's values,
+    role counts, agent keys and models.
+
+    Args:
+        architecture: A registered name (``"research"``), an Architecture class or instance.
+        runtime: What the session runs on: ``cluster.init()`` (or ``cluster.current()``).
 
     Example:
-        >>> session = create_session("research", model="haiku",            # doctest: +SKIP
-        ...                          agent_configs={"lead": {"model": "sonnet"}})
+        >>> session = create_session("research", runtime=cluster.init(),   # doctest: +SKIP
+        ...                          model="haiku", agent_configs={"lead": {"model": "sonnet"}})
 
     Raises:
         UnknownArchitecture: no architecture has that name.
@@ -179,11 +208,8 @@ def create_session(architecture: str | type[Architecture[Any, Any]] | Architectu
                               "with config=/model=/agent_configs=, not both")
         arch = architecture
         arch.plugins.extend(plugins)
-        runtime = runtime or _default_runtime()
     else:
-        # Resolve the name first: a typo should fail before Ray starts.
         cls = get_architecture(architecture) if isinstance(architecture, str) else architecture
-        runtime = runtime or _default_runtime()
         arch = cls(config, model=model, agent_configs=agent_configs, plugins=plugins,
                    price_table=getattr(runtime.backend, "price_table", None))
     budget = _budget(budget_usd)
@@ -191,21 +217,7 @@ def create_session(architecture: str | type[Architecture[Any, Any]] | Architectu
 
 
 init = create_session
-"""The seed's name for :func:`create_session`."""
-
-
-def _default_runtime() -> Any:
-    """The process's runtime, starting one offline if there is none (the seed's one-liner).
-
-    Imported here, not at the top: ``topologies`` sits below ``cluster``, and only this
-    convenience path reaches up to it.
-    """
-    import cluster
-
-    try:
-        return cluster.current()
-    except RuntimeError:
-        return cluster.init()
+"""The guide's name for :func:`create_session`."""
 
 
 def _budget(value: Decimal | float | str | None) -> Decimal | None:
@@ -218,12 +230,3 @@ def _budget(value: Decimal | float | str | None) -> Decimal | None:
     if not budget > 0:
         raise ConfigError(f"budget_usd must be more than 0, got {value!r}")
     return budget
-
-
-def _default_limits(settings: Any) -> Any:
-    if settings is None:
-        return None
-    from actors.limits import TierLimits
-
-    return TierLimits(rpm=settings.rpm, itpm=settings.itpm, otpm=settings.otpm,
-                      max_concurrency=settings.max_concurrency)

@@ -8,11 +8,19 @@
 Only the specialists the router picks are spawned. Each specialist is a role of its own (its
 name is its agent key), so ``agent_configs={"security": {"model": "sonnet"}}`` upgrades one.
 
-Example:
-    >>> session = create_session("specialist_pool", config={"max_specialists": 2})  # doctest: +SKIP
-    >>> result = await session.query("Is this login code safe and fast?")  # doctest: +SKIP
-    >>> result.chosen                                                     # doctest: +SKIP
-    ('security', 'performance')
+Example (a catalog of your own; names are agent keys, so ``router`` is taken):
+    >>> config = SpecialistPoolConfig(specialists={"security": "threats", "speed": "latency"},
+    ...                               max_specialists=2)
+    >>> sorted(config.specialists)
+    ['security', 'speed']
+    >>> SpecialistPoolConfig(specialists={"router": "routes"})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for SpecialistPoolConfig
+    ...
+
+A session runs it: ``create_session("specialist_pool", runtime=..., config=config)``, then
+``(await session.query("Is this login code safe and fast?")).chosen``.
 """
 
 from __future__ import annotations

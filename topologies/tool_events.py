@@ -6,10 +6,18 @@ before and after the real function (about 1 ms each), so by the time an ``ask`` 
 tool calls are recorded, and the run drains them into ``on_tool_call`` / ``on_tool_result``.
 The recorder exists only for sessions that have tools.
 
-Example:
-    >>> recorder = spawn_recorder()                                # doctest: +SKIP
-    >>> tools = [recorded(search, recorder, "researcher_1")]       # doctest: +SKIP
-    >>> events = await recorder.drain.remote()                     # doctest: +SKIP
+Example (the wrapped tool keeps its name and signature, so the model sees the same tool; in a
+session the recorder is the actor :func:`spawn_recorder` makes):
+    >>> def search(query: str, limit: int = 3) -> str:
+    ...     'Search the corpus.'
+    ...     return query
+    >>> wrapped = recorded(search, recorder=None, agent="researcher_1")
+    >>> wrapped.__name__, wrapped.__doc__, list(inspect.signature(wrapped).parameters)
+    ('search', 'Search the corpus.', ['query', 'limit'])
+    >>> recorder = ToolRecorder()
+    >>> asyncio.run(recorder.record(ToolEvent(kind="call", agent="researcher_1", tool="search")))
+    >>> [(e.agent, e.tool) for e in asyncio.run(recorder.drain())], asyncio.run(recorder.drain())
+    ([('researcher_1', 'search')], [])
 """
 
 from __future__ import annotations

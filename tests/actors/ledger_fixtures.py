@@ -29,19 +29,6 @@ def make_record(call_id: str = "c1", attempt: int = 0, *, run_id: str = "r1",
     return CallRecord(**values)
 
 
-class FakeClock:
-    """A Unix clock that moves only when a test says so."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest_asyncio.fixture(name="ledger")
 async def ledger_fixture(tmp_path: Path) -> AsyncIterator[Ledger]:
     """A Ledger called directly (no Ray) on a fresh journal; closed afterwards."""

@@ -1,7 +1,7 @@
 """Kill -9 an Agent, the Ledger or the RateLimiter mid-run: the run finishes, nothing is lost
 or counted twice, and the limit still holds.
 
-The one loss the design allows (``reliability-notes.md`` §1): the API takes no idempotency key,
+The one loss the design allows (``docs/reliability.md`` §1): the API takes no idempotency key,
 so an attempt in flight inside a killed Agent may have been billed although its record died with
 the process. The Ledger may therefore trail the bill by at most the attempts in flight at the
 kill, never lead it.

@@ -17,7 +17,8 @@ from actors.errors import BudgetExceeded, UsageError
 from actors.ledger import Ledger
 from actors.messages import Usage
 from actors.tiers import load_price_table
-from tests.actors.ledger_fixtures import FakeClock, ledger_fixture, make_record  # noqa: F401
+from tests.actors.ledger_fixtures import T0, ledger_fixture, make_record  # noqa: F401
+from tests.fake_clock import FakeClock
 
 HAIKU = load_price_table().spec("claude-haiku-5-5")
 MAX_TOKENS = 2_000
@@ -96,7 +97,7 @@ async def test_release_frees_an_attempt_that_was_never_sent(ledger: Ledger) -> N
 
 @pytest.mark.asyncio
 async def test_reservations_of_a_dead_caller_expire(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(start=T0)
     ledger = Ledger(tmp_path, reservation_ttl_s=600, clock=clock)
     await ledger.set_budget("r1", Decimal("0.003"))
     await ledger.reserve("r1", "orphan", 0, WORST)  # its caller dies here
@@ -113,7 +114,7 @@ async def test_reservations_of_a_dead_caller_expire(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_a_long_attempt_can_hold_longer_than_the_ttl(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(start=T0)
     ledger = Ledger(tmp_path, reservation_ttl_s=600, clock=clock)
     await ledger.set_budget("r1", Decimal("0.003"))
     await ledger.reserve("r1", "long-stream", 0, WORST, ttl_s=3_600)
@@ -125,7 +126,7 @@ async def test_a_long_attempt_can_hold_longer_than_the_ttl(tmp_path: Path) -> No
 
 @pytest.mark.asyncio
 async def test_budgets_and_reservations_survive_a_restart(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(start=T0)
     first = Ledger(tmp_path, clock=clock)
     await first.set_budget("r1", Decimal("0.0045"))
     await first.set_budget("r2", Decimal("9"))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -18,6 +16,7 @@ from actors.errors import BudgetExceeded
 from actors.ledger import LEDGER_NAME, get_ledger
 from actors.ledger_client import LedgerClient
 from tests.actors.ledger_fixtures import make_record
+from tests.polling import wait_for_async
 
 COST = Decimal("0.00015")  # one make_record() on haiku-5-5
 
@@ -36,14 +35,6 @@ def ledger_ns(ray_session: None) -> Iterator[str]:
 @ray.remote(num_cpus=0)
 def _ledger_id_from_a_task(data_dir: str, namespace: str) -> str:
     return get_ledger(Path(data_dir), namespace=namespace)._actor_id.hex()
-
-
-async def _until(predicate: Any, timeout_s: float = 30.0) -> None:
-    """Poll an async predicate until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def test_get_ledger_is_one_singleton(ledger_ns: str, tmp_path: Path) -> None:
@@ -74,7 +65,7 @@ async def test_client_batches_and_flush_waits_for_acks(ledger_ns: str, tmp_path:
     async def _late_arrived() -> bool:
         return (await ledger.totals.remote("r1")).attempts == 121
 
-    await _until(_late_arrived)
+    await wait_for_async(_late_arrived, "the late record")
     await client.aclose()
 
 
@@ -105,7 +96,7 @@ async def test_a_killed_ledger_restarts_with_exact_totals(ledger_ns: str,
     async def _some_acked() -> bool:
         return client.sent_batches >= 3
 
-    await _until(_some_acked)
+    await wait_for_async(_some_acked, "some records acknowledged")
     ray.kill(ledger, no_restart=False)
     for record in records[200:] + records[:50]:  # the tail, then replays of acked records
         client.record(record)
@@ -140,4 +131,4 @@ async def test_metrics_reach_the_metrics_endpoint(ledger_ns: str, tmp_path: Path
         return any(line.startswith("ray_raytroupe_ledger_tokens_total{") and
                    'kind="input"' in line and line.endswith(" 1000.0") for line in lines)
 
-    await _until(_exported, timeout_s=40)
+    await wait_for_async(_exported, "the metrics exported", timeout_s=40)

@@ -9,8 +9,6 @@ also counts the calls, which is what batching is about.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,44 +30,11 @@ from actors.limits import (
     TierLimits,
 )
 from actors.ratelimiter import RateLimiter
+from tests.fake_clock import FakeClock
 
 KEY = BucketKey(account="a1b2c3", tier="sonnet")
 # 6,000 input tokens a minute: 100 a second; everything else out of the way unless a test says.
 LIMITS = TierLimits(rpm=10_000, itpm=6_000, otpm=1_000_000, max_concurrency=100)
-
-
-class FakeClock:
-    """Time that moves only when a test says so; due timers fire in order as it moves."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-        self._timers: list[tuple[float, int, _Timer]] = []
-        self._order = itertools.count()
-
-    def now(self) -> float:
-        return self.t
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(callback)
-        heapq.heappush(self._timers, (when, next(self._order), timer))
-        return timer
-
-    def advance(self, seconds: float) -> None:
-        end = self.t + seconds
-        while self._timers and self._timers[0][0] <= end + 1e-9:  # float sums drift a hair
-            when, _, timer = heapq.heappop(self._timers)
-            self.t = max(self.t, when)
-            if not timer.cancelled:
-                timer.callback()
-        self.t = end
-
-
-class _Timer:
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback, self.cancelled = callback, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class InProcessHandle:
@@ -107,7 +72,7 @@ async def spin() -> None:
 
 def make(limits: TierLimits = LIMITS, **kw: Any) -> tuple[RateLimiter, FakeClock]:
     """A limiter on a fake clock; leases live long unless a test is about their expiry."""
-    clock = FakeClock()
+    clock = FakeClock(start=1_000.0)
     kw.setdefault("lease_ttl_s", 600)
     return RateLimiter(limits, clock=clock, restarted=kw.pop("restarted", False), **kw), clock
 
@@ -497,12 +462,13 @@ async def test_reprs_show_live_state_and_never_a_key() -> None:
 
 
 @pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets",
-                                  "actors.limiter_stock"])
+                                  "actors.limiter_stock", "actors.frozen", "tests.fake_clock"])
 def test_docstring_examples_hold(name: str) -> None:
     import doctest
     import importlib
 
-    failures, tried = doctest.testmod(importlib.import_module(name))
+    failures, tried = doctest.testmod(importlib.import_module(name),
+                                      optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
 
 

@@ -35,7 +35,7 @@ MAPPER_DELAY_S = 0.4
 REMOVE_AFTER = 12
 """Mapper requests the emulator must have received before a worker node is removed."""
 RUN_ID = "mr-multinode"
-# Fast failure detection (ray-notes §5): a dead node is noticed in about 2 s, not 15 s.
+# Fast failure detection (docs/ray-facts.md §4): a dead node is noticed in about 2 s, not 15 s.
 HEAD = {"num_cpus": 0, "include_dashboard": False,
         "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
                            "health_check_initial_delay_ms": 0}}

@@ -3,7 +3,7 @@ tells users to run it.
 
 The head is ``ray start --head --block`` in a subprocess of its own session, on free ports and
 its own short temp dir, with ``RAY_AUTH_MODE=disabled`` for it and for the clients (a mode that
-differs between them breaks the CLI: ``ray-notes.md`` §6). Teardown stops that head by its
+differs between them breaks the CLI: ``docs/ray-facts.md`` §5). Teardown stops that head by its
 process id, not with ``ray stop``, which would stop every Ray on the machine (other test runs
 included). The job reads settings the way a real head's jobs do: from the head's environment.
 """

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from anthropic.types.messages import MessageBatch
 
 from emulator import EmulatorHandle, ScriptedError, run_emulator
 from emulator.batches import WORKERS
+from tests.polling import wait_for
 
 T = TypeVar("T")
 HAIKU = "claude-haiku-5-5"
@@ -26,17 +26,8 @@ def ask(text: str, **extra: Any) -> dict[str, Any]:
             "messages": [{"role": "user", "content": text}], **extra}
 
 
-def wait_until(probe: Callable[[], T | None], *, timeout_s: float = 10.0) -> T:
-    """Poll ``probe`` until it returns something truthy, failing after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := probe()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-    return value
-
-
 def ended(client: Anthropic, batch_id: str) -> MessageBatch:
-    return wait_until(lambda: (b := client.messages.batches.retrieve(batch_id)).processing_status
+    return wait_for(lambda: (b := client.messages.batches.retrieve(batch_id)).processing_status
                       == "ended" and b)
 
 
@@ -123,7 +114,7 @@ def test_cancel_stops_what_has_not_started(emu: EmulatorHandle, client: Anthropi
     requests = [{"custom_id": f"r{i}", "params": ask(text)}
                 for i, text in enumerate([*held, "queued", "queued"])]
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-    wait_until(lambda: len(entered) == WORKERS)  # every worker busy, two requests queued
+    wait_for(lambda: len(entered) == WORKERS, "every worker busy, two requests queued")
 
     canceling = client.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling"

@@ -18,16 +18,9 @@ from emulator.prompt_cache import CachePlan, PromptCache, validate_breakpoints
 from emulator.state import EmulatorState
 from emulator.tokens import Segment
 from tests.emulator.loopback_app import served
+from tests.fake_clock import FakeClock
 
 MIN = 1024
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

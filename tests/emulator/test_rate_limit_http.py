@@ -15,8 +15,8 @@ from anthropic import AsyncAnthropic
 from emulator import EmulatorConfig, Limits
 from emulator.ratelimits import RateLimitBook
 from emulator.state import EmulatorState
-from tests.emulator.fake_clock import FakeClock
 from tests.emulator.loopback_app import served
+from tests.fake_clock import FakeClock
 
 HAIKU = "claude-haiku-5-5"
 ASK = [{"role": "user", "content": "Say hello to the rate limiter."}]
@@ -29,7 +29,7 @@ async def limited(limits: Limits, clock: FakeClock | None = None, *, max_retries
     """An emulator with ``limits`` (on ``clock`` if given) and an SDK client of it."""
     async with served(EmulatorConfig(latency_s=0.0, limits=limits)) as (url, state):
         if clock is not None:
-            state.limits = RateLimitBook(state.config.limits_for, clock=clock.monotonic,
+            state.limits = RateLimitBook(state.config.limits_for, clock=clock,
                                          wall_clock=clock.wall)
         async with AsyncAnthropic(base_url=url, api_key="sk-test", max_retries=max_retries,
                                   _strict_response_validation=True) as client:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emulator.ratelimits import Admission, Limits, RateLimitBook
-from tests.emulator.fake_clock import FakeClock
+from tests.fake_clock import FakeClock
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def clock() -> FakeClock:
 
 
 def make_book(clock: FakeClock, **limits: int) -> RateLimitBook:
-    return RateLimitBook(lambda model_class: Limits(**limits), clock=clock.monotonic,
+    return RateLimitBook(lambda model_class: Limits(**limits), clock=clock,
                          wall_clock=clock.wall)
 
 
@@ -134,7 +134,7 @@ def test_lanes_are_separate_per_key_and_model_class(clock: FakeClock) -> None:
 
 def test_limits_are_read_per_model_class_and_changes_apply_at_once(clock: FakeClock) -> None:
     limits = {"haiku": Limits(rpm=2), "sonnet": Limits(rpm=1)}
-    book = RateLimitBook(limits.__getitem__, clock=clock.monotonic)
+    book = RateLimitBook(limits.__getitem__, clock=clock)
     assert admit(book, model_class="sonnet").ok
     assert not admit(book, model_class="sonnet").ok
     limits["sonnet"] = Limits(rpm=3)  # the used request stays used: 2 of 3 left

@@ -6,9 +6,11 @@ what, in which order, on which tier; the typed result; and the Ledger's line per
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -119,16 +121,18 @@ async def test_debate_alternates_for_n_rounds_then_the_judge_decides(rig: Topolo
     assert calls == {"proponent": 2, "opponent": 2, "judge": 1}
 
 
-async def test_critic_actor_repeats_until_the_score_reaches_the_threshold(
-        rig: TopologyRig) -> None:
-    scores = itertools.count(5, 3)  # 5, then 8
-
+def _critic_script(scores: Iterator[int], comments: str) -> Callable[[Asked], str]:
+    """The critic gives the next score; the actor's draft n is ``DRAFT n``."""
     def answer(asked: Asked) -> str:
         if "You are the critic" in asked.system:
-            return json.dumps({"score": next(scores), "comments": "add an example"})
-        return f"DRAFT {asked.user.count('add an example') + 1}"
+            return json.dumps({"score": next(scores), "comments": comments})
+        return f"DRAFT {asked.user.count(comments) + 1}"
+    return answer
 
-    with rig.script(answer) as script:
+
+async def test_critic_actor_repeats_until_the_score_reaches_the_threshold(
+        rig: TopologyRig) -> None:
+    with rig.script(_critic_script(itertools.count(5, 3), "add an example")) as script:
         result, calls = await _query(rig, "critic_actor", "Explain backpressure.",
                                      config={"score_threshold": 8, "max_rounds": 4})
 
@@ -144,14 +148,7 @@ async def test_critic_actor_repeats_until_the_score_reaches_the_threshold(
 
 async def test_critic_actor_keeps_the_best_draft_when_none_is_good_enough(
         rig: TopologyRig) -> None:
-    scores = iter([6, 4])
-
-    def answer(asked: Asked) -> str:
-        if "You are the critic" in asked.system:
-            return json.dumps({"score": next(scores), "comments": "tighten"})
-        return f"DRAFT {asked.user.count('tighten') + 1}"
-
-    with rig.script(answer):
+    with rig.script(_critic_script(iter([6, 4]), "tighten")):
         result, _ = await _query(rig, "critic_actor", "Explain backpressure.",
                                  config={"max_rounds": 2})
     assert not result.accepted and result.final_score == 6 and result.output == "DRAFT 1"
@@ -178,3 +175,64 @@ async def test_reflexion_retries_with_accumulated_lessons_until_success(
     assert result.success and result.lessons == ("cite a source", "be brief")
     assert "- cite a source\n- be brief" in script.asked[4].user
     assert calls == {"executor": 3, "reflector": 3}
+
+
+async def _streamed(rig: TopologyRig, name: str, task: str, **options: object) -> tuple:
+    """What ``session.run()`` shows: the text events joined, and the drafts' progress topics."""
+    text, progress = [], []
+    async with create_session(name, runtime=rig.runtime, **options) as session:  # type: ignore[arg-type]
+        async for event in session.run(task):
+            if event.kind == "text":
+                text.append(event.text)
+            elif event.kind == "agent_completed":
+                progress.append(event.topic)
+    return "".join(text), progress
+
+
+async def test_critic_actor_streams_only_the_accepted_draft_as_the_answer(
+        rig: TopologyRig) -> None:
+    with rig.script(_critic_script(iter([3, 9]), "add an example")):
+        text, progress = await _streamed(rig, "critic_actor", "Explain backpressure.",
+                                         config={"score_threshold": 8, "max_rounds": 3})
+    assert text == "DRAFT 2"
+    assert progress == ["draft 1", "critique 1", "draft 2", "critique 2"]
+
+
+async def test_reflexion_streams_only_the_successful_attempt_as_the_answer(
+        rig: TopologyRig) -> None:
+    verdicts = iter([{"success": False, "lessons": ["be brief"]}, {"success": True}])
+
+    def answer(asked: Asked) -> str:
+        if "You are the reflector" in asked.system:
+            return json.dumps(next(verdicts))
+        return f"TRY with {asked.user.count('- ')} lessons"
+
+    with rig.script(answer):
+        text, progress = await _streamed(rig, "reflexion", "Summarise the CAP theorem.")
+    assert text == "TRY with 1 lessons"
+    assert progress == ["attempt 1", "reflection 1", "attempt 2", "reflection 2"]
+
+
+async def test_pipeline_runs_as_many_items_at_once_as_max_items_in_flight_allows(
+        rig: TopologyRig) -> None:
+    """No hidden per-agent cap: 24 items on one stage's agent are 24 calls in flight."""
+    items = 24
+    state = {"in_flight": 0, "peak": 0}
+
+    async def answer(asked: Asked) -> str:
+        state["in_flight"] += 1  # the responder runs on the emulator's one event loop
+        state["peak"] = max(state["peak"], state["in_flight"])
+        try:
+            for _ in range(200):  # wait (bounded) until every item has arrived
+                if state["peak"] >= items:
+                    break
+                await asyncio.sleep(0.02)
+            return "done"
+        finally:
+            state["in_flight"] -= 1
+
+    with rig.script(answer):
+        result, calls = await _query(rig, "pipeline", [f"item {i}" for i in range(items)],
+                                     config={"stages": ["only"], "max_items_in_flight": items})
+    assert len(result.items) == items and calls == {"only": items}
+    assert state["peak"] == items

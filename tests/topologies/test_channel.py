@@ -9,20 +9,12 @@ import pytest
 import ray
 
 from actors.errors import MessageTypeError
+from tests.polling import wait_for_async
 from tests.topologies.channel_actors import Inbox, Memo, Note, Receipt, Stamper
 from topologies.channel import Channel, fan_in, fan_out
 from topologies.errors import ChannelClosed
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _until(condition, what: str, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll an async condition with a bound (tests never sleep to wait)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_wrong_type_is_refused_before_anything_is_delivered(ray_session: None) -> None:
@@ -66,13 +58,26 @@ async def test_send_waits_when_max_in_flight_are_unanswered(ray_session: None) -
     async def three_held() -> bool:
         return (await inbox.state.remote())[1] == 3
 
-    await _until(three_held, "three messages held by the consumer")
+    await wait_for_async(three_held, "three messages held by the consumer", timeout_s=10)
     assert channel.sent == 3 and not producer.done()  # the producer is blocked in send
     await inbox.open.remote()
     await asyncio.wait_for(producer, 10)
     await channel.close()
     assert [r.seq async for r in channel.replies()] == list(range(10))
     assert channel.peak_in_flight == 3
+
+
+async def test_a_reply_its_sender_took_is_not_kept_for_replies(ray_session: None) -> None:
+    inbox = Inbox.remote()
+    channel = Channel("drained", Note, inbox.receive, reply_type=Receipt, max_in_flight=4)
+    for seq in range(5):
+        assert (await channel.request(Note(seq=seq))).seq == seq
+    assert channel.unclaimed == 0  # a channel used through request() holds nothing
+    await channel.send(Note(seq=5))
+    assert channel.unclaimed == 1
+    await channel.close()
+    assert [r.seq async for r in channel.replies()] == [5]
+    assert channel.unclaimed == 0
 
 
 async def test_fan_out_shares_one_payload_and_fan_in_merges_replies(ray_session: None) -> None:

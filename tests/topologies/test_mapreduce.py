@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +24,7 @@ from ray.util.state import list_actors
 
 from actors.errors import BudgetExceeded, ConfigError
 from actors.tiers import load_price_table
+from tests.polling import wait_for
 from tests.topologies.rig import TopologyRig
 from topologies import create_session
 from topologies.chunk_store import ChunkStore
@@ -206,7 +206,8 @@ def test_a_rerun_after_a_crash_pays_only_for_the_missing_chunks(rig: TopologyRig
         assert driver.stdin is not None
         driver.stdin.write(text)
         driver.stdin.close()
-        _wait_for(lambda: _stored(store_dir) >= 6, "six chunks stored by the first run")
+        wait_for(lambda: _stored(store_dir) >= 6, "six chunks stored by the first run",
+                 timeout_s=60)
     finally:
         driver.kill()  # SIGKILL: no clean-up, no flush, mid-map
         driver.wait(timeout=30)
@@ -269,9 +270,3 @@ def _stored(store_dir: Path) -> int:
         store.close()
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)  # the test's own thread, polling a condition with a bound

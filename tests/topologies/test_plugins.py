@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors.errors import Overloaded
+from actors.errors import ConfigError, Overloaded
 from emulator import ScriptedError
 from tests.topologies.rig import Asked, TopologyRig
 from topologies import (
@@ -60,7 +61,7 @@ async def test_hooks_fire_in_lifecycle_order(rig: TopologyRig) -> None:
     recorder = Recorder()
     with rig.script(_reflexion_answer):
         session = create_session("reflexion", runtime=rig.runtime)
-        session.architecture.add_plugin(recorder)  # the seed's way, before the first query
+        session.architecture.add_plugin(recorder)  # the guide's way, before the first query
         async with session:
             await session.query("task")
     assert recorder.seen == [
@@ -91,29 +92,48 @@ async def test_metrics_and_cost_read_the_ledger_and_equal_the_bill(rig: Topology
     assert set(m.agent_durations) == {"executor", "reflector"} and m.duration_ms > 0
 
 
-async def test_throttle_sets_the_rate_limiters_limits_for_the_tiers_used(
+async def test_throttle_caps_its_own_session_and_no_other_nor_the_cluster(
         rig: TopologyRig) -> None:
-    throttle = ThrottlePlugin(max_concurrent=3, tokens_per_minute=90_000)
-    with rig.script(_reflexion_answer):
-        async with create_session("reflexion", runtime=rig.runtime,
-                                  plugins=[throttle]) as session:
-            await session.query("task")
-    status = ray.get(rig.runtime.limiter.status.remote())
-    limits = {b.key.tier: b.limits for b in status.buckets}
+    """Two pipelines at once: the throttled one runs one call at a time, the other all four;
+    the cluster's RateLimiter limits are what they were before, during and after."""
+    state = {"throttled": 0, "free": 0, "peak_throttled": 0, "peak_free": 0}
 
-    assert set(throttle.applied) == {"haiku", "sonnet"}
-    for tier in ("haiku", "sonnet"):
-        assert limits[tier].max_concurrency == 3 and limits[tier].itpm == 90_000
-        assert limits[tier].rpm == rig.runtime.settings.rpm
-    for tier, default in (("haiku", rig.runtime.settings), ("sonnet", rig.runtime.settings)):
-        ray.get(rig.runtime.limiter.set_limits.remote(tier, _defaults(default)))
+    async def answer(asked: Asked) -> str:
+        side = "throttled" if "item t" in asked.user else "free"
+        state[side] += 1  # the responder runs on the emulator's one event loop
+        state[f"peak_{side}"] = max(state[f"peak_{side}"], state[side])
+        try:
+            await asyncio.sleep(0.1)
+            return "ok"
+        finally:
+            state[side] -= 1
+
+    def cluster_limits() -> dict[str, Any]:
+        status = ray.get(rig.runtime.limiter.status.remote())
+        return {b.key.tier: b.limits for b in status.buckets}
+
+    before = cluster_limits()
+    throttle = ThrottlePlugin(max_concurrent=1, tokens_per_minute=1_000_000)
+    config = {"stages": ["only"], "max_items_in_flight": 4}
+    with rig.script(answer):
+        async with create_session("pipeline", runtime=rig.runtime, config=config,
+                                  plugins=[throttle]) as throttled, \
+                create_session("pipeline", runtime=rig.runtime, config=config) as free:
+            await asyncio.gather(throttled.query([f"item t{i}" for i in range(4)]),
+                                 free.query([f"item f{i}" for i in range(4)]))
+            during = cluster_limits()
+            assert throttled.plugin_context.throttle is throttle.throttle
+            assert free.plugin_context.throttle is None
+        assert throttled.plugin_context.throttle is None  # undone when the session closed
+
+    assert state["peak_throttled"] == 1 and throttle.throttle.peak_in_flight == 1
+    assert state["peak_free"] == 4
+    assert during == cluster_limits() == before
 
 
-def _defaults(settings: Any) -> Any:
-    from actors.limits import TierLimits
-
-    return TierLimits(rpm=settings.rpm, itpm=settings.itpm, otpm=settings.otpm,
-                      max_concurrency=settings.max_concurrency)
+async def test_throttle_refuses_limits_below_one() -> None:
+    with pytest.raises(ConfigError, match="tokens_per_minute"):
+        ThrottlePlugin(max_concurrent=2, tokens_per_minute=0)
 
 
 async def test_the_retry_handler_sets_the_agents_retry_policy(rig: TopologyRig) -> None:
