@@ -4,7 +4,8 @@ Reads a JSON list of ``{"args": [...], "env": {...}}`` on stdin and prints a JSO
 ``{"code", "stderr", "crashed", "ray_started"}``. One process serves every case because
 starting Python and importing the CLI is most of a case's cost. ``ray_started`` is whether
 ``$RAY_TMPDIR`` exists after the case: Ray creates it when it starts, so a bad input that
-reached Ray shows there even though the command stops Ray again before it returns.
+reached Ray shows there even though the command stops Ray again before it returns (it is
+removed after each case, so the next case starts clean).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,10 @@ def run_case(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"code": code, "stderr": err.getvalue(), "crashed": crashed,
-            "ray_started": Path(os.environ["RAY_TMPDIR"]).exists()}
+    ray_tmp = Path(os.environ["RAY_TMPDIR"])
+    started = ray_tmp.exists()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    return {"code": code, "stderr": err.getvalue(), "crashed": crashed, "ray_started": started}
 
 
 if __name__ == "__main__":
