@@ -77,6 +77,8 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
      "the Ledger journal {tmp}/corrupt/ledger.sqlite is damaged (file is not a database)"),
     ("ledger-truncated", ["ledger", "--data-dir", "{tmp}/truncated"], {},
      "the Ledger journal {tmp}/truncated/ledger.sqlite is damaged"),
+    ("ledger-data-dir-is-a-file", ["ledger"], {"RAYTROUPE_DATA_DIR": "{tmp}/a-file"},
+     "the Ledger's data dir {tmp}/a-file is a file, not a directory"),
 ]
 
 
