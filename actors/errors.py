@@ -8,7 +8,7 @@ The root lives here, in the lowest package; ``topologies`` and ``cluster`` subcl
     │   ├── MessageTypeError (TypeError) a channel or actor got a message of the wrong type
     │   └── PromptTooLongError           the prompt exceeds the model's context window
     ├── SingletonLost                    the RateLimiter, Ledger or emulator is gone for good
-    ├── BudgetExceeded                   the run's max_cost_usd would be crossed; nothing sent
+    ├── BudgetExceeded                   the run's budget would be crossed; nothing sent
     └── CallFailed                       the API refused or failed a call (after retries)
         ├── RateLimited                  429; carries retry_after
         ├── Overloaded                   529 / 5xx; the API is struggling, try later
@@ -59,14 +59,17 @@ class PromptTooLongError(UsageError):
 
 
 class BudgetExceeded(RaytroupeError):
-    """The call would push the run past its ``max_cost_usd``; it was not sent."""
+    """The call would push the run past its budget; it was not sent.
+
+    The message names the budget as the user sets it (``--budget``, ``budget_usd=``).
+    """
 
     def __init__(self, run_id: str, cap_usd: Decimal, committed_usd: Decimal,
                  needed_usd: Decimal) -> None:
         super().__init__(
             f"run {run_id!r}: budget ${cap_usd} would be exceeded: ${committed_usd} spent or "
-            f"reserved, the next call may cost up to ${needed_usd}; raise max_cost_usd or "
-            "lower max_tokens"
+            f"reserved, the next call may cost up to ${needed_usd}; raise the budget "
+            "(--budget, budget_usd=) or lower max_tokens"
         )
         self.run_id, self.cap_usd = run_id, cap_usd
         self.committed_usd, self.needed_usd = committed_usd, needed_usd

@@ -134,6 +134,10 @@ class Ledger:
         self._unpriced: set[str] = set()
 
     def __repr__(self) -> str:
+        if "_held" not in vars(self):
+            # Ray reprs the actor to report a failed __init__; raising here would crash the
+            # worker instead, and Ray would restart the Ledger into the same failure forever.
+            return "Ledger(not started)"
         held = sum(len(h) for h in self._held.values())
         return (f"Ledger(journal={str(self._journal.path)!r}, runs={len(self._spent)}, "
                 f"budgets={len(self._caps)}, reservations={held})")

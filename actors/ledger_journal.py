@@ -26,13 +26,14 @@ import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from actors.errors import ConfigError
 from actors.messages import CallRecord, Usage
 
 JOURNAL_NAME = "ledger.sqlite"
@@ -180,8 +181,8 @@ class LedgerJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(_connect(path)) as conn:
+        _make_data_dir(path.parent)
+        with _opened(path) as conn:
             conn.executescript(_SCHEMA)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ledger-journal", daemon=True)
@@ -196,7 +197,7 @@ class LedgerJournal:
         Runs synchronously: a Ledger calls it once, in ``__init__``, before serving anything.
         """
         spent: defaultdict[str, Decimal] = defaultdict(Decimal)
-        with closing(_connect(self.path)) as conn:
+        with _opened(self.path) as conn:
             count = 0
             for run_id, cost in conn.execute("SELECT run_id, cost_usd FROM calls"):
                 spent[run_id] += Decimal(cost)
@@ -347,6 +348,10 @@ def _entry_of(row: sqlite3.Row) -> JournalEntry:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """A read-write connection in WAL mode, committing only when told (``BEGIN``/``COMMIT``)."""
+    sync = os.environ.get("RAYTROUPE_LEDGER_SYNC", "NORMAL").upper()
+    if sync not in _SYNC_LEVELS:  # it is spliced into a PRAGMA: only SQLite's own words pass
+        raise ConfigError(f"RAYTROUPE_LEDGER_SYNC={sync!r}: choose one of "
+                          f"{', '.join(_SYNC_LEVELS)}")
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=True)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode: a commit is in the WAL file (the OS's page cache) before we
@@ -354,8 +359,65 @@ def _connect(path: Path) -> sqlite3.Connection:
     # acknowledged; only an OS crash or power cut could lose the last commits. FULL (an fsync
     # per commit) cost ~5 ms per reply, because an Agent waits for its records' ack before it
     # answers (benchmarks/overhead.py); set RAYTROUPE_LEDGER_SYNC=FULL to pay for power cuts.
-    conn.execute(f"PRAGMA synchronous={os.environ.get('RAYTROUPE_LEDGER_SYNC', 'NORMAL')}")
+    conn.execute(f"PRAGMA synchronous={sync}")
     return conn
+
+
+_SYNC_LEVELS = ("NORMAL", "FULL", "EXTRA", "OFF")
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_UNOPENABLE = frozenset({"SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH"})
+
+
+@contextmanager
+def _opened(path: Path, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection to the journal, closed on exit.
+
+    A journal that is damaged (not SQLite, truncated) or cannot be opened is a
+    :class:`ConfigError` naming the file: no retry or restart can fix it, so the Ledger fails
+    once and the ``ledger`` command prints one line. Transient errors (a lock) stay as they are.
+    """
+    try:
+        with closing(_connect_read_only(path) if read_only else _connect(path)) as conn:
+            yield conn
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _DAMAGED:
+            raise ConfigError(f"the Ledger journal {path} is damaged ({exc}); move it aside to "
+                              "start a new journal, or restore it from a backup") from None
+        if name in _UNOPENABLE:
+            raise ConfigError(f"the Ledger journal {path} cannot be opened ({exc})") from None
+        raise
+
+
+def _make_data_dir(directory: Path) -> None:
+    """Create the data directory; a file in its place is a ``ConfigError`` naming it."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the Ledger's data dir {directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission, a read-only disk
+        raise ConfigError(f"the Ledger's data dir {directory} cannot be created: "
+                          f"{exc.strerror or exc}") from None
+
+
+def check_data_dir(directory: Path) -> None:
+    """Refuse, before anything starts, a data dir the Ledger could not use.
+
+    Cheap (the journal's schema is read, not its rows): a file where the directory should be,
+    a journal that is not SQLite or whose truncation reached its schema. Damage deeper in the
+    file is found when the Ledger loads it, and fails it once with the same message.
+
+    Raises:
+        ConfigError: naming the directory or the journal.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the Ledger's data dir {directory} is a file, not a directory")
+    path = directory / JOURNAL_NAME
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"the Ledger journal {path} is not a file")
+    if path.exists():
+        with _opened(path, read_only=True) as conn:
+            conn.execute("SELECT name FROM sqlite_master").fetchall()
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -370,10 +432,12 @@ def iter_entries(path: Path, run_id: str | None = None) -> Iterator[JournalEntry
 
     Raises:
         FileNotFoundError: there is no journal at ``path``.
+        ConfigError: the journal is damaged or cannot be opened.
     """
     where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
-    with closing(_connect_read_only(path)) as conn:
-        query = f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls {where} ORDER BY started_at"
+    with _opened(path, read_only=True) as conn:
+        # Column names are constants and ``where`` is one of two literals; values are bound.
+        query = f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls {where} ORDER BY started_at"  # nosec
         for row in conn.execute(query, args):
             yield _entry_of(row)
 
@@ -394,12 +458,15 @@ def iter_rollup_rows(path: Path, run_id: str | None, by: str) -> Iterator[Rollup
 
     Raises:
         FileNotFoundError: there is no journal at ``path``.
+        ConfigError: the journal is damaged or cannot be opened.
         KeyError: ``by`` is not a grouping.
     """
     columns = ", ".join((_KEY_COLUMNS[by], *RollupRow._fields[1:]))
     where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
-    with closing(_connect_read_only(path)) as conn:
-        for row in conn.execute(f"SELECT {columns} FROM calls {where}", args):
+    with _opened(path, read_only=True) as conn:
+        # ``columns`` come from constants (``by`` is checked against them); values are bound.
+        query = f"SELECT {columns} FROM calls {where}"  # nosec
+        for row in conn.execute(query, args):
             yield RollupRow._make(row)
 
 
@@ -408,8 +475,9 @@ def read_run_ids(path: Path) -> list[str]:
 
     Raises:
         FileNotFoundError: there is no journal at ``path``.
+        ConfigError: the journal is damaged or cannot be opened.
     """
-    with closing(_connect_read_only(path)) as conn:
+    with _opened(path, read_only=True) as conn:
         rows = conn.execute("SELECT run_id FROM calls UNION SELECT run_id FROM budgets "
                             "ORDER BY run_id").fetchall()
     return [run for (run,) in rows]

@@ -21,13 +21,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from actors.errors import ConfigError
 
 Tier = Literal["haiku", "sonnet", "opus"]
 """The three model tiers an agent can be given."""
 
 TIERS: tuple[Tier, ...] = get_args(Tier)
 _MTOK = Decimal(1_000_000)
+_PRICE = Field(ge=0, allow_inf_nan=False)
+"""A price is a finite, non-negative number: a negative one would pay the user for calls."""
+_CACHE_PRICE = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class ModelSpec(BaseModel):
@@ -37,15 +42,15 @@ class ModelSpec(BaseModel):
 
     tier: Tier
     """The tier whose rate limits this model shares (the API's "model class")."""
-    input: Decimal
+    input: Decimal = _PRICE
     """Uncached input tokens."""
-    output: Decimal
+    output: Decimal = _PRICE
     """Output tokens (thinking included)."""
-    cache_write_5m: Decimal | None = None
+    cache_write_5m: Decimal | None = _CACHE_PRICE
     """Tokens written to the 5-minute prompt cache; default 1.25 x input."""
-    cache_write_1h: Decimal | None = None
+    cache_write_1h: Decimal | None = _CACHE_PRICE
     """Tokens written to the 1-hour prompt cache; default 2 x input."""
-    cache_read: Decimal | None = None
+    cache_read: Decimal | None = _CACHE_PRICE
     """Tokens read from the prompt cache; default 0.1 x input."""
     context_window: int = Field(gt=0)
     """Largest prompt (all input tokens) the model accepts."""
@@ -105,7 +110,7 @@ class PriceTable(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    batch_discount: Decimal = Decimal("0.5")
+    batch_discount: Decimal = Field(default=Decimal("0.5"), ge=0, le=1, allow_inf_nan=False)
     """Fraction of input and output prices taken off for Message Batches."""
     tiers: dict[Tier, str]
     """The model each tier uses unless an agent names another."""
@@ -160,15 +165,39 @@ def load_price_table(path: str | Path | None = None) -> PriceTable:
     """Load the shipped table, merged with the user's TOML file at ``path`` if given.
 
     Raises:
-        ValueError: the user's file is not valid TOML or not a valid table; the message names
-            the file and the bad field.
+        ConfigError: the user's file is missing, unreadable, not valid TOML or not a valid
+            table (a price that is not a finite number >= 0, say); the one-line message names
+            the file and the bad field. (A ``ValueError``, as before.)
     """
     shipped = tomllib.loads(resources.files("actors").joinpath("tiers.toml").read_text())
     if path is None:
         return PriceTable.model_validate(shipped)
     path = Path(path)
     try:
-        override = tomllib.loads(path.read_text())
+        override = tomllib.loads(path.read_text(encoding="utf-8"))
         return PriceTable.model_validate(_merge(shipped, override))
-    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ValueError(f"price table {path}: {exc}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"price table {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"price table {path} is a directory, not a TOML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"price table {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"price table {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"price table {path}: {_one_line(exc)}") from None
+    except ValueError as exc:  # a model validator's own check (a tier naming no model)
+        raise ConfigError(f"price table {path}: {exc}") from None
+
+
+def _one_line(error: ValidationError) -> str:
+    """Each problem as ``field.path: message (got value)``, joined on one line."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(map(str, problem["loc"]))
+        message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" \
+            else problem["msg"]
+        given = problem["input"]
+        got = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        problems.append(f"{where}: {message}{got}" if where else message)
+    return "; ".join(problems)

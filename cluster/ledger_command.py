@@ -16,7 +16,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from actors.errors import RaytroupeError
-from actors.ledger_journal import JOURNAL_NAME, read_run_ids
+from actors.ledger_journal import JOURNAL_NAME, check_data_dir, read_run_ids
 from actors.ledger_rollup import Rollup, RollupBy, empty_rollup, read_rollups
 
 _MICRO_USD = Decimal("0.000001")
@@ -33,6 +33,7 @@ def ledger_command(
     )] = None,
 ) -> None:
     """Show tokens, USD, calls, errors, 429s, retries and latency percentiles from the Ledger."""
+    check_data_dir(data_dir)  # a file there, or a damaged journal: one line naming it
     path = data_dir / JOURNAL_NAME
     try:
         known = read_run_ids(path)

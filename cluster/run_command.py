@@ -116,13 +116,16 @@ def _config_file(path: Path | None) -> dict[str, Any]:
 
 
 def _money(value: str | None) -> str | None:
-    """Validate ``--budget`` early, so a typo fails before Ray starts."""
+    """Validate ``--budget`` early, so a typo fails before Ray starts, naming the flag as typed
+    (``NaN`` and ``inf`` parse as decimals, and used to fail in the Ledger, after Ray)."""
     if value is None:
         return None
     try:
-        Decimal(value)
+        amount = Decimal(value)
     except ArithmeticError:
         raise ConfigError(f"--budget {value!r} is not a number of dollars") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigError(f"--budget {value!r} must be a number of dollars above 0, e.g. 2.00")
     return value
 
 

@@ -12,10 +12,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors.errors import ConfigError
+from actors.ledger_journal import check_data_dir
+from actors.tiers import load_price_table
+from cluster.settings_checks import check_api_key, check_base_url, settings_error
 
 EmulatorProfile = Literal["fast", "realistic"]
 
@@ -60,7 +65,35 @@ class Settings(BaseSettings):
         """An empty ``ANTHROPIC_API_KEY=`` means offline, not an empty credential."""
         if value is not None and not value.get_secret_value().strip():
             return None
+        return None if value is None else check_api_key(value)
+
+    @field_validator("anthropic_base_url")
+    @classmethod
+    def _base_url_is_usable(cls, value: str | None) -> str | None:
+        return check_base_url(value)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_is_usable(cls, value: Path) -> Path:
+        check_data_dir(value)
         return value
+
+    @field_validator("price_table")
+    @classmethod
+    def _price_table_loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_price_table(value)
+        return value
+
+    def __init__(self, **values: Any) -> None:
+        """Read the settings; anything invalid is one ``ConfigError`` naming its variable
+        (raised outside the ``except``, so it does not chain the error holding the inputs)."""
+        try:
+            super().__init__(**values)
+            return
+        except ValidationError as exc:
+            message = settings_error(exc, type(self))
+        raise ConfigError(message)
 
     @property
     def uses_emulator(self) -> bool:

@@ -227,6 +227,6 @@ def _budget(value: Decimal | float | str | None) -> Decimal | None:
         budget = Decimal(str(value))
     except ArithmeticError:
         raise ConfigError(f"budget_usd {value!r} is not a number of dollars") from None
-    if not budget > 0:
+    if not budget.is_finite() or budget <= 0:  # NaN would not even compare
         raise ConfigError(f"budget_usd must be more than 0, got {value!r}")
     return budget

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
 
 from actors.ledger import Ledger
+from actors.ledger_journal import JOURNAL_NAME
 from actors.messages import CallRecord, Usage
 
 T0 = 1_800_000_000.0
@@ -35,3 +39,22 @@ async def ledger_fixture(tmp_path: Path) -> AsyncIterator[Ledger]:
     instance = Ledger(tmp_path)
     yield instance
     await instance.close()
+
+
+def truncated_journal(directory: Path, records: int = 5_000) -> Path:
+    """A real journal of ``records`` attempts cut to half its length (a full disk, a bad copy).
+
+    Call it outside an event loop (it runs its own).
+    """
+    async def fill() -> None:
+        ledger = Ledger(directory)
+        await ledger.record([make_record(f"c{i}", started_at=T0 + i) for i in range(records)])
+        await ledger.close()
+
+    asyncio.run(fill())
+    path = directory / JOURNAL_NAME
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row into the main file
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path

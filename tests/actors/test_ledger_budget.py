@@ -70,7 +70,7 @@ async def test_refusal_reserves_nothing_and_says_why(ledger: Ledger) -> None:
     error = refused.value
     assert (error.run_id, error.cap_usd, error.committed_usd, error.needed_usd) == (
         "r1", Decimal("0.005"), Decimal("0.004"), WORST)
-    assert "raise max_cost_usd or lower max_tokens" in str(error)
+    assert "raise the budget (--budget, budget_usd=) or lower max_tokens" in str(error)
     budget = await ledger.budget("r1")
     assert (budget.reserved_usd, budget.reservations) == (Decimal("0.004"), 2)
 
