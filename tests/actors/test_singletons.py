@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +29,17 @@ def _make(name: str, namespace: str) -> Any:
                                        lifetime="detached", num_cpus=0).remote()
 
 
+def _recreate(name: str, namespace: str) -> None:
+    """Another driver creates the singleton again once Ray has released the dead one's name."""
+    while True:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            _make(name, namespace)
+            return
+        time.sleep(0.1)
+
+
 def test_a_replaced_singleton_is_found_again_by_name(ray_session: None) -> None:
     namespace = f"sg-{uuid.uuid4().hex[:6]}"
     first = _make("counter", namespace)
@@ -39,8 +51,9 @@ def test_a_replaced_singleton_is_found_again_by_name(ray_session: None) -> None:
         ray.kill(first, no_restart=True)
         with pytest.raises(ActorDiedError):
             await handle.bump.remote()
-        asyncio.get_running_loop().call_later(1.0, _make, "counter", namespace)
+        recreate = asyncio.create_task(asyncio.to_thread(_recreate, "counter", namespace))
         fresh = await singleton.find_again(handle)
+        await recreate
         return await fresh.bump.remote()
 
     try:
