@@ -155,6 +155,7 @@ class Agent:
             http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
         self.lease = LimiterLease(backend.singleton(backend.limiter_name))
         self.ledger = LedgerClient(backend.singleton(backend.ledger_name))
+        backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
         self.toolbox = Toolbox(tools)

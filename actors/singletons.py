@@ -12,7 +12,8 @@ A restart by Ray (``max_restarts=-1``) keeps the handle valid: calls fail while 
 
 Example:
     >>> ledger = Singleton("ledger", "raytroupe")
-    >>> totals = await ledger.call("totals", "r1")          # doctest: +SKIP
+    >>> handle = await ledger.ahandle()                      # doctest: +SKIP
+    >>> handle = await ledger.find_again(handle)             # after ActorDiedError
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError
 
 from actors.errors import SingletonLost
 
@@ -56,22 +56,6 @@ class Singleton:
         """Learn the name of a singleton that was given as a bare handle."""
         if name is not None and self.name is None:
             self.name, self.namespace = name, namespace
-
-    def handle(self) -> Any:
-        """The live handle (a blocking GCS lookup the first time in this process)."""
-        if self._handle is None:
-            self._handle = lookup(self._require_name(), self.namespace or "")
-        return self._handle
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` and await it; after ``ActorDiedError``, find the actor again and
-        call once more (the method must be safe to repeat, as every singleton method is)."""
-        while True:
-            handle = await self.ahandle()
-            try:
-                return await getattr(handle, method).remote(*args, **kwargs)
-            except ActorDiedError:
-                await self.find_again(handle)
 
     async def ahandle(self) -> Any:
         """The live handle, looked up off the event loop the first time."""

@@ -41,6 +41,8 @@ BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve()
 SHARES = (0.45, 0.45, 0.10)
 NOTE_TOKENS = 16
+START_LINE_TIMEOUT_S = 600.0
+"""A job whose siblings never arrive (one failed to start) gives up instead of waiting on."""
 
 
 def _corpus(chunks: int, job: str) -> str:
@@ -72,7 +74,7 @@ def driver(job: str, chunks: int, in_flight: int) -> None:
             "store_dir": tempfile.mkdtemp(prefix=f"jobs-{job}-")})
         result, started = None, None
         async with session:
-            await line.arrive_and_wait.remote()
+            await asyncio.wait_for(line.arrive_and_wait.remote(), START_LINE_TIMEOUT_S)
             async for event in session.run(MapReduceTask(question="What did the gauge show?",
                                                          text=_corpus(chunks, job))):
                 if event.kind == "phase" and event.name == "map" and started is None:

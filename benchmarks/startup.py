@@ -2,7 +2,8 @@
 
 Prints one JSON line:
 
-* ``help_s``: ``raytroupe --help`` from launch to exit.
+* ``help_s``: ``raytroupe --help`` from launch to exit; ``help_cpu_s``: the CPU time it used
+  (user + system), which a loaded machine does not inflate.
 * ``cold_first_call_s``: ``raytroupe run research "q"`` with nothing up (it starts a private
   Ray), from launch to the emulator receiving its first request.
 * ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,6 +54,12 @@ def _requests(base_url: str) -> int:
         return int(json.loads(response.read())["requests"])
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds used by finished child processes: ``--help``'s cost whatever the load."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
     """Seconds from launching ``args`` to the emulator's next request; waits for the exit."""
     seen = _requests(base_url)
@@ -79,14 +87,16 @@ def measure(runs: int) -> dict[str, Any]:
                "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS", None)
         run = [str(BIN / "raytroupe"), "run", "research", "q", "-q"]
-        figures: dict[str, list[float]] = {k: [] for k in ("help_s", "sdk_first_call_s",
+        figures: dict[str, list[float]] = {k: [] for k in ("help_s", "help_cpu_s",
+                                                           "sdk_first_call_s",
                                                            "cold_first_call_s",
                                                            "warm_first_call_s")}
         for _ in range(runs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _children_cpu_s()
             subprocess.run([str(BIN / "raytroupe"), "--help"], env=env, check=True,
                            capture_output=True)
             figures["help_s"].append(time.perf_counter() - started)
+            figures["help_cpu_s"].append(_children_cpu_s() - cpu)
             figures["sdk_first_call_s"].append(_first_call_s(
                 [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url))
             figures["cold_first_call_s"].append(_first_call_s(run, env, emu.base_url))

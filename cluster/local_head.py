@@ -99,9 +99,13 @@ def start_head(*, port: int, dashboard_port: int, num_cpus: int | None,
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         raise RaytroupeError("the `ray` command is not installed next to raytroupe")
+    # The dashboard agent (which runs `ray job submit`'s jobs) gets a free port: its default,
+    # 52365, is taken by any other Ray head on the machine, and then no job can be submitted.
+    agent_port, = free_ports(1)
     args = [ray, "start", "--head", "--block", f"--port={port}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            f"--dashboard-agent-listen-port={agent_port}", f"--temp-dir={temp_dir}",
+            "--disable-usage-stats"]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
     env = {**os.environ, "RAY_AUTH_MODE": auth_mode}

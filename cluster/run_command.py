@@ -35,7 +35,8 @@ Agents = Annotated[list[str] | None, typer.Option(
     "--agent", help="Per-agent or per-role model, NAME=MODEL (repeatable): researcher_1=opus.")]
 Budget = Annotated[str | None, typer.Option("--budget", help="USD cap of the run, e.g. 2.00.")]
 Address = Annotated[str | None, typer.Option(
-    "--address", help="Ray address: 'auto' joins a running cluster; default starts a local Ray.")]
+    "--address", help="Ray address: HOST:PORT or 'auto' joins a running cluster, 'local' starts "
+    "a private Ray; default: the runtime that `raytroupe up` keeps, else a private Ray.")]
 ConfigFile = Annotated[Path | None, typer.Option(
     "--config", help="JSON file of config fields (options given here win).")]
 Stream = Annotated[bool, typer.Option(

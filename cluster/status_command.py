@@ -65,8 +65,8 @@ def _limits_table(info: Any) -> Table:
     from cluster.discovery import NAMESPACE
 
     table = Table(title="Limits per tier (per minute) and calls in flight", title_justify="left")
-    for column in ("tier", "account", "rpm", "itpm", "otpm", "max concurrency", "in flight",
-                   "waiting", "input tokens left"):
+    for column in ("tier", "account", "rpm", "itpm", "otpm", "concurrency", "in flight",
+                   "waiting", "itpm left"):
         table.add_column(column, justify="right")
     limiter_status = ray.get(lookup("rate_limiter", NAMESPACE).status.remote(), timeout=30)
     for bucket in limiter_status.buckets:

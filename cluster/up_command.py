@@ -43,10 +43,11 @@ def up(
         typer.echo(f"raytroupe is already up at {record.address} (dashboard "
                    f"{record.dashboard_url}); stop it with `raytroupe down`")
         return
-    if address is None and running_cluster() is not None:
-        typer.echo(f"a Ray cluster is already running at {running_cluster()}; join it with "
-                   "`raytroupe up --address auto`")
-        raise typer.Exit(1)
+    running = running_cluster() if address is None else None
+    if running is not None:
+        raise ConfigError(f"a Ray cluster that `raytroupe up` did not start is running at "
+                          f"{running}: create the runtime on it with `raytroupe up --address "
+                          "auto`, or stop it first")
     auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     os.environ["RAY_AUTH_MODE"] = auth_mode
     if address is not None:

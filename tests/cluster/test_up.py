@@ -173,3 +173,14 @@ def _wait_for_records(data_dir: Path, prefix: str, count: int, timeout_s: float 
             return
         time.sleep(0.5)
     raise AssertionError(f"no {count} records of {prefix}* in {timeout_s:.0f} s")
+
+
+def test_limits_set_changes_the_runtimes_limits_for_everyone(up: dict[str, Any]) -> None:
+    done = _raytroupe(up["env"], "limits", "set", "--tier", "opus", "--rpm", "33", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("opus: rpm 33, itpm 2,000,000, otpm 400,000, "
+                                   "max_concurrency 64")
+    shown = _raytroupe(up["env"], "limits", "show", timeout=120)
+    assert f"default: rpm {RPM}," in shown.stdout and "opus: rpm 33," in shown.stdout
+    bad = _raytroupe(up["env"], "limits", "set", "--tier", "gpt", "--rpm", "1")
+    assert bad.returncode == 2 and "--tier 'gpt': choose one of haiku, sonnet, opus" in bad.stderr
