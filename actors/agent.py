@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
@@ -60,7 +59,7 @@ from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
 from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
-from actors.token_estimate import InputCalibration, estimate_input_tokens
+from actors.token_estimate import estimate_input_tokens
 from actors.tools import Toolbox
 
 _log = logging.getLogger(__name__)
@@ -357,15 +356,10 @@ class Agent:
         key = BucketKey(account=self.account, tier=ctx.spec.tier)
         attempt = Attempt()
         try:
-            async with self.lease.reserve(key,
-                                          input_tokens=self._calibration.scaled(ctx.model,
-                                                                                estimate),
+            async with self.lease.reserve(key, input_tokens=estimate,
                                           output_tokens=ctx.max_tokens) as permit:
                 await self._send(params, on_text, attempt)
                 self._settle(permit, attempt)
-            if attempt.error is None:
-                self._calibration.observe(ctx.model, estimated=estimate,
-                                          billed=attempt.usage.limited_input_tokens)
         except asyncio.CancelledError:
             if attempt.sent:
                 attempt.usage = (attempt.partial_usage() or Usage()) if on_text else \
@@ -387,11 +381,6 @@ class Agent:
         ctx.attempts.append(attempt)
         self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
         return attempt
-
-    @functools.cached_property
-    def _calibration(self) -> InputCalibration:
-        """This agent's billed/estimated input ratio per model, for the limiter's reservation."""
-        return InputCalibration()
 
     async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
                     attempt: Attempt) -> None:

@@ -123,11 +123,6 @@ class LedgerClient:
         if len(self._pending) >= self._batch_size:
             self._due.set()
 
-    @property
-    def journaled(self) -> bool:
-        """Whether records are journaled locally before they are shipped."""
-        return self._journal is not None
-
     async def persisted(self) -> None:
         """Return once every queued record survives a kill of this process.
 

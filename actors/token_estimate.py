@@ -13,7 +13,6 @@ tool; tool schemas and non-text blocks count by the size of their JSON.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 _BYTES_PER_TOKEN = 3
@@ -55,46 +54,3 @@ def estimate_input_tokens(params: dict[str, Any]) -> int:
     for message in params.get("messages") or ():
         total += _PER_MESSAGE + _content_tokens(message.get("content", ""))
     return total
-
-
-class InputCalibration:
-    """Scales the generous estimate toward what a model really bills, per model.
-
-    Why: every call in flight holds its estimate against the input-tokens/min bucket until its
-    settle, so with 50 calls in flight a 3x over-estimate keeps most of the bucket reserved for
-    tokens that never come, and a binding limit is reached late. The ratio of billed to
-    estimated input tokens is steady for one agent and model, so it is learnt: it rises at once
-    to a higher ratio seen and decays slowly toward lower ones, and a margin stays on top; the
-    scaled estimate is never above the raw one. Only the limiter's reservation uses it: budgets
-    and the context-window check keep the raw upper bound.
-
-    Example:
-        >>> calibration = InputCalibration()
-        >>> for _ in range(5):
-        ...     calibration.observe("m", estimated=300, billed=100)
-        >>> calibration.scaled("m", 300)
-        105
-    """
-
-    def __init__(self, *, margin: float = 1.05, decay: float = 0.1, warmup: int = 5) -> None:
-        self._margin, self._decay, self._warmup = margin, decay, warmup
-        self._ratios: dict[str, tuple[float, int]] = {}
-
-    def __repr__(self) -> str:
-        return f"InputCalibration({ {m: round(r, 3) for m, (r, _) in self._ratios.items()} })"
-
-    def scaled(self, model: str, estimate: int) -> int:
-        """The estimate to reserve for a call to ``model`` (the raw one until warmed up)."""
-        ratio, seen = self._ratios.get(model, (1.0, 0))
-        if seen < self._warmup:
-            return estimate
-        return min(estimate, math.ceil(estimate * ratio * self._margin))
-
-    def observe(self, model: str, *, estimated: int, billed: int) -> None:
-        """Learn from one answered call: its raw estimate and its billed limited input."""
-        if estimated <= 0:
-            return
-        seen_ratio = billed / estimated
-        ratio, seen = self._ratios.get(model, (seen_ratio, 0))
-        ratio = seen_ratio if seen_ratio > ratio else ratio + self._decay * (seen_ratio - ratio)
-        self._ratios[model] = (ratio, seen + 1)

@@ -47,7 +47,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "ledger: journal (sqlite)": ("actors/ledger_journal.py",),
     "ledger: record batch": ("actors/ledger.py", "ledger_metrics.py", "ray/util/metrics"),
     "limiter: grants/settles": ("actors/ratelimiter.py", "limiter_buckets.py", "limits.py"),
-    "agent: ledger client + journal": ("ledger_client.py", "agent_journal.py"),
+    "agent: ledger client + journal": ("ledger_client.py", "record_journal.py"),
     "agent: limiter lease": ("limiter_lease.py", "limiter_stock.py"),
     "agent: HTTP via SDK": ("api_call.py", "anthropic/", "aiohttp/", "yarl/", "httpx"),
     "agent: pipeline steps": ("actors/agent.py", "agent_batch.py", "token_estimate.py"),
