@@ -28,6 +28,7 @@ def _register_commands() -> None:
         demo_command,
         emulator_command,
         ledger_command,
+        loadtest_command,
         report_command,
         run_command,
         run_mapreduce_command,
