@@ -25,6 +25,7 @@ def _register_commands() -> None:
     """Import each command module; each adds its command(s) to ``app``."""
     # run_mapreduce_command adds ``mapreduce`` to run_command's ``run`` group.
     from cluster import (  # noqa: F401
+        compare_command,
         demo_command,
         emulator_command,
         ledger_command,
