@@ -19,9 +19,12 @@ configuration's answer to the same prompt (word overlap, Jaccard: crude, but it 
 model and says when a cheaper configuration drifts away).
 
 Example:
-    >>> rows = await compare([preset("all-haiku"), preset("mixed")], ["q1", "q2"], runtime)
-    >>> best(rows).name                                                   # doctest: +SKIP
-    'all-haiku'
+    >>> configs = [load_config("all-haiku", "research"), load_config("mixed", "research")]
+    >>> configs[0].model, configs[1].model
+    ('haiku', None)
+    >>> rows = await compare(configs, ["q1", "q2"], runtime)              # doctest: +SKIP
+    >>> [row.name for row in rows if row.best]                            # doctest: +SKIP
+    ['all-haiku']
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Every session shares the cluster's RateLimiter, so the test measures the system 
 real limits.
 
 Example:
-    >>> plan = LoadPlan(architecture="pipeline", users=4, duration_s=60, prompt="...")
+    >>> plan = LoadPlan(architecture="pipeline", users=4, duration_s=60, task="Summarise...")
+    >>> plan.requests is None and plan.warmup
+    True
     >>> result = await run_load(plan, runtime, on_tick=print)          # doctest: +SKIP
     >>> result.p95_s, result.throughput_rps, result.errors             # doctest: +SKIP
 """

@@ -11,7 +11,7 @@ The report shows instead the attempts in flight over time, which is where a bind
 shows: a flat top at the tier's ``max_concurrency`` while calls queue.
 
 Example:
-    >>> report = load_report(Path(".raytroupe") / "ledger.sqlite", "mapreduce-76cb78cf")
+    >>> report = load_report(Path(".raytroupe") / "ledger.sqlite", None)  # doctest: +SKIP
     >>> report.duration_s, [bar.status for bar in report.attempts][:3]  # doctest: +SKIP
     (5.4, ['ok', 'ok', 'retried'])
 """

@@ -131,8 +131,11 @@ def render_answer(text: str) -> str:
     """``text`` itself, or a structured answer (``{"summary", "key_points"}``) as prose.
 
     Example:
-        >>> render_answer('{"summary": "Rain.", "key_points": ["a", "b"]}')
-        'Rain.\n\n- a\n- b'
+        >>> print(render_answer('{"summary": "Rain.", "key_points": ["a", "b"]}'))
+        Rain.
+        <BLANKLINE>
+        - a
+        - b
     """
     try:
         data = json.loads(text)
