@@ -83,13 +83,20 @@ def _print(console: Console, title: str, rows: list[Rollup], total: Rollup | Non
 
 def _print_part(console: Console, title: str, rows: list[Rollup], total: Rollup | None,
                 columns: tuple[str, ...]) -> None:
-    table = _table(title, rows, total, columns)
-    if len(columns) == 1 or _fits(console, table):
-        console.print(table)
-        return
+    groups = _groups(console, rows, total, columns)
+    for i, group in enumerate(groups, 1):
+        part = f"{title} ({i}/{len(groups)})" if len(groups) > 1 else title
+        console.print(_table(part, rows, total, group))
+
+
+def _groups(console: Console, rows: list[Rollup], total: Rollup | None,
+            columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``columns`` cut in halves, again and again, until each part's table fits."""
+    if len(columns) == 1 or _fits(console, _table("", rows, total, columns)):
+        return [columns]
     half = (len(columns) + 1) // 2
-    _print_part(console, f"{title} (1/2)", rows, total, columns[:half])
-    _print_part(console, f"{title} (2/2)", rows, total, columns[half:])
+    return (_groups(console, rows, total, columns[:half])
+            + _groups(console, rows, total, columns[half:]))
 
 
 def _fits(console: Console, table: Table) -> bool:
