@@ -50,12 +50,12 @@ def _timeline(ax: Any, report: RunReport) -> None:
         base[agent] = y
         y += count + 0.5
     minimum = max(report.duration_s, 1e-3) / 2000
-    for status in STATUSES:
+    for status in STATUSES:  # one vectorised call per status: 20,000 attempts draw fast
         bars = [a for a in report.attempts if a.status == status]
-        for i, a in enumerate(bars):
-            ax.broken_barh([(a.start_s, max(a.latency_s, minimum))],
-                           (base[a.agent] + a.lane + 0.1, 0.8), color=COLOURS[status],
-                           label=status if i == 0 else None)
+        if bars:
+            ax.barh([base[a.agent] + a.lane + 0.5 for a in bars],
+                    [max(a.latency_s, minimum) for a in bars], height=0.8,
+                    left=[a.start_s for a in bars], color=COLOURS[status], label=status)
     ttfts = [(a.start_s + a.ttft_s, base[a.agent] + a.lane + 0.5) for a in report.attempts
              if a.ttft_s is not None]
     if ttfts:
@@ -106,5 +106,6 @@ def _latency(ax: Any, report: RunReport) -> None:
                color=colour)
     ax.set_xticks(range(len(tiers)), [f"{t.tier} ({t.attempts})" for t in tiers])
     ax.set_ylabel("seconds")
+    ax.set_ylim(0, max((t.p99 or 0.0 for t in tiers), default=1.0) * 1.3 or 1.0)
     ax.set_title("Latency per tier (attempts)", loc="left", fontsize=11)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncols=3, loc="upper center")  # above the bars: headroom kept
