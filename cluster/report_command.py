@@ -69,12 +69,11 @@ def check_output(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
         raise ConfigError(f"{option} {str(path)!r} is not writable")
 
 
-def write_report(data_dir: Path, run_id: str, path: Path) -> None:
-    """Write run ``run_id``'s report to ``path`` (.html or .png), read from ``data_dir``."""
-    from actors.ledger_journal import JOURNAL_NAME
+def write_report(journal: Path, run_id: str, path: Path) -> None:
+    """Write run ``run_id``'s report to ``path`` (.html or .png), read from ``journal``."""
     from cluster.report_data import load_report
 
-    _write(load_report(data_dir / JOURNAL_NAME, run_id), path)
+    _write(load_report(journal, run_id), path)
 
 
 def _write(report: object, path: Path) -> None:

@@ -82,6 +82,8 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
     ``role`` makes the progress bar count that role's calls only (``mapper``: chunks).
     Returns the typed result. Raises our errors for :func:`cli_errors` to report.
     """
+    import ray
+
     import cluster
     from cluster.settings import Settings
     from topologies import create_session, get_architecture
@@ -102,12 +104,14 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
         session = create_session(architecture, runtime=runtime, budget_usd=budget)
         result = asyncio.run(_drive(session, task, stream=stream, quiet=quiet or as_json,
                                     unit=unit, as_json=as_json, role=role))
+        # The cluster's Ledger may have been created with another data dir than ours.
+        journal = Path(ray.get(runtime.ledger.journal_path.remote())) if report else None
     finally:
         cluster.shutdown()
-    if report is not None:
+    if report is not None and journal is not None:
         from cluster.report_command import write_report
 
-        write_report(settings.data_dir, result.run_id, report)
+        write_report(journal, result.run_id, report)
         if not as_json:
             Console(stderr=True).print(f"report: {report}", highlight=False)
     return result
