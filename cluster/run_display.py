@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from types import TracebackType
@@ -37,6 +38,7 @@ from actors.ledger_rollup import Rollup
 from topologies.messages import ArchitectureResult
 
 _MICRO = Decimal("0.000001")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 _DESCRIPTION_WIDTH = 24
 """Longest phase description shown before the bar (longer ones end in an ellipsis)."""
 
@@ -136,9 +138,12 @@ def render_answer(text: str) -> str:
         <BLANKLINE>
         - a
         - b
+        >>> print(render_answer('```json\\n{"summary": "Rain."}\\n```'))
+        Rain.
     """
+    body = _FENCE.sub("", text.strip())  # a whole answer in a ```json fence counts too
     try:
-        data = json.loads(text)
+        data = json.loads(body)
     except ValueError:
         return text
     if not isinstance(data, dict) or not ({"summary", "key_points"} & data.keys()):
