@@ -6,7 +6,10 @@ and a non-zero exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -34,6 +37,26 @@ def _register_commands() -> None:
         run_command,
         run_mapreduce_command,
     )
+
+    # report, compare, loadtest: plain functions that raise our errors, registered here.
+    for name, function in (("report", report_command.report_command),
+                           ("compare", compare_command.compare_command),
+                           ("loadtest", loadtest_command.loadtest_command)):
+        if name not in {command.name for command in app.registered_commands}:
+            app.command(name)(_one_line_errors(function))
+
+
+def _one_line_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` with our errors turned into one red line and exit 2 (usage) or 1."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        from cluster.run_command import cli_errors
+
+        with cli_errors():
+            return function(*args, **kwargs)
+
+    return guarded
 
 
 def main() -> None:

@@ -17,11 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cluster.cli import app
-from cluster.run_command import Address, cli_errors
+from cluster.run_command import Address
 
 
-@app.command("compare")
 def compare_command(
     configs: Annotated[list[str], typer.Argument(
         help="Presets (all-haiku, mixed, all-sonnet, all-opus) or TOML files.")],
@@ -47,21 +45,20 @@ def compare_command(
     import cluster
     from cluster.compare import compare, load_prompts, load_scorer
 
-    with cli_errors():
-        checked = _configs(configs, arch, reference)
-        questions = load_prompts(prompts)
-        scorer = load_scorer(score) if score else None
-        if png is not None:
-            from cluster.report_command import check_output
+    checked = _configs(configs, arch, reference)
+    questions = load_prompts(prompts)
+    scorer = load_scorer(score) if score else None
+    if png is not None:
+        from cluster.report_command import check_output
 
-            check_output(png, "--png", (".png",))
-        runtime = cluster.init(address=address)
-        try:
-            rows = asyncio.run(compare(checked, questions, runtime, scorer=scorer,
-                                       reference=reference, warmup=warmup,
-                                       on_done=_progress(json_out)))
-        finally:
-            cluster.shutdown()
+        check_output(png, "--png", (".png",))
+    runtime = cluster.init(address=address)
+    try:
+        rows = asyncio.run(compare(checked, questions, runtime, scorer=scorer,
+                                   reference=reference, warmup=warmup,
+                                   on_done=_progress(json_out)))
+    finally:
+        cluster.shutdown()
     if json_out:
         typer.echo("[" + ",\n".join(r.model_dump_json() for r in rows) + "]")
     else:

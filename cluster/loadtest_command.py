@@ -16,13 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cluster.cli import app
-from cluster.run_command import Address, Model, cli_errors
+from cluster.run_command import Address, Model
 
 _DEFAULT_PROMPT = "Summarise why an actor model suits a fleet of LLM agents, in three points."
 
 
-@app.command("loadtest")
 def loadtest_command(
     architecture: Annotated[str, typer.Argument(help="research, pipeline, debate, ...")],
     users: Annotated[int, typer.Option("--users", help="Concurrent users (sessions).")] = 4,
@@ -46,13 +44,12 @@ def loadtest_command(
     """Measure latency, throughput, errors and cost under N concurrent users."""
     from cluster.loadtest import check_plan, parse_duration
 
-    with cli_errors():
-        plan = check_plan(
-            architecture=architecture, users=users, requests=requests, model=model,
-            duration_s=parse_duration(duration, "--duration") if duration else None,
-            sla_p95_s=parse_duration(sla_p95, "--sla-p95") if sla_p95 else None,
-            task=_task(architecture, prompt, inputs), warmup=warmup)
-        stats = _run(plan, address, live=not json_out)
+    plan = check_plan(
+        architecture=architecture, users=users, requests=requests, model=model,
+        duration_s=parse_duration(duration, "--duration") if duration else None,
+        sla_p95_s=parse_duration(sla_p95, "--sla-p95") if sla_p95 else None,
+        task=_task(architecture, prompt, inputs), warmup=warmup)
+    stats = _run(plan, address, live=not json_out)
     if json_out:
         typer.echo(stats.model_dump_json(indent=2))
     else:

@@ -19,11 +19,8 @@ from typing import Annotated
 import typer
 
 from actors.errors import ConfigError
-from cluster.cli import app
-from cluster.run_command import cli_errors
 
 
-@app.command("report")
 def report_command(
     run: Annotated[str | None, typer.Argument(
         help="A run id (see `raytroupe ledger`). Default: the latest run.")] = None,
@@ -38,17 +35,16 @@ def report_command(
     from actors.ledger_journal import JOURNAL_NAME
     from cluster.report_data import load_report
 
-    with cli_errors():
-        if html is not None:
-            check_output(html, "--html", (".html", ".htm"))
-        if png is not None:
-            check_output(png, "--png", (".png",))
-        report = load_report(data_dir / JOURNAL_NAME, run)
-        _print_summary(report)
-        for path in (html, png):
-            if path is not None:
-                _write(report, path)
-                typer.echo(f"wrote {path}")
+    if html is not None:
+        check_output(html, "--html", (".html", ".htm"))
+    if png is not None:
+        check_output(png, "--png", (".png",))
+    report = load_report(data_dir / JOURNAL_NAME, run)
+    _print_summary(report)
+    for path in (html, png):
+        if path is not None:
+            _write(report, path)
+            typer.echo(f"wrote {path}")
 
 
 def check_output(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
