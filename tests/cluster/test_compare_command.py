@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import app
 from tests.cluster import test_run_command as shared
+from tests.cluster.cli_app import app
 
 served, emulator, env = shared.served, shared.emulator, shared.env
 

@@ -10,10 +10,9 @@ from typer.testing import CliRunner
 
 from actors.ledger import Ledger
 from actors.messages import Usage
-from cluster.cli import _register_commands, app
 from tests.actors.ledger_fixtures import T0, make_record
+from tests.cluster.cli_app import app
 
-_register_commands()
 RUNS = ("mapreduce-76cb78cf", "specialist_pool-0f2061526b")
 
 

@@ -18,10 +18,9 @@ from typer.testing import CliRunner
 
 from actors.ledger import Ledger
 from actors.messages import Usage
-from cluster.cli import _register_commands, app
 from tests.actors.ledger_fixtures import T0, make_record
+from tests.cluster.cli_app import app
 
-_register_commands()
 RUN = "report-run-7f3a"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

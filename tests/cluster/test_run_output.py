@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import app
 from tests.cluster import test_run_command as shared
+from tests.cluster.cli_app import app
 
 # The run tests' fixtures: one emulator and one held runtime for both modules' invocations.
 served, emulator, env = shared.served, shared.emulator, shared.env
