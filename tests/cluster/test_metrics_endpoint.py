@@ -21,7 +21,7 @@ from topologies import create_session
 from topologies.mapreduce import MapReduceTask
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "cluster" / "grafana" / "raytroupe.json"
+DASHBOARD = ROOT / "cluster" / "grafana_dashboard.json"
 _DEFINED = re.compile(r"(Counter|Histogram|Gauge)\(\s*\"(raytroupe_\w+)\"")
 
 
