@@ -48,7 +48,9 @@ def loadtest_command(
         architecture=architecture, users=users, requests=requests, model=model,
         duration_s=parse_duration(duration, "--duration") if duration else None,
         sla_p95_s=parse_duration(sla_p95, "--sla-p95") if sla_p95 else None,
-        task=_task(architecture, prompt, inputs), warmup=warmup)
+        task=_task(architecture, prompt, inputs), warmup=warmup,
+        # Stored chunk results would turn every query after the first into a free replay.
+        config={"resume": False} if architecture == "mapreduce" else {})
     stats = _run(plan, address, live=not json_out)
     if json_out:
         typer.echo(stats.model_dump_json(indent=2))
