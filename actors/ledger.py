@@ -302,6 +302,12 @@ class Ledger:
         """This process's counters (batches served, duplicates ignored, refusals)."""
         return LedgerStats(**self._counts)
 
+    async def journal_path(self) -> str:
+        """The journal file this Ledger writes (a path on its node), for readers such as
+        ``raytroupe run --report``: a driver's own data dir may not be the one the cluster's
+        Ledger was created with."""
+        return str(self._journal.path)
+
     async def close(self) -> None:
         """Commit what is queued and stop the journal's writer thread."""
         await asyncio.to_thread(self._journal.close)

@@ -56,6 +56,12 @@ COMMANDS: dict[str, CommandEntry] = {
                              "Serve the Anthropic API emulator on HOST:PORT until Ctrl-C."),
     "demo": CommandEntry("cluster.demo_command", "demo",
                          "Start the local emulator and stream one reply through the SDK."),
+    "report": CommandEntry("cluster.report_command", "report_command",
+                           "A run's timeline, cost and latency from the Ledger (HTML, PNG)."),
+    "compare": CommandEntry("cluster.compare_command", "compare_command",
+                            "The same prompts through several configurations, side by side."),
+    "loadtest": CommandEntry("cluster.loadtest_command", "loadtest_command",
+                             "N concurrent users: latency, throughput, errors, cost, SLA."),
 }
 """Every command: the only registration there is."""
 

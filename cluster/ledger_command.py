@@ -71,22 +71,47 @@ _SPLIT = (("calls, tokens and cost", ("calls", "input", "output", "cache write",
 
 
 def _print(console: Console, title: str, rows: list[Rollup], total: Rollup | None) -> None:
-    """One table if it fits the terminal, else two narrower ones (costs, then reliability)."""
-    wide = _table(title, rows, total, _COLUMNS)
-    unbounded = console.options.update_width(10_000)
-    if Measurement.get(console, unbounded, wide).maximum <= console.width:
-        console.print(wide)
+    """One table if it fits the terminal, else narrower ones (costs, then reliability), each
+    halved again while it is still too wide: no id or figure is ever wrapped or cut."""
+    if _fits(console, _table(title, rows, total, _COLUMNS)):
+        console.print(_table(title, rows, total, _COLUMNS))
         return
     for part, columns in _SPLIT:
-        console.print(_table(f"{title}: {part}", rows, total, columns))
+        _print_part(console, f"{title}: {part}", rows, total, columns)
+
+
+def _print_part(console: Console, title: str, rows: list[Rollup], total: Rollup | None,
+                columns: tuple[str, ...]) -> None:
+    groups = _groups(console, rows, total, columns)
+    for i, group in enumerate(groups, 1):
+        part = f"{title} ({i}/{len(groups)})" if len(groups) > 1 else title
+        console.print(_table(part, rows, total, group))
+
+
+def _groups(console: Console, rows: list[Rollup], total: Rollup | None,
+            columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``columns`` cut in halves, again and again, until each part's table fits."""
+    if len(columns) == 1 or _fits(console, _table("", rows, total, columns)):
+        return [columns]
+    half = (len(columns) + 1) // 2
+    return (_groups(console, rows, total, columns[:half])
+            + _groups(console, rows, total, columns[half:]))
+
+
+def _fits(console: Console, table: Table) -> bool:
+    unbounded = console.options.update_width(10_000)
+    return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
 def _table(title: str, rows: list[Rollup], total: Rollup | None,
            columns: tuple[str, ...]) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column(rows[0].by if rows else "key", overflow="fold")
-    for name in columns:
-        table.add_column(name, justify="right")
+    # A run id is copied into the next command: never wrap it (``_print`` splits the table
+    # when it would not fit).
+    longest = max((len(row.key) for row in rows), default=3)
+    table.add_column(rows[0].by if rows else "key", no_wrap=True, min_width=longest)
+    for name in columns:  # "cache write" over two lines: the header is the widest cell
+        table.add_column(name.replace("cache ", "cache\n"), justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row.key, *_cells(row, columns))
     if total is not None and len(rows) != 1:

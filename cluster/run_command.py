@@ -42,16 +42,31 @@ ConfigFile = Annotated[Path | None, typer.Option(
 Stream = Annotated[bool, typer.Option(
     "--stream", help="Print the final agent's text as it arrives (no progress bar).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or Ledger tables.")]
+Json = Annotated[bool, typer.Option(
+    "--json", help="Print the whole typed result as JSON on stdout (no tables): for scripts.")]
+Report = Annotated[Path | None, typer.Option(
+    "--report", help="At the end, write the run's report (timeline, cost, latency) to this "
+    ".html or .png file, as `raytroupe report RUN --html/--png` would.")]
+
+
+def _role_model(role: str, default: str, whose: str | None = None) -> Any:
+    """A ``--<role>`` option: that role's tier or model id, with its default in the help."""
+    whose = whose or f"{role}'s"
+    return typer.Option(f"--{role}", help=f"The {whose} tier or model id. Default: {default}.")
 
 
 def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str | None,
                      agents: list[str] | None, budget: str | None, address: str | None,
                      config_file: Path | None = None, stream: bool = False,
-                     quiet: bool = False, unit: str = "calls") -> Any:
+                     quiet: bool = False, unit: str = "calls", as_json: bool = False,
+                     report: Path | None = None, role: str | None = None) -> Any:
     """Build, run and report one session of architecture ``name`` (what every subcommand does).
 
+    ``role`` makes the progress bar count that role's calls only (``mapper``: chunks).
     Returns the typed result. Raises our errors for the CLI's error boundary to report.
     """
+    import ray
+
     import cluster
     from cluster.settings import Settings
     from topologies import create_session, get_architecture
@@ -63,28 +78,45 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
                                           agent_configs=_agent_overrides(agents or []),
                                           price_table=settings.price_table)
     architecture.check_input(task)
+    if report is not None:
+        from cluster.report_command import check_output
+
+        check_output(report, "--report", (".html", ".htm", ".png"))
     runtime = cluster.init(address=address, settings=settings)
     try:
         session = create_session(architecture, runtime=runtime, budget_usd=budget)
-        return asyncio.run(_drive(session, task, stream=stream, quiet=quiet, unit=unit))
+        result = asyncio.run(_drive(session, task, stream=stream, quiet=quiet or as_json,
+                                    unit=unit, as_json=as_json, role=role))
+        # The cluster's Ledger may have been created with another data dir than ours.
+        journal = Path(ray.get(runtime.ledger.journal_path.remote())) if report else None
     finally:
         cluster.shutdown()
+    if report is not None and journal is not None:
+        from cluster.report_command import write_report
+
+        write_report(journal, result.run_id, report)
+        if not as_json:
+            Console(stderr=True).print(f"report: {report}", highlight=False)
+    return result
 
 
-async def _drive(session: Any, task: Any, *, stream: bool, quiet: bool, unit: str) -> Any:
+async def _drive(session: Any, task: Any, *, stream: bool, quiet: bool, unit: str,
+                 as_json: bool = False, role: str | None = None) -> Any:
     out, err = Console(), Console(stderr=True)
     result, streamed = None, False
     async with session:
         with RunProgress(err, session.architecture.name, unit,
-                         enabled=not (stream or quiet)) as progress:
+                         enabled=not (stream or quiet), role=role) as progress:
             async for event in session.run(task):
                 progress.on_event(event)
-                if stream and event.kind == "text":
+                if stream and not as_json and event.kind == "text":
                     streamed = True
                     out.print(event.text, end="", markup=False, highlight=False)
                 if event.kind == "run_completed":
                     result = event.result
-        if streamed:
+        if as_json:
+            print(result.model_dump_json(indent=2))
+        elif streamed:
             out.print()
         else:  # nothing streamed (--stream off, or several pipeline items): print it whole
             print_result(out, result)
@@ -139,12 +171,13 @@ def research(prompt: Prompt, lead: Annotated[str | None, typer.Option(
                  "--max-parallel", help="Researchers working at once. Default: 4.")] = None,
              model: Model = None, agent: Agents = None, budget: Budget = None,
              address: Address = None, config: ConfigFile = None, stream: Stream = False,
-             quiet: Quiet = False) -> None:
+             quiet: Quiet = False, json_out: Json = False, report: Report = None) -> None:
     """A lead splits the question; researchers dig in parallel; a synthesizer answers."""
     run_architecture("research", prompt, {"lead_model": lead, "subagent_model": subagent,
                                           "max_parallel_agents": max_parallel},
                      model=model, agents=agent, budget=_money(budget), address=address,
-                     config_file=config, stream=stream, quiet=quiet)
+                     config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)
 
 
 @run_app.command("pipeline")
@@ -157,44 +190,50 @@ def pipeline(prompts: Annotated[list[str], typer.Argument(
                  "--max-in-flight", help="Items in the pipeline at once. Default: 8.")] = None,
              model: Model = None, agent: Agents = None, budget: Budget = None,
              address: Address = None, config: ConfigFile = None, stream: Stream = False,
-             quiet: Quiet = False) -> None:
+             quiet: Quiet = False, json_out: Json = False, report: Report = None) -> None:
     """Ordered stages, one agent each; several prompts flow through them concurrently."""
     run_architecture("pipeline", prompts, {"stages": stage or None,
                                            "max_items_in_flight": max_in_flight},
                      model=model, agents=agent, budget=_money(budget), address=address,
-                     config_file=config, stream=stream, quiet=quiet)
+                     config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)
 
 
 @run_app.command("specialist_pool")
 def specialist_pool(prompt: Prompt, max_specialists: Annotated[int | None, typer.Option(
                         "--max-specialists", help="At most this many answer (1-4).")] = None,
-                    router: Annotated[str | None, typer.Option("--router")] = None,
-                    specialist: Annotated[str | None, typer.Option("--specialist")] = None,
-                    aggregator: Annotated[str | None, typer.Option("--aggregator")] = None,
+                    router: Annotated[str | None, _role_model("router", "haiku")] = None,
+                    specialist: Annotated[str | None, _role_model(
+                        "specialist", "haiku", "specialists'")] = None,
+                    aggregator: Annotated[str | None, _role_model("aggregator", "sonnet")] = None,
                     model: Model = None, agent: Agents = None, budget: Budget = None,
                     address: Address = None, config: ConfigFile = None,
-                    stream: Stream = False, quiet: Quiet = False) -> None:
+                    stream: Stream = False, quiet: Quiet = False, json_out: Json = False,
+                    report: Report = None) -> None:
     """A router picks 1-4 specialists; they answer in parallel; an aggregator merges."""
     run_architecture("specialist_pool", prompt, {
         "max_specialists": max_specialists, "router_model": router,
         "specialist_model": specialist, "aggregator_model": aggregator},
         model=model, agents=agent, budget=_money(budget), address=address,
-        config_file=config, stream=stream, quiet=quiet)
+        config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)
 
 
 @run_app.command("debate")
 def debate(prompt: Prompt, rounds: Annotated[int | None, typer.Option(
                "--rounds", help="Exchanges before the verdict. Default: 2.")] = None,
-           debater: Annotated[str | None, typer.Option("--debater")] = None,
-           judge: Annotated[str | None, typer.Option("--judge")] = None,
+           debater: Annotated[str | None, _role_model(
+               "debater", "haiku", "proponent's and opponent's")] = None,
+           judge: Annotated[str | None, _role_model("judge", "sonnet")] = None,
            model: Model = None, agent: Agents = None, budget: Budget = None,
            address: Address = None, config: ConfigFile = None, stream: Stream = False,
-           quiet: Quiet = False) -> None:
+           quiet: Quiet = False, json_out: Json = False, report: Report = None) -> None:
     """A proponent and an opponent argue for N rounds; a judge decides."""
     run_architecture("debate", prompt, {"rounds": rounds, "debater_model": debater,
                                         "judge_model": judge},
                      model=model, agents=agent, budget=_money(budget), address=address,
-                     config_file=config, stream=stream, quiet=quiet)
+                     config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)
 
 
 @run_app.command("critic_actor")
@@ -202,30 +241,32 @@ def critic_actor(prompt: Prompt, max_rounds: Annotated[int | None, typer.Option(
                      "--max-rounds", help="Drafts at most. Default: 3.")] = None,
                  threshold: Annotated[int | None, typer.Option(
                      "--threshold", help="Score (0-10) that accepts a draft. Default: 8.")] = None,
-                 actor: Annotated[str | None, typer.Option("--actor")] = None,
-                 critic: Annotated[str | None, typer.Option("--critic")] = None,
+                 actor: Annotated[str | None, _role_model("actor", "haiku")] = None,
+                 critic: Annotated[str | None, _role_model("critic", "sonnet")] = None,
                  model: Model = None, agent: Agents = None, budget: Budget = None,
                  address: Address = None, config: ConfigFile = None, stream: Stream = False,
-                 quiet: Quiet = False) -> None:
+                 quiet: Quiet = False, json_out: Json = False, report: Report = None) -> None:
     """An actor drafts; a critic scores and comments; repeat until good enough."""
     run_architecture("critic_actor", prompt, {
         "max_rounds": max_rounds, "score_threshold": threshold, "actor_model": actor,
         "critic_model": critic},
         model=model, agents=agent, budget=_money(budget), address=address,
-        config_file=config, stream=stream, quiet=quiet)
+        config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)
 
 
 @run_app.command("reflexion")
 def reflexion(prompt: Prompt, max_attempts: Annotated[int | None, typer.Option(
                   "--max-attempts", help="Tries at most. Default: 3.")] = None,
-              executor: Annotated[str | None, typer.Option("--executor")] = None,
-              reflector: Annotated[str | None, typer.Option("--reflector")] = None,
+              executor: Annotated[str | None, _role_model("executor", "haiku")] = None,
+              reflector: Annotated[str | None, _role_model("reflector", "sonnet")] = None,
               model: Model = None, agent: Agents = None, budget: Budget = None,
               address: Address = None, config: ConfigFile = None, stream: Stream = False,
-              quiet: Quiet = False) -> None:
+              quiet: Quiet = False, json_out: Json = False, report: Report = None) -> None:
     """An executor tries; a reflector writes lessons; it retries with them."""
     run_architecture("reflexion", prompt, {
         "max_attempts": max_attempts, "executor_model": executor,
         "reflector_model": reflector},
         model=model, agents=agent, budget=_money(budget), address=address,
-        config_file=config, stream=stream, quiet=quiet)
+        config_file=config, stream=stream, quiet=quiet, as_json=json_out,
+                     report=report)

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from types import TracebackType
@@ -30,33 +32,45 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from actors.ledger_rollup import Rollup
 from topologies.messages import ArchitectureResult
 
 _MICRO = Decimal("0.000001")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+_DESCRIPTION_WIDTH = 24
+"""Longest phase description shown before the bar (longer ones end in an ellipsis)."""
 
 
 class RunProgress:
     """A rich progress bar: units done of known total, tokens, USD, elapsed and ETA.
+
+    The bar stretches to the terminal's width and everything else is kept short, so at 80
+    columns the line still ends with the elapsed time and the ETA.
 
     Args:
         console: Where to draw (stderr keeps stdout clean for the answer).
         title: The first words of the line (the architecture's name).
         unit: What the bar counts (``calls``, ``chunks``).
         enabled: False draws nothing (``--quiet``, or output that is not a terminal).
+        role: Count only the completions of this role (``mapper``: one per chunk), and take
+            the total from the first phase that announces one; later phases (combines, the
+            reducer) only change the description. None counts every call of every phase.
     """
 
     def __init__(self, console: Console, title: str, unit: str = "calls",
-                 enabled: bool = True) -> None:
-        self.title, self.unit = title, unit
+                 enabled: bool = True, role: str | None = None) -> None:
+        self.title, self.unit, self.role = title, unit, role
         self.tokens, self.cost_usd = 0, Decimal(0)
+        self._total_known = False
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn(f"{unit}"), TextColumn("{task.fields[tokens]:>9,} tok"),
-            TextColumn("${task.fields[usd]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=console, transient=False, disable=not enabled)
+            TextColumn("[bold]{task.description}", table_column=Column(
+                no_wrap=True, overflow="ellipsis", max_width=_DESCRIPTION_WIDTH)),
+            BarColumn(bar_width=None), MofNCompleteColumn(), TextColumn(unit),
+            TextColumn("{task.fields[tokens]:,} tok"), TextColumn("${task.fields[usd]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, disable=not enabled, expand=True)
         self.task: TaskID = self.progress.add_task(title, total=None, tokens=0, usd="0.000000")
 
     def __enter__(self) -> RunProgress:
@@ -88,17 +102,24 @@ class RunProgress:
         kind = getattr(event, "kind", None)
         if kind == "phase":
             self.describe(event.name)
-            if event.total:
+            if event.total and (self.role is None or not self._total_known):
                 self.add_total(event.total)
+                self._total_known = True
         elif kind == "agent_completed":
-            self.advance(tokens=event.input_tokens + event.output_tokens, usd=event.cost_usd)
+            counted = self.role is None or event.role == self.role
+            self.advance(1 if counted else 0, tokens=event.input_tokens + event.output_tokens,
+                         usd=event.cost_usd)
         elif kind == "run_completed":
             self.describe("done")
 
 
 def print_result(console: Console, result: ArchitectureResult) -> None:
-    """The answer, then the result's own fields (winner, score...) and the run's totals."""
-    console.print(result.output, markup=False, highlight=False)
+    """The answer, then the result's own fields (winner, score...) and the run's totals.
+
+    An answer that is a JSON object of ``summary`` and ``key_points`` (what a synthesizer
+    asked for structured output writes) is shown as text: the summary, then the points.
+    """
+    console.print(render_answer(result.output), markup=False, highlight=False)
     console.print()
     for name, value in _extra_fields(result):
         console.print(f"[bold]{name}[/]: {value}", highlight=False)
@@ -106,6 +127,32 @@ def print_result(console: Console, result: ArchitectureResult) -> None:
     console.print(f"[bold]run[/] {result.run_id}: {result.architecture}, {tokens:,} tokens, "
                   f"${result.cost_usd.quantize(_MICRO)}, {result.duration_s:.1f} s",
                   highlight=False)
+
+
+def render_answer(text: str) -> str:
+    """``text`` itself, or a structured answer (``{"summary", "key_points"}``) as prose.
+
+    Example:
+        >>> print(render_answer('{"summary": "Rain.", "key_points": ["a", "b"]}'))
+        Rain.
+        <BLANKLINE>
+        - a
+        - b
+        >>> print(render_answer('```json\\n{"summary": "Rain."}\\n```'))
+        Rain.
+    """
+    body = _FENCE.sub("", text.strip())  # a whole answer in a ```json fence counts too
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or not ({"summary", "key_points"} & data.keys()):
+        return text
+    parts = [str(data["summary"]).strip()] if data.get("summary") else []
+    points = data.get("key_points") or []
+    if isinstance(points, list) and points:
+        parts.append("\n".join(f"- {str(point).strip()}" for point in points))
+    return "\n\n".join(parts) or text
 
 
 def ledger_table(title: str, rows: Sequence[Rollup], first_column: str) -> Table:
@@ -143,14 +190,21 @@ def _input(row: Rollup) -> int:
 
 
 def _extra_fields(result: ArchitectureResult) -> list[tuple[str, str]]:
-    """The result's own short fields (``winner``, ``accepted``, ``subtopics``...)."""
+    """The result's own short fields (``winner``, ``accepted``, ``subtopics``...).
+
+    Empty values are left out (no bare ``skipped:`` line), and so is a field that repeats
+    the answer (a debate's ``verdict`` is its output).
+    """
     shown = []
     for name in type(result).model_fields:
         if name in ArchitectureResult.model_fields:
             continue
         value = getattr(result, name)
-        if isinstance(value, str | int | bool):
+        if isinstance(value, str):
+            if value.strip() and value.strip() != result.output.strip():
+                shown.append((name, value))
+        elif isinstance(value, int | bool):
             shown.append((name, str(value)))
-        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        elif isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
             shown.append((name, "; ".join(value)))
     return shown

@@ -35,8 +35,10 @@ from cluster.run_command import (
     Agents,
     Budget,
     ConfigFile,
+    Json,
     Model,
     Quiet,
+    Report,
     Stream,
     _money,
     run_architecture,
@@ -66,6 +68,7 @@ def mapreduce(
         "--no-resume", help="Map every chunk again instead of reusing stored results.")] = False,
     model: Model = None, agent: Agents = None, budget: Budget = None, address: Address = None,
     config: ConfigFile = None, stream: Stream = False, quiet: Quiet = False,
+    json_out: Json = False, report: Report = None,
 ) -> None:
     """Mappers read files in chunks across the cluster; a reducer answers the question."""
     from topologies.mapreduce import MapReduceTask
@@ -78,7 +81,8 @@ def mapreduce(
          "chunk_overlap": chunk_overlap, "mapper_hosts": hosts, "root": root,
          "resume": False if no_resume else None},
         model=model, agents=agent, budget=_money(budget), address=address,
-        config_file=config, stream=stream, quiet=quiet, unit="chunks")
+        config_file=config, stream=stream, quiet=quiet, unit="chunks", as_json=json_out,
+        report=report, role="mapper")
     _print_skipped(Console(stderr=True), result)
 
 

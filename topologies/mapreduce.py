@@ -29,12 +29,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.errors import ConfigError
+from actors.messages import AgentSpec
 from topologies.architecture import Architecture, ArchitectureConfig, RoleSpec
 from topologies.chunk_store import ChunkStore
 from topologies.corpus import CorpusLimits, SkippedFile, load_corpus
 from topologies.errors import EmptyInputError
 from topologies.mapper_pool import MapperPool, default_host_count
-from topologies.mapreduce_run import MapPhase, MapPlan, MapStats
+from topologies.mapreduce_run import MapPhase, MapPlan, MapStats, host_key
 from topologies.messages import ArchitectureResult
 from topologies.reduce_tree import Note, TreeReducer, render_notes
 from topologies.run_context import RunContext
@@ -225,6 +226,12 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                                 hosts=hosts)
         if "mapper" not in run.agents:
             run.agents.append("mapper")
+        for name in pool.handles:  # the hosts skip the crew: tell the plugins they exist
+            key = host_key(name)
+            run.crew.plugins.ctx.agent_names[key] = name
+            await run.crew.plugins.fire("on_agent_spawn", key, AgentSpec(
+                name=name, role="mapper", tier=tier, model=model, run_id=run.run_id,
+                topology=self.name))
         return pool
 
     def _store(self, data_dir: Path) -> ChunkStore | None:

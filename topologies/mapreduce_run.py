@@ -34,7 +34,7 @@ from topologies.chunk_store import ChunkStore, chunk_key
 from topologies.chunking import chunk_spans
 from topologies.corpus import Corpus
 from topologies.mapper_pool import MapperPool
-from topologies.messages import AgentCompleted
+from topologies.messages import AgentCompleted, Finding
 from topologies.reduce_tree import Note, TreeReducer
 from topologies.run_context import RunContext
 
@@ -166,6 +166,9 @@ class MapPhase:
             reply = await self.pool.ask(AskRequest(
                 prompt=prompt, system=self.system, cache_system=True, max_tokens=self.max_tokens,
                 run_id=self.run.run_id, role="mapper", call_id=f"map-{key[:16]}"))
+        except Exception as exc:  # mapper calls skip run.ask: fire its hook here
+            await self.run.crew.plugins.fire("on_error", exc, "mapper")
+            raise
         finally:
             slots.release()
         if self.store is not None:
@@ -190,10 +193,20 @@ class MapPhase:
             output_tokens=reply.usage.output_tokens if reply else 0,
             cost_usd=reply.cost_usd if reply else Decimal(0),
             latency_s=reply.latency_s if reply else 0.0))
+        if reply is not None:  # as run.ask does for every other agent's call
+            await self.run.crew.plugins.fire("on_agent_complete", host_key(reply.agent), Finding(
+                agent=host_key(reply.agent), topic=chunk.label, text=text, tier=reply.tier,
+                usage=reply.usage, cost_usd=reply.cost_usd, latency_s=reply.latency_s))
         if text.strip().upper().rstrip(".") == NOTHING_RELEVANT:
             stats.irrelevant += 1
             return
         await self.tree.add(Note(label=chunk.label, text=text.strip(), order=chunk.index))
+
+
+def host_key(actor: str) -> str:
+    """The agent key of a mapper host from its actor name: ``r1/mapreduce/mapper-2`` ->
+    ``mapper_2`` (the key its ``on_agent_spawn`` was fired with)."""
+    return actor.rsplit("/", 1)[-1].replace("-", "_")
 
 
 def _collect(task: asyncio.Task[None], tasks: set[asyncio.Task[None]],
