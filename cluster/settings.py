@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     """Where the Ledger journal, chunk results and caches live."""
     price_table: Path | None = None
     """A TOML file merged over the shipped price table (see ``actors/tiers.toml``)."""
+    cache_url: str | None = None
+    """The response cache's store: ``redis://host:6379/0`` for a cluster; unset, a SQLite file
+    in the data dir (``response_cache.sqlite``). Agents cache only when asked
+    (``AgentSpec(cache="on")``); see ``docs/configuration.md``."""
+    cache_shared: bool = False
+    """Let API keys share response-cache entries (default: an entry serves only its own key)."""
+
+    def response_cache_url(self) -> str:
+        """``cache_url``, or the SQLite file in the data dir."""
+        return self.cache_url or f"sqlite:///{self.data_dir.resolve() / 'response_cache.sqlite'}"
 
     @field_validator("anthropic_api_key")
     @classmethod
