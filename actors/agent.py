@@ -318,10 +318,10 @@ class Agent:
     def _cache_ttl(self, request: AskRequest) -> float | None:
         """The lifetime of this call's cache entry, or None when it is not to be cached.
 
-        ``on`` skips calls with a temperature above 0: they ask for a different reply each time.
+        Off unless asked: every reply is a sample (API version 2026-10-21 takes no
+        temperature, ``docs/anthropic-api.md`` §1), and a hit repeats the first sample.
         """
-        mode = request.cache or self.spec.cache
-        if mode == "off" or (mode == "on" and (request.temperature or 0) > 0):
+        if not (request.cache if request.cache is not None else self.spec.cache):
             return None
         return parse_ttl(request.cache_ttl or self.spec.cache_ttl)
 
@@ -541,8 +541,6 @@ class Agent:
             params["tools"] = self.toolbox.schemas()
         if request.stop_sequences:
             params["stop_sequences"] = list(request.stop_sequences)
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
         return self._prompt_cached(request, params)
 
     def _prompt_cached(self, request: AskRequest, params: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,6 @@ from actors.tiers import Tier
 CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
 """How one attempt ended: answered, failed, abandoned by us, or served without an API call."""
 
-CacheMode = Literal["off", "on", "always"]
-"""Response cache: never; unless the call sets a temperature above 0; whatever the temperature."""
-
 CallSource = Literal["api", "cache", "batch"]
 """Where the answer came from: a live Messages call, the response cache, or a Message Batch."""
 
@@ -157,10 +154,8 @@ class AskRequest(_Frozen):
     """Attribute the call to this logical role (a host actor serving many logical agents)."""
     call_id: str | None = None
     """Idempotency key of the logical call; generated when absent."""
-    temperature: float | None = Field(default=None, ge=0, le=1)
-    """Sampling temperature; None leaves the API's default."""
-    cache: CacheMode | None = None
-    """Response cache for this call: ``off``, ``on``, ``always``; None: the agent's setting."""
+    cache: bool | None = None
+    """Answer from (and store in) the response cache; None: the agent's setting."""
     cache_ttl: str | None = None
     """How long a reply stored by this call lives (``"1h"``, ``"7d"``); None: the agent's."""
     prompt_cache: bool | None = None
@@ -228,9 +223,9 @@ class AgentSpec(_Frozen):
     """Cap on model turns of one ``ask`` when tools are used."""
     memory_budget_tokens: int = Field(default=20_000, gt=0)
     """Above this, older remembered turns are replaced by a haiku-written summary."""
-    cache: CacheMode = "off"
-    """Response cache: ``off`` (default), ``on`` (calls without a temperature above 0) or
-    ``always``. See ``docs/configuration.md``."""
+    cache: bool = False
+    """Answer repeated requests from the response cache (off by default: replies are sampled,
+    and a repeat returns the first sample). See ``docs/configuration.md``."""
     cache_ttl: str = "1d"
     """How long a cached reply lives: a number and a unit, s, m, h, d or w (``"7d"``)."""
     prompt_cache: bool = True

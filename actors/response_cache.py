@@ -4,7 +4,7 @@ The performance guide's first cost lever: an identical request (a re-run, a retr
 second user asking the same thing) is answered from a store instead of the API, at no cost.
 
 - **Key**: a SHA-256 of the request as sent (model, system, messages, tools, tool_choice,
-  temperature, max_tokens, stop sequences, ... every parameter), without its prompt-cache
+  max_tokens, stop sequences, ... every parameter it carries), without its prompt-cache
   marks (they change the bill, not the reply), plus the API key's account fingerprint: an entry
   never crosses keys unless the runtime is told to share (``RAYTROUPE_CACHE_SHARED=true``).
 - **Value**: the whole reply (content, stop reason) with the usage and cost it was billed, so a
@@ -32,9 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from actors.frozen import Frozen
-from actors.messages import CacheMode, ContentBlock, Usage
-
-__all__ = ["CACHE_FILE", "CacheMode", "CacheStats", "CachedReply", "cache_key", "parse_ttl"]
+from actors.messages import ContentBlock, Usage
 
 CACHE_FILE = "response_cache.sqlite"
 """The SQLite store's file name inside the data directory."""
