@@ -105,6 +105,10 @@ class Backend:
     file in ``.raytroupe``. Set by ``cluster.init`` from ``RAYTROUPE_CACHE_URL``."""
     cache_shared: bool = False
     """Share response-cache entries across API keys (default: each key sees only its own)."""
+    cache: bool = False
+    """The response cache for agents and requests that do not say (``RAYTROUPE_CACHE``)."""
+    cache_ttl: str = "1d"
+    """Their entries' lifetime (``RAYTROUPE_CACHE_TTL``)."""
 
     @property
     def limiter(self) -> Any:
@@ -321,9 +325,10 @@ class Agent:
         Off unless asked: every reply is a sample (API version 2026-10-21 takes no
         temperature, ``docs/anthropic-api.md`` §1), and a hit repeats the first sample.
         """
-        if not (request.cache if request.cache is not None else self.spec.cache):
+        on = next(c for c in (request.cache, self.spec.cache, self.backend.cache) if c is not None)
+        if not on:
             return None
-        return parse_ttl(request.cache_ttl or self.spec.cache_ttl)
+        return parse_ttl(request.cache_ttl or self.spec.cache_ttl or self.backend.cache_ttl)
 
     @functools.cached_property
     def _cache_store(self) -> CacheStore:

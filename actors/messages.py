@@ -223,11 +223,13 @@ class AgentSpec(_Frozen):
     """Cap on model turns of one ``ask`` when tools are used."""
     memory_budget_tokens: int = Field(default=20_000, gt=0)
     """Above this, older remembered turns are replaced by a haiku-written summary."""
-    cache: bool = False
-    """Answer repeated requests from the response cache (off by default: replies are sampled,
-    and a repeat returns the first sample). See ``docs/configuration.md``."""
-    cache_ttl: str = "1d"
-    """How long a cached reply lives: a number and a unit, s, m, h, d or w (``"7d"``)."""
+    cache: bool | None = None
+    """Answer repeated requests from the response cache; None: the runtime's
+    ``RAYTROUPE_CACHE`` (off by default: a repeat returns the first sample).
+    See ``docs/configuration.md``."""
+    cache_ttl: str | None = None
+    """How long a cached reply lives: a number and a unit, s, m, h, d or w (``"7d"``); None:
+    the runtime's ``RAYTROUPE_CACHE_TTL`` (``1d``)."""
     prompt_cache: bool = True
     """Automatic prompt-cache breakpoints on shared prefixes (system, tools, history)."""
 

@@ -13,6 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from actors.agent import spawn_agent
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta
+from cluster.settings import Settings
 from tests.actors.agent_fixtures import Rig, bill, ledger_tokens
 
 
@@ -88,6 +89,18 @@ def test_an_unknown_ttl_unit_is_one_clear_error_before_any_call() -> None:
     with pytest.raises(ValidationError, match=r"cache TTL 'soon'"):
         AgentSpec(name="a", cache=True, cache_ttl="soon")
     assert AgentSpec(name="a", cache_ttl="7d").cache_ttl == "7d"
+    with pytest.raises(ValidationError, match=r"cache TTL '2 days'"):
+        Settings(cache_ttl="2 days", _env_file=None)
+
+
+def test_the_runtime_default_applies_to_agents_that_do_not_say(rig: Rig) -> None:
+    prompt, run_id = _prompt(), f"run-{uuid.uuid4().hex[:8]}"
+    backend = replace(rig.runtime.backend, cache=True, cache_ttl="1h")
+    quiet = spawn_agent(AgentSpec(name=f"{run_id}/test/quiet", run_id=run_id), backend)
+    refusing = spawn_agent(AgentSpec(name=f"{run_id}/test/no", run_id=run_id, cache=False),
+                           backend)
+    assert [_ask(quiet, prompt).cache_hits for _ in range(2)] == [0, 1]
+    assert _ask(refusing, prompt).cache_hits == 0
 
 
 def test_a_hit_costs_nothing_in_a_budgeted_run(rig: Rig) -> None:
