@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from actors.agent import spawn_agent
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta
 from cluster.settings import Settings
 from tests.actors.agent_fixtures import Rig, bill, ledger_tokens
+from tests.actors.redis_server import running_redis
 
 
 def _ask(agent: Any, prompt: str, **kw: Any) -> Reply:
@@ -110,3 +112,15 @@ def test_a_hit_costs_nothing_in_a_budgeted_run(rig: Rig) -> None:
     first, second = _ask(agent, prompt), _ask(agent, prompt)
     status = ray.get(rig.runtime.ledger.budget.remote(run_id))
     assert second.cache_hits == 1 and status.spent_usd == first.cost_usd
+
+
+def test_agents_share_a_redis_store(rig: Rig, tmp_path: Path) -> None:
+    with running_redis(tmp_path) as url:
+        prompt, run_id = _prompt(), f"run-{uuid.uuid4().hex[:8]}"
+        backend = replace(rig.runtime.backend, cache_url=url)
+        agents = [spawn_agent(AgentSpec(name=f"{run_id}/test/r{i}", run_id=run_id, cache=True),
+                              backend) for i in range(2)]
+        first, second = (_ask(agent, prompt) for agent in agents)
+        ray.get([a.flush.remote() for a in agents])
+        assert (first.cache_hits, second.cache_hits) == (0, 1)
+        assert rig.ledger_totals(run_id).saved_usd == first.cost_usd

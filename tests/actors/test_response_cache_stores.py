@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,41 +14,13 @@ from actors.errors import ConfigError
 from actors.messages import TextBlock, Usage
 from actors.response_cache import CachedReply, cache_key, parse_ttl
 from actors.response_cache_stores import CacheStore, open_store
-
-REDIS_SERVER = Path("/usr/bin/redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.actors.redis_server import running_redis
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port in a temp dir, stopped by its pid."""
-    if not REDIS_SERVER.exists():
-        pytest.skip(f"{REDIS_SERVER} is missing: apt-get install redis-server (.ci/run does)")
-    pytest.importorskip("redis", reason="the redis extra is not installed: "
-                                        "pip install 'raytroupe[redis]'")
-    port, workdir = _free_port(), tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen([str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1",
-                               "--dir", str(workdir), "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis"])
