@@ -10,9 +10,9 @@ event loop never waits on the disk. WAL mode lets the actors of one node read wh
 Redis goes through redis-py's asyncio client; entries expire by Redis's own ``EX``.
 
 Example:
-    >>> store = open_store("sqlite:///tmp/rc.sqlite")
-    >>> await store.put("k", entry, ttl_s=3600)
-    >>> (await store.get("k")).cost_usd == entry.cost_usd
+    >>> store = open_store("sqlite:///tmp/rc.sqlite")                 # doctest: +SKIP
+    >>> await store.put("k", entry, ttl_s=3600)                       # doctest: +SKIP
+    >>> (await store.get("k")).cost_usd == entry.cost_usd             # doctest: +SKIP
     True
 """
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import doctest
+import importlib
 from typing import Any
 
+import pytest
 import ray
 
 from actors.messages import AskRequest, Turn
@@ -79,3 +82,10 @@ def test_off_sends_no_marks_and_history_is_marked_for_the_next_turn(rig: Rig) ->
                      for p in ("Clause 1?", "Clause 2?"))
     assert first.usage.cache_write_5m > 2048 and second.usage.cache_read == \
         first.usage.cache_write_5m
+
+
+@pytest.mark.parametrize("name", ["actors.prompt_breakpoints", "actors.response_cache"])
+def test_docstring_examples_hold(name: str) -> None:
+    failures, tried = doctest.testmod(importlib.import_module(name),
+                                      optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0
