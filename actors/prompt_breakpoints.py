@@ -11,7 +11,9 @@ chunk), and a conversation's earlier turns are resent on the next turn. So a mar
 end of each of those three, in that order, when the prefix up to it is estimated to reach the
 model's minimum (the estimate is generous: a mark on a prefix that turns out shorter is ignored
 by the API, free of charge) and while marks are left. Marks the caller placed are kept and
-counted; the new prompt itself is not marked (it is what changes between calls).
+counted; the new prompt itself is not marked (it is what changes between calls). The history
+mark moves forward as a conversation grows; the next turn still reads the entry the previous
+mark wrote, because the API looks back up to 20 block boundaries from each mark.
 
 Example:
     >>> params = {"model": "m", "system": [{"type": "text", "text": "x" * 9000}],
