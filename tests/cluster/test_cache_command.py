@@ -13,6 +13,7 @@ from actors.messages import TextBlock, Usage
 from actors.response_cache import CACHE_FILE, CachedReply
 from actors.response_cache_stores import open_store
 from cluster.cli import build_app
+from tests.actors.redis_server import running_redis
 
 app = build_app()
 
@@ -60,3 +61,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "--older-than: cache TTL '7 days'" in err and "Traceback" not in err
     code, _, err = _cache("stats", "--url", "ftp://cache")
     assert code == 2 and "use sqlite:///PATH or redis://" in err
+
+
+def test_stats_and_clear_reach_a_redis_store(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as url:
+        async def fill() -> None:
+            store = open_store(url)
+            await store.put("k", CachedReply(model="claude-haiku-5-5",
+                                             cost_usd=Decimal("0.5")), ttl_s=60)
+            await store.get("k")
+            await store.close()
+
+        asyncio.run(fill())
+        code, out, _ = _cache("stats", "--url", url)
+        assert code == 0 and "entries: 1  lookups: 1  hits: 1  hit rate: 100.0%  saved: " \
+            "$0.500000" in out
+        assert _cache("clear", "--url", url)[:2] == (0, "removed 1 cached reply\n")
