@@ -7,8 +7,11 @@ Every model call goes through the same steps, each a small method with one job:
     -> settle the limiter with the real usage and headers -> Ledger: record the attempt
     -> retry policy: done, or wait and go again
 
-so that later steps (response cache, routing, speculation, batches) slot in as steps of their
-own. The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
+wrapped by the response cache (``_cached``: a hit answers without any of the above, a miss runs
+them and stores the reply), with automatic prompt-cache breakpoints added where the request is
+built (``_prompt_cached``, called by ``_params``: ``actors/prompt_breakpoints.py``), so that
+later steps (routing, speculation, batches) slot in as steps of their own.
+The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
 and recorded, and a stream that already delivered text is never replayed. A reply is returned
 only once its Ledger records survive a kill of this process: written to the process's local
 journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run with a budget
@@ -24,8 +27,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,7 +42,7 @@ import anthropic
 import ray
 from pydantic import SecretStr
 
-from actors import api_call, singletons
+from actors import api_call, prompt_breakpoints, singletons
 from actors.api_call import Attempt
 from actors.errors import ConfigError, ConnectionFailed, PromptTooLongError, RaytroupeError
 from actors.ledger import LEDGER_NAME
@@ -57,6 +62,8 @@ from actors.messages import (
 )
 from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
+from actors.response_cache import CACHE_FILE, CachedReply, cache_key, parse_ttl
+from actors.response_cache_stores import CacheStore, open_store
 from actors.retry_policy import RetryPolicy
 from actors.tiers import ModelSpec, Tier, load_price_table
 from actors.token_estimate import estimate_input_tokens
@@ -93,6 +100,15 @@ class Backend:
     namespace: str = "raytroupe"
     limiter_name: str = LIMITER_NAME
     ledger_name: str = LEDGER_NAME
+    cache_url: str | None = None
+    """The response cache's store (``sqlite:///...`` or ``redis://...``); None: the SQLite
+    file in ``.raytroupe``. Set by ``cluster.init`` from ``RAYTROUPE_CACHE_URL``."""
+    cache_shared: bool = False
+    """Share response-cache entries across API keys (default: each key sees only its own)."""
+    cache: bool = False
+    """The response cache for agents and requests that do not say (``RAYTROUPE_CACHE``)."""
+    cache_ttl: str = "1d"
+    """Their entries' lifetime (``RAYTROUPE_CACHE_TTL``)."""
 
     @property
     def limiter(self) -> Any:
@@ -129,6 +145,8 @@ class _CallContext:
     attempts: list[Attempt] = field(default_factory=list)
     capped: bool = False
     """The run has a budget: its records must reach the Ledger before the reply."""
+    saved_usd: Decimal | None = None
+    """Set when the response cache answered: what the original call cost."""
 
 
 class Agent:
@@ -179,7 +197,7 @@ class Agent:
         started, calls = time.monotonic(), []
         for _turn in range(self.spec.max_turns):
             ctx = self._context(request, self.model)
-            await self._call(ctx, self._params(request, messages), on_text=None)
+            await self._cached(ctx, request, self._params(request, messages), on_text=None)
             calls.append(ctx)
             final = ctx.attempts[-1]
             tool_calls = [b for b in final.content if isinstance(b, ToolUseBlock)]
@@ -207,7 +225,8 @@ class Agent:
         queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
         params = self._params(request, self._messages(request))
         params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
-        task = asyncio.create_task(self._call(ctx, params, on_text=queue.put_nowait))
+        task = asyncio.create_task(self._cached(ctx, request, params,
+                                                on_text=queue.put_nowait))
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (item := await queue.get()) is not None:
@@ -271,6 +290,60 @@ class Agent:
         await self.ledger.flush()
 
     # -- the call pipeline ---------------------------------------------------------------
+
+    async def _cached(self, ctx: _CallContext, request: AskRequest, params: dict[str, Any],
+                      on_text: Callable[[TextDelta], None] | None) -> None:
+        """The response cache around one logical call: a hit answers it, a miss stores it.
+
+        A store that fails (Redis down, a locked file) costs the cache, never the call: it is
+        logged and the call goes to the API.
+        """
+        ttl_s = self._cache_ttl(request)
+        if ttl_s is None:
+            await self._call(ctx, params, on_text)
+            return
+        key = cache_key(params, None if self.backend.cache_shared else self.account)
+        attempt = Attempt()
+        entry = await self._cache_io(self._cache_store.get(key))
+        if entry is not None and entry.model == ctx.model:
+            attempt.content, attempt.stop_reason = entry.content, entry.stop_reason
+            attempt.usage = entry.usage
+            for piece in _replayed(attempt.content) if on_text else ():
+                on_text(piece)  # type: ignore[misc]
+            ctx.attempts.append(attempt.finish())
+            ctx.saved_usd = entry.cost_usd
+            self._record(ctx, attempt, 0, status="cache_hit", source="cache")
+            return
+        await self._call(ctx, params, on_text)
+        final = ctx.attempts[-1]
+        await self._cache_io(self._cache_store.put(key, CachedReply(
+            model=ctx.model, content=final.content, stop_reason=final.stop_reason,
+            usage=final.usage, cost_usd=_cost(ctx.spec, final.usage)), ttl_s))
+
+    def _cache_ttl(self, request: AskRequest) -> float | None:
+        """The lifetime of this call's cache entry, or None when it is not to be cached.
+
+        Off unless asked: every reply is a sample (API version 2026-10-21 takes no
+        temperature, ``docs/anthropic-api.md`` §1), and a hit repeats the first sample.
+        """
+        on = next(c for c in (request.cache, self.spec.cache, self.backend.cache) if c is not None)
+        if not on:
+            return None
+        return parse_ttl(request.cache_ttl or self.spec.cache_ttl or self.backend.cache_ttl)
+
+    @functools.cached_property
+    def _cache_store(self) -> CacheStore:
+        """The response cache's store, opened on the first cached call."""
+        return open_store(self.backend.cache_url or f"sqlite:///.raytroupe/{CACHE_FILE}")
+
+    async def _cache_io(self, step: Any) -> Any:
+        """Await a store call; a failure is logged and read as a miss."""
+        try:
+            return await step
+        except Exception as exc:
+            _log.warning("agent %s: response cache unavailable (%s): calling the API",
+                         self.spec.name, type(exc).__name__)
+            return None
 
     async def _call(self, ctx: _CallContext, params: dict[str, Any],
                     on_text: Callable[[TextDelta], None] | None) -> None:
@@ -405,14 +478,15 @@ class Agent:
             permit.settle(input_tokens=attempt.usage.limited_input_tokens,
                           output_tokens=attempt.usage.output_tokens, headers=attempt.headers)
 
-    def _record(self, ctx: _CallContext, attempt: Attempt, retry: int, status: str) -> None:
+    def _record(self, ctx: _CallContext, attempt: Attempt, retry: int, status: str,
+                source: str = "api") -> None:
         error = attempt.error
         self.ledger.record(CallRecord(
             call_id=ctx.call_id, attempt=retry, incarnation=self.incarnation,
             run_id=ctx.run_id, topology=self.spec.topology, agent=self.spec.name,
             role=ctx.role, tier=ctx.spec.tier, model=ctx.model, status=status,  # type: ignore[arg-type]
-            usage=attempt.usage, streamed=attempt.ttft_s is not None,
-            http_status=attempt.status if status != "cancelled" else None,
+            usage=attempt.usage, streamed=attempt.ttft_s is not None, source=source,  # type: ignore[arg-type]
+            http_status=attempt.status if status in ("ok", "error") else None,
             error_type=error.error_type if error else None, request_id=attempt.request_id,
             started_at=attempt.started_at, latency_s=attempt.latency_s, ttft_s=attempt.ttft_s))
 
@@ -463,11 +537,22 @@ class Agent:
             params["tools"] = self.toolbox.schemas()
         if request.stop_sequences:
             params["stop_sequences"] = list(request.stop_sequences)
-        return params
+        return self._prompt_cached(request, params)
+
+    def _prompt_cached(self, request: AskRequest, params: dict[str, Any]) -> dict[str, Any]:
+        """Automatic prompt caching: breakpoints on the shared prefixes, unless turned off."""
+        on = request.prompt_cache if request.prompt_cache is not None else self.spec.prompt_cache
+        if not on:
+            return params
+        spec = self.prices.spec(params["model"])
+        return prompt_breakpoints.with_breakpoints(params, spec.min_cacheable_tokens)
 
     def _reply(self, calls: list[_CallContext], latency_s: float) -> Reply:
-        usage, cost = Usage(), Decimal(0)
+        usage, cost, saved = Usage(), Decimal(0), Decimal(0)
         for ctx in calls:
+            if ctx.saved_usd is not None:  # a response-cache hit: nothing billed
+                saved += ctx.saved_usd
+                continue
             for attempt in ctx.attempts:
                 usage += attempt.usage
                 cost += _cost(ctx.spec, attempt.usage)
@@ -478,7 +563,8 @@ class Agent:
             tier=calls[-1].spec.tier, model=calls[-1].model, usage=usage, cost_usd=cost,
             calls=len(calls), attempts=sum(len(c.attempts) for c in calls),
             latency_s=latency_s, ttft_s=final.ttft_s,
-            call_ids=tuple(c.call_id for c in calls))
+            call_ids=tuple(c.call_id for c in calls),
+            cache_hits=sum(c.saved_usd is not None for c in calls), saved_usd=saved)
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
         """Keep the exchange if asked, compacting old turns with a haiku summary when needed.
@@ -516,6 +602,12 @@ def _cost(spec: ModelSpec, usage: Usage) -> Decimal:
     return spec.cost_usd(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                          cache_write_5m=usage.cache_write_5m, cache_write_1h=usage.cache_write_1h,
                          cache_read=usage.cache_read)
+
+
+def _replayed(content: Sequence[Any]) -> list[TextDelta]:
+    """A cached reply's text as deltas, a word at a time, as ``stream`` would have sent it."""
+    text = "".join(b.text for b in content if isinstance(b, TextBlock))
+    return [TextDelta(text=piece) for piece in re.findall(r"\s*\S+\s*|\s+", text)]
 
 
 def _api_blocks(content: Sequence[Any]) -> list[dict[str, Any]]:

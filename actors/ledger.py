@@ -277,7 +277,8 @@ class Ledger:
             ['r1/research/lead', 'r1/research/worker-0']
         """
         by = check_rollup_by(by)
-        return await asyncio.to_thread(read_rollups, self._journal.path, run_id, by)
+        return await asyncio.to_thread(read_rollups, self._journal.path, run_id, by,
+                                       self._prices)
 
     async def totals(self, run_id: str) -> Rollup:
         """One run's totals (all zero for a run with no attempt).

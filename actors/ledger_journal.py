@@ -160,6 +160,8 @@ class RollupRow(NamedTuple):
     latency_s: float
     ttft_s: float | None
     started_at: float
+    model: str
+    """The model id: a response-cache hit's saving is priced from it."""
 
 
 _KEY_COLUMNS = {"run": "run_id", "agent": "agent", "tier": "tier", "topology": "topology",

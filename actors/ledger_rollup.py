@@ -8,7 +8,8 @@ Counting rules, chosen so that the roll-up equals the provider's bill:
   ``retries`` the attempts after a call's first (``attempt > 0``).
 - Tokens and cost count what the provider billed: a response-cache hit (``source="cache"``)
   costs nothing and its tokens were never consumed, so it adds neither (BerriAI/litellm#39057
-  replayed them into token totals and double counted).
+  replayed them into token totals and double counted). What a hit would have cost (its
+  recorded original usage, priced from the price table) goes to ``saved_usd`` instead.
 - Latency percentiles cover attempts that went to the API (cache hits would drag them to 0);
   ``ttft_p50`` covers streamed attempts that reported a first token.
 - Percentiles use the nearest-rank method: the reported value is one that was observed.
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.errors import UsageError
 from actors.ledger_journal import RollupRow, iter_rollup_rows
+from actors.tiers import PriceTable, load_price_table
 
 RollupBy = Literal["run", "agent", "tier", "topology", "model"]
 """What a roll-up groups attempts by."""
@@ -75,6 +77,8 @@ class Rollup(BaseModel):
     """Billed cache reads."""
     cost_usd: Decimal = Decimal(0)
     """Exact cost in USD."""
+    saved_usd: Decimal = Decimal(0)
+    """What the response-cache hits would have cost (their original calls' price)."""
     latency_p50: float | None = None
     """Median seconds from sending an attempt to its last byte; None without API attempts."""
     latency_p95: float | None = None
@@ -85,6 +89,12 @@ class Rollup(BaseModel):
     """Median time to first token of streamed attempts, in seconds."""
     first_started_at: float | None = None
     """Unix time the group's first attempt was sent."""
+
+    @property
+    def prompt_cache_hit_rate(self) -> float | None:
+        """Share of billed input tokens read from the prompt cache; None without input."""
+        total = self.input_tokens + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        return self.cache_read / total if total else None
 
 
 def check_rollup_by(by: str) -> RollupBy:
@@ -112,7 +122,8 @@ def percentile(ordered: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
-def read_rollups(path: Path, run_id: str | None, by: RollupBy) -> list[Rollup]:
+def read_rollups(path: Path, run_id: str | None, by: RollupBy,
+                 prices: PriceTable | None = None) -> list[Rollup]:
     """Roll up the journal at ``path`` (one run, or all of them) by ``by``, oldest group first.
 
     Raises:
@@ -124,16 +135,21 @@ def read_rollups(path: Path, run_id: str | None, by: RollupBy) -> list[Rollup]:
         ['haiku', 'sonnet']
     """
     by = check_rollup_by(by)
-    return rollup(iter_rollup_rows(path, run_id, by), by)
+    return rollup(iter_rollup_rows(path, run_id, by), by, prices)
 
 
-def rollup(rows: Iterable[RollupRow], by: RollupBy) -> list[Rollup]:
-    """Total ``rows`` per key, oldest group first (rows carry their group key)."""
+def rollup(rows: Iterable[RollupRow], by: RollupBy,
+           prices: PriceTable | None = None) -> list[Rollup]:
+    """Total ``rows`` per key, oldest group first (rows carry their group key).
+
+    ``prices`` prices the savings of response-cache hits (default: the shipped table).
+    """
     groups: dict[str, _Totals] = {}
+    prices = prices or load_price_table()
     for row in rows:
         totals = groups.get(row.key)
         if totals is None:
-            totals = groups[row.key] = _Totals()
+            totals = groups[row.key] = _Totals(prices)
         totals.add(row)
     rolled = [totals.finish(by, key) for key, totals in groups.items()]
     return sorted(rolled, key=lambda r: (r.first_started_at or 0.0, r.key))
@@ -147,9 +163,12 @@ def empty_rollup(by: RollupBy, key: str) -> Rollup:
 class _Totals:
     """Running totals of one group (mutable; turned into a frozen ``Rollup`` at the end)."""
 
-    __slots__ = ("call_ids", "cost", "counts", "first", "latencies", "tokens", "ttfts")
+    __slots__ = ("call_ids", "cost", "counts", "first", "latencies", "prices", "saved",
+                 "tokens", "ttfts")
 
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
+        self.saved = Decimal(0)
         self.call_ids: set[str] = set()
         self.counts = dict.fromkeys(("attempts", "errors", "rate_limited", "retries",
                                      "cancelled", "cache_hits"), 0)
@@ -172,6 +191,7 @@ class _Totals:
         counts["cancelled"] += row.status == "cancelled"
         if not is_billed(row.source, row.status):
             counts["cache_hits"] += 1
+            self.saved += self._price(row)
             return
         tokens = self.tokens
         tokens["input_tokens"] += row.input_tokens
@@ -184,11 +204,21 @@ class _Totals:
         if row.ttft_s is not None:
             self.ttfts.append(row.ttft_s)
 
+    def _price(self, row: RollupRow) -> Decimal:
+        """What a hit's original call cost (0 for a model the table does not know)."""
+        try:
+            spec = self.prices.spec(row.model)
+        except KeyError:
+            return Decimal(0)
+        return spec.cost_usd(input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+                             cache_write_5m=row.cache_write_5m,
+                             cache_write_1h=row.cache_write_1h, cache_read=row.cache_read)
+
     def finish(self, by: RollupBy, key: str) -> Rollup:
         latencies, ttfts = sorted(self.latencies), sorted(self.ttfts)
         return Rollup(
             by=by, key=key, calls=len(self.call_ids), **self.counts, **self.tokens,
-            cost_usd=self.cost, latency_p50=percentile(latencies, 50),
+            cost_usd=self.cost, saved_usd=self.saved, latency_p50=percentile(latencies, 50),
             latency_p95=percentile(latencies, 95), latency_p99=percentile(latencies, 99),
             ttft_p50=percentile(ttfts, 50), first_started_at=self.first,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
@@ -154,6 +154,14 @@ class AskRequest(_Frozen):
     """Attribute the call to this logical role (a host actor serving many logical agents)."""
     call_id: str | None = None
     """Idempotency key of the logical call; generated when absent."""
+    cache: bool | None = None
+    """Answer from (and store in) the response cache; None: the agent's setting."""
+    cache_ttl: str | None = None
+    """How long a reply stored by this call lives (``"1h"``, ``"7d"``); None: the agent's."""
+    prompt_cache: bool | None = None
+    """Automatic prompt-cache breakpoints for this call; None: the agent's setting."""
+
+    _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
 
 
 class Reply(_Frozen):
@@ -177,6 +185,10 @@ class Reply(_Frozen):
     latency_s: float = 0.0
     ttft_s: float | None = None
     call_ids: tuple[str, ...] = ()
+    cache_hits: int = 0
+    """Calls answered by the response cache (free; their usage is not in ``usage``)."""
+    saved_usd: Decimal = Decimal(0)
+    """What the cache hits would have cost: the original calls' cost."""
 
 
 class TextDelta(_Frozen):
@@ -211,3 +223,23 @@ class AgentSpec(_Frozen):
     """Cap on model turns of one ``ask`` when tools are used."""
     memory_budget_tokens: int = Field(default=20_000, gt=0)
     """Above this, older remembered turns are replaced by a haiku-written summary."""
+    cache: bool | None = None
+    """Answer repeated requests from the response cache; None: the runtime's
+    ``RAYTROUPE_CACHE`` (off by default: a repeat returns the first sample).
+    See ``docs/configuration.md``."""
+    cache_ttl: str | None = None
+    """How long a cached reply lives: a number and a unit, s, m, h, d or w (``"7d"``); None:
+    the runtime's ``RAYTROUPE_CACHE_TTL`` (``1d``)."""
+    prompt_cache: bool = True
+    """Automatic prompt-cache breakpoints on shared prefixes (system, tools, history)."""
+
+    _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
+
+
+def _valid_ttl(value: str | None) -> str | None:
+    """A TTL the response cache understands, checked where the request or spec is built."""
+    if value is not None:
+        from actors.response_cache import parse_ttl  # response_cache imports this module
+
+        parse_ttl(value)
+    return value

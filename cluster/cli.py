@@ -52,6 +52,8 @@ COMMANDS: dict[str, CommandEntry] = {
                            "Show or change the runtime's rate limits, for every job."),
     "ledger": CommandEntry("cluster.ledger_command", "ledger_command",
                            "Show tokens, USD, calls, errors and latency from the Ledger."),
+    "cache": CommandEntry("cluster.cache_command", "cache_app",
+                          "Show or clear the response cache (entries, hit rate, USD saved)."),
     "emulator": CommandEntry("cluster.emulator_command", "emulator_command",
                              "Serve the Anthropic API emulator on HOST:PORT until Ctrl-C."),
     "demo": CommandEntry("cluster.demo_command", "demo",

@@ -63,11 +63,16 @@ def _fail(message: str) -> NoReturn:
 
 
 _COLUMNS = ("calls", "attempts", "errors", "429s", "retries", "input", "output", "cache write",
-            "cache read", "USD", "p50 s", "p95 s", "p99 s")
+            "cache read", "USD", "p50 s", "p95 s", "p99 s", "cache hits", "saved USD",
+            "read %")
+"""``cache hits``/``saved USD``: the response cache; ``read %``: input read from the prompt
+cache (``Rollup.prompt_cache_hit_rate``)."""
 _SPLIT = (("calls, tokens and cost", ("calls", "input", "output", "cache write", "cache read",
                                       "USD")),
           ("reliability and latency", ("attempts", "errors", "429s", "retries", "p50 s", "p95 s",
-                                       "p99 s")))
+                                       "p99 s")),
+          ("caching", ("calls", "cache hits", "saved USD", "cache write", "cache read",
+                       "read %")))
 
 
 def _print(console: Console, title: str, rows: list[Rollup], total: Rollup | None) -> None:
@@ -128,7 +133,10 @@ def _cells(row: Rollup, columns: tuple[str, ...]) -> list[str]:
         "cache write": f"{row.cache_write_5m + row.cache_write_1h:,}",
         "cache read": f"{row.cache_read:,}", "USD": f"${row.cost_usd.quantize(_MICRO_USD):,}",
         "p50 s": _seconds(row.latency_p50), "p95 s": _seconds(row.latency_p95),
-        "p99 s": _seconds(row.latency_p99),
+        "p99 s": _seconds(row.latency_p99), "cache hits": f"{row.cache_hits:,}",
+        "saved USD": f"${row.saved_usd.quantize(_MICRO_USD):,}",
+        "read %": "-" if row.prompt_cache_hit_rate is None else
+                  f"{row.prompt_cache_hit_rate:.0%}",
     }
     return [cells[name] for name in columns]
 

@@ -114,7 +114,9 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     singletons.remember(LEDGER_NAME, namespace, ledger)
     backend = Backend(api_key=key, base_url=base_url,
                       price_table=str(settings.price_table) if settings.price_table else None,
-                      namespace=namespace)
+                      namespace=namespace, cache_url=settings.response_cache_url(),
+                      cache_shared=settings.cache_shared, cache=settings.cache,
+                      cache_ttl=settings.cache_ttl)
     _current = Runtime(settings=settings, backend=backend, started_ray=started, emulator=emulator,
                        joined=joined)
     return _current

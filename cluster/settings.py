@@ -58,6 +58,29 @@ class Settings(BaseSettings):
     """Where the Ledger journal, chunk results and caches live."""
     price_table: Path | None = None
     """A TOML file merged over the shipped price table (see ``actors/tiers.toml``)."""
+    cache_url: str | None = None
+    """The response cache's store: ``redis://host:6379/0`` for a cluster; unset, a SQLite file
+    in the data dir (``response_cache.sqlite``). Agents cache only when asked
+    (``AgentSpec(cache="on")``); see ``docs/configuration.md``."""
+    cache_shared: bool = False
+    """Let API keys share response-cache entries (default: an entry serves only its own key)."""
+    cache: bool = False
+    """Answer repeated requests from the response cache, for every agent that does not say."""
+    cache_ttl: str = "1d"
+    """How long those cached replies live (``90s``, ``1h``, ``7d``, ``2w``)."""
+
+    @field_validator("cache_ttl")
+    @classmethod
+    def _known_ttl(cls, value: str) -> str:
+        """An unknown unit is refused when the settings are read, before any call."""
+        from actors.response_cache import parse_ttl
+
+        parse_ttl(value)
+        return value
+
+    def response_cache_url(self) -> str:
+        """``cache_url``, or the SQLite file in the data dir."""
+        return self.cache_url or f"sqlite:///{self.data_dir.resolve() / 'response_cache.sqlite'}"
 
     @field_validator("anthropic_api_key")
     @classmethod

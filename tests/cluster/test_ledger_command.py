@@ -50,9 +50,10 @@ def _ledger(*args: str) -> tuple[int, str, str]:
 def test_lists_runs_with_exact_costs(data_dir: Path) -> None:
     code, out, _ = _ledger("--data-dir", str(data_dir))
     assert code == 0
-    # key, calls, attempts, errors, 429s, retries, input, output, cache w, cache r, USD, p50..
+    # key, calls, attempts, errors, 429s, retries, input, output, cache w, cache r, USD, p50..,
+    # cache hits, saved USD, prompt-cache read %
     assert row(out, "r1") == ["r1", "2", "3", "1", "1", "1", "2,000", "200", "0", "0",
-                               "$0.003150", "1.500", "2.500", "2.500"]
+                               "$0.003150", "1.500", "2.500", "2.500", "0", "$0.000000", "0%"]
     assert row(out, "r2")[10] == "$0.100000"
     assert out.index("r1") < out.index("r2")  # oldest run first
 
@@ -116,3 +117,23 @@ def test_a_narrow_terminal_gets_two_readable_tables(data_dir: Path) -> None:
     assert "calls, tokens and cost" in out and "reliability and latency" in out
     assert row(out, "total")[-1] == "$0.003150"  # the cost table's total row, unclipped
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_cache_hits_show_what_they_saved_and_prompt_cache_reads_their_share(
+        tmp_path: Path) -> None:
+    async def _cached_run() -> None:
+        ledger = Ledger(tmp_path)
+        await ledger.record([
+            make_record("a", 0, run_id="rc",
+                        usage=Usage(input_tokens=1_000, cache_read=3_000, output_tokens=100)),
+            make_record("b", 0, run_id="rc", status="cache_hit", source="cache",
+                        http_status=None, latency_s=0.001),
+        ])
+        await ledger.close()
+
+    asyncio.run(_cached_run())
+    code, out, _ = _ledger("rc", "--data-dir", str(tmp_path))
+    cells = row(out, "rc/research/lead")
+    # billed: 1,000 x $0.10 + 3,000 x $0.01 + 100 x $0.50 per MTok; the hit's 1,000 in + 100 out
+    # would have cost $0.000150 and is billed 0
+    assert (code, cells[10], cells[-3:]) == (0, "$0.000180", ["1", "$0.000150", "75%"])
