@@ -63,7 +63,8 @@ def journal_dir(session: Path, actor_id: str) -> Path:
     return root / actor_id
 
 
-_SHM = Path("/dev/shm")
+# A tmpfs on purpose (see actor_journal_dir).
+_SHM = Path("/dev/shm")  # nosec B108
 
 
 def session_dir() -> Path:

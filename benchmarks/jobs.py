@@ -133,7 +133,8 @@ def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     from emulator import EmulatorProcess, Limits
 
-    temp = tempfile.mkdtemp(prefix="rt-jb-", dir="/tmp")
+    # /tmp, not $TMPDIR: Ray's socket paths under RAY_TMPDIR must stay short.
+    temp = tempfile.mkdtemp(prefix="rt-jb-", dir="/tmp")  # nosec B108
     data = Path(temp) / "data"
     with EmulatorProcess(latency_s=args.latency,
                          limits_by_tier={"haiku": Limits(itpm=args.itpm)}) as emu:

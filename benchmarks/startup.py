@@ -80,7 +80,8 @@ def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
 
 
 def measure(runs: int) -> dict[str, Any]:
-    temp = tempfile.mkdtemp(prefix="rt-bs-", dir="/tmp")
+    # /tmp, not $TMPDIR: Ray's socket paths under RAY_TMPDIR must stay short.
+    temp = tempfile.mkdtemp(prefix="rt-bs-", dir="/tmp")  # nosec B108
     with run_emulator(latency_s=0.0) as emu:
         env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled",
                "ANTHROPIC_BASE_URL": emu.base_url, "RAYTROUPE_DATA_DIR": f"{temp}/data",

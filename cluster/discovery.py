@@ -34,8 +34,9 @@ _ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5}
 
 def ray_temp_dir() -> Path:
     """Ray's own temp root, as Ray computes it (``$RAY_TMPDIR/ray``, default ``/tmp/ray``)."""
+    # "/tmp" is Ray's own default root, not a file of ours.
     base = os.environ.get("RAY_TMPDIR") or (
-        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None) or "/tmp"
+        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None) or "/tmp"  # nosec B108
     return Path(base) / "ray"
 
 
