@@ -29,7 +29,7 @@ test: $(STAMP)
 
 # bandit (medium severity and up) over the code that ships; detect-secrets over every tracked
 # file. The only secrets allowed are the tests' canaries and the dummy keys below.
-DUMMY_SECRETS := ^(sk-ant-emulator|sk-ant-x|sk-test|sk-ant-api03-secret|a1b2c3d4e5f6)$$
+DUMMY_SECRETS := ^(sk-ant-emulator|sk-ant-bench|sk-ant-x|sk-test|sk-ant-api03-secret|a1b2c3d4e5f6)$$
 security: $(STAMP)
 	$(BIN)/bandit -ll -q -r actors cluster topologies emulator benchmarks
 	$(BIN)/detect-secrets-hook --exclude-secrets '(?i)canary' \
