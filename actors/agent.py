@@ -15,6 +15,11 @@ journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run 
 also waits for the Ledger's acknowledgement. Killing an agent therefore loses at most the
 records of calls still in flight.
 
+One model turn of ``ask`` wraps those steps (issue 10): route (``_route``: the tier per
+request) -> speculate (``_first_of``: N attempts at once, the first valid reply wins, the
+others are cancelled) -> judge each final reply before it is recorded (``_judged``) ->
+escalate (``_model_turn``: a reply that fails its validation goes one tier up).
+
 Example:
     >>> agent = spawn_agent(AgentSpec(name="demo/lead", tier="haiku"), backend)  # doctest: +SKIP
     >>> reply = ray.get(agent.ask.remote(AskRequest(prompt="Hello")))          # doctest: +SKIP
@@ -40,7 +45,13 @@ from pydantic import SecretStr
 
 from actors import api_call, singletons
 from actors.api_call import Attempt
-from actors.errors import ConfigError, ConnectionFailed, PromptTooLongError, RaytroupeError
+from actors.errors import (
+    ConfigError,
+    ConnectionFailed,
+    InvalidReply,
+    PromptTooLongError,
+    RaytroupeError,
+)
 from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
@@ -59,7 +70,8 @@ from actors.messages import (
 from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
 from actors.retry_policy import RetryPolicy
-from actors.tiers import ModelSpec, Tier, load_price_table
+from actors.router import reply_problem, route, tier_above
+from actors.tiers import TIERS, ModelSpec, Tier, load_price_table
 from actors.token_estimate import InputCalibration, estimate_input_tokens
 from actors.tools import Toolbox
 
@@ -130,6 +142,16 @@ class _CallContext:
     attempts: list[Attempt] = field(default_factory=list)
     capped: bool = False
     """The run has a budget: its records must reach the Ledger before the reply."""
+    speculative: bool = False
+    """One of N concurrent attempts of a speculative call (recorded as such)."""
+    judge: Callable[[str], str | None] | None = None
+    """Why a final reply fails its validation (None: it passes), when the request has one."""
+    problem: str | None = None
+    """The judge's verdict on the last reply: set means the call must go one tier up."""
+    lost: bool = False
+    """A speculative attempt another one beat (cancelled, failed or invalid)."""
+    escalated: bool = False
+    """Its reply failed validation and the call went one tier up."""
 
 
 class Agent:
@@ -177,11 +199,12 @@ class Agent:
         """
         messages = self._messages(request)
         started, calls = time.monotonic(), []
+        model = self._route(request)
         for _turn in range(self.spec.max_turns):
-            ctx = self._context(request, self.model)
-            await self._call(ctx, self._params(request, messages), on_text=None)
-            calls.append(ctx)
-            final = ctx.attempts[-1]
+            contexts = await self._model_turn(request, messages, model)
+            calls += contexts
+            model = contexts[-1].model  # an escalated tier serves the rest of the tool loop
+            final = contexts[-1].attempts[-1]
             tool_calls = [b for b in final.content if isinstance(b, ToolUseBlock)]
             if final.stop_reason != "tool_use" or not self.toolbox or not tool_calls:
                 break
@@ -202,8 +225,11 @@ class Agent:
             >>> async for ref in agent.stream.remote(AskRequest(prompt="Hi")):  # doctest: +SKIP
             ...     item = await ref
         """
+        if (request.speculative or 1) > 1:
+            raise ConfigError("stream cannot speculate: a stream shows one attempt as it "
+                              "arrives; use ask with speculative, or stream without it")
         started = time.monotonic()
-        ctx = self._context(request, self.model)
+        ctx = self._context(request, self._route(request))
         queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
         params = self._params(request, self._messages(request))
         params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
@@ -269,6 +295,94 @@ class Agent:
     async def flush(self) -> None:
         """Wait until every Ledger record of this agent is acknowledged."""
         await self.ledger.flush()
+
+    # -- routing, escalation and speculation (issue 10) ---------------------------------
+
+    def _route(self, request: AskRequest) -> str:
+        """The model for ``request``: the agent's own, or the tier its router picks."""
+        router = self.spec.router
+        if router is None:
+            return self.model
+        tier = route(request) if router == "auto" else router(request)
+        if tier not in TIERS:
+            raise ConfigError(f"agent {self.spec.name}'s router returned {tier!r}; a router "
+                              f"returns one of {', '.join(TIERS)}")
+        return self.model if tier == self.spec.tier else self.prices.model_for(tier)
+
+    async def _model_turn(self, request: AskRequest, messages: list[dict[str, Any]],
+                          model: str) -> list[_CallContext]:
+        """One model turn, escalated one tier up while its reply fails validation.
+
+        Returns every context it paid for (escalated replies and speculative losers first,
+        the accepted one last).
+
+        Raises:
+            InvalidReply: the top tier's reply failed its validation too.
+        """
+        paid: list[_CallContext] = []
+        while True:
+            paid += await self._first_of(request, messages, model)
+            final = paid[-1]
+            if final.problem is None:
+                return paid
+            above = tier_above(final.spec.tier)
+            final.escalated = True
+            if above is None:
+                raise InvalidReply(f"agent {self.spec.name}: {final.problem}, up to the top "
+                                   f"tier ({final.model}); {len(paid)} call(s) were billed")
+            _log.info("agent %s: %s on %s; escalating to %s", self.spec.name, final.problem,
+                      final.model, above)
+            model = self.prices.model_for(above)
+
+    async def _first_of(self, request: AskRequest, messages: list[dict[str, Any]],
+                        model: str) -> list[_CallContext]:
+        """N attempts at once; the first valid reply wins and the others are cancelled.
+
+        One attempt is the plain call. With N > 1 every attempt streams, so a loser cancelled
+        mid-reply is recorded with exactly what it used (its input, and the output tokens
+        that reached us), and its HTTP stream is closed at once by cancelling its task.
+        Returns the losers' contexts first and the winner's last; if none is valid, the
+        contexts in finishing order (the caller escalates the last).
+
+        Raises:
+            CallFailed and friends: every attempt failed (the last error).
+        """
+        n = request.speculative or self.spec.speculative
+        models = [self.prices.model_for(t) if t != self.spec.tier else self.model
+                  for t in request.speculative_tiers] or [model]
+        contexts = [self._context(request, models[i % len(models)], speculative=n > 1)
+                    for i in range(n)]
+        if n == 1:
+            await self._call(contexts[0], self._params(request, messages, model=model), None)
+            return contexts
+        tasks = {asyncio.create_task(self._call(ctx, self._params(request, messages, ctx.model),
+                                                on_text=_discard)): ctx for ctx in contexts}
+        finished: list[_CallContext] = []
+        error: BaseException | None = None
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        error = task.exception()
+                        continue
+                    finished.append(tasks[task])
+                if any(ctx.problem is None for ctx in finished):
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not finished:
+            assert error is not None
+            raise error
+        winners = [ctx for ctx in finished if ctx.problem is None]
+        last = winners[0] if winners else finished[-1]
+        losers = [ctx for ctx in contexts if ctx is not last and ctx.attempts]
+        for ctx in losers:
+            ctx.lost = True
+        return [*losers, last]
 
     # -- the call pipeline ---------------------------------------------------------------
 
@@ -369,6 +483,7 @@ class Agent:
             if attempt.sent:
                 attempt.usage = (attempt.partial_usage() or Usage()) if on_text else \
                     Usage(input_tokens=estimate, output_tokens=ctx.max_tokens)
+                ctx.attempts.append(attempt)  # a speculative loser is part of the cost
                 self._record(ctx, attempt.finish(), retry, status="cancelled")
             elif reserved:
                 self._release(ctx, retry)
@@ -384,8 +499,20 @@ class Agent:
             attempt.error = ConnectionFailed("the attempt failed in the client",
                                              error_type="client_error")
         ctx.attempts.append(attempt)
-        self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
+        self._record(ctx, attempt, retry, status=self._judged(ctx, attempt))
         return attempt
+
+    @staticmethod
+    def _judged(ctx: _CallContext, attempt: Attempt) -> str:
+        """The attempt's status: ``ok``, ``error``, or ``escalated`` for a final reply that
+        fails the request's validation (billed like any reply; the call goes one tier up)."""
+        if attempt.error is not None:
+            return "error"
+        ctx.problem = None
+        if ctx.judge is not None and attempt.stop_reason != "tool_use":
+            text = "".join(b.text for b in attempt.content if isinstance(b, TextBlock))
+            ctx.problem = ctx.judge(text)
+        return "ok" if ctx.problem is None else "escalated"
 
     @functools.cached_property
     def _calibration(self) -> InputCalibration:
@@ -421,14 +548,16 @@ class Agent:
             call_id=ctx.call_id, attempt=retry, incarnation=self.incarnation,
             run_id=ctx.run_id, topology=self.spec.topology, agent=self.spec.name,
             role=ctx.role, tier=ctx.spec.tier, model=ctx.model, status=status,  # type: ignore[arg-type]
-            usage=attempt.usage, streamed=attempt.ttft_s is not None,
+            usage=attempt.usage, speculative=ctx.speculative, streamed=attempt.ttft_s is not None,
             http_status=attempt.status if status != "cancelled" else None,
             error_type=error.error_type if error else None, request_id=attempt.request_id,
             started_at=attempt.started_at, latency_s=attempt.latency_s, ttft_s=attempt.ttft_s))
 
     # -- small pure steps ----------------------------------------------------------------
 
-    def _context(self, request: AskRequest, model: str) -> _CallContext:
+    def _context(self, request: AskRequest, model: str, *,
+                 speculative: bool = False) -> _CallContext:
+        judged = request.output_schema is not None or request.check is not None
         return _CallContext(
             # A request's call_id tags the logical call; the suffix makes each execution of it
             # unique, because a restarted agent re-running it is billed again and the Ledger
@@ -436,7 +565,9 @@ class Agent:
             call_id=f"{request.call_id or 'call'}.{self.incarnation}.{uuid.uuid4().hex[:8]}",
             model=model,
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
-            role=request.role or self.spec.role, max_tokens=request.max_tokens)
+            role=request.role or self.spec.role, max_tokens=request.max_tokens,
+            speculative=speculative,
+            judge=functools.partial(reply_problem, request=request) if judged else None)
 
     @staticmethod
     def _check_request(ctx: _CallContext, estimate: int) -> None:
@@ -488,7 +619,9 @@ class Agent:
             tier=calls[-1].spec.tier, model=calls[-1].model, usage=usage, cost_usd=cost,
             calls=len(calls), attempts=sum(len(c.attempts) for c in calls),
             latency_s=latency_s, ttft_s=final.ttft_s,
-            call_ids=tuple(c.call_id for c in calls))
+            call_ids=tuple(c.call_id for c in calls),
+            speculative_losers=sum(c.lost for c in calls),
+            escalations=sum(c.escalated for c in calls))
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
         """Keep the exchange if asked, compacting old turns with a haiku summary when needed.
@@ -520,6 +653,10 @@ class Agent:
                              self.spec.name, exc)
                 return
             self.memory.compact(self._reply([ctx], 0.0).text, upto=old)
+
+
+def _discard(_delta: TextDelta) -> None:
+    """A speculative attempt streams only to be cancellable at an exact bill; no one reads it."""
 
 
 def _cost(spec: ModelSpec, usage: Usage) -> Decimal:

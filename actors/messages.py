@@ -5,16 +5,21 @@ Everything here is a frozen pydantic v2 model with a literal ``kind``; costs are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 
 from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
 
-CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
-"""How one attempt ended: answered, failed, abandoned by us, or served without an API call."""
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated"]
+"""How one attempt ended: answered, failed, abandoned by us, served without an API call, or
+answered (and billed) with a reply that failed its validation, so the call went one tier up."""
+
+MAX_SPECULATIVE = 8
+"""Most concurrent attempts of one speculative call (each one is billed until cancelled)."""
 
 CallSource = Literal["api", "cache", "batch"]
 """Where the answer came from: a live Messages call, the response cache, or a Message Batch."""
@@ -154,6 +159,28 @@ class AskRequest(_Frozen):
     """Attribute the call to this logical role (a host actor serving many logical agents)."""
     call_id: str | None = None
     """Idempotency key of the logical call; generated when absent."""
+    speculative: int | None = None
+    """Run this many attempts at once (1-8) and keep the first valid reply; the losers are
+    cancelled at once and billed for what they used (default: the agent's policy)."""
+    speculative_tiers: tuple[Tier, ...] = ()
+    """Tiers of the speculative attempts, cycled (default: every attempt on the routed tier)."""
+    output_schema: type[BaseModel] | None = None
+    """The reply's text must parse as this model's JSON, or the call goes one tier up."""
+    check: Callable[[str], bool] | None = None
+    """The reply's text must pass this check, or the call goes one tier up (a picklable
+    function: it runs inside the agent)."""
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculation_fits(cls, n: int | None) -> int | None:
+        return _check_speculative(n)
+
+
+def _check_speculative(n: int | None) -> int | None:
+    """One clear message for a bad N, raised where the request is built (before any call)."""
+    if n is not None and not 1 <= n <= MAX_SPECULATIVE:
+        raise ValueError(f"speculative must be from 1 to {MAX_SPECULATIVE} attempts, got {n}")
+    return n
 
 
 class Reply(_Frozen):
@@ -177,6 +204,10 @@ class Reply(_Frozen):
     latency_s: float = 0.0
     ttft_s: float | None = None
     call_ids: tuple[str, ...] = ()
+    speculative_losers: int = 0
+    """Speculative attempts cancelled (or failed) because another one won; in the cost."""
+    escalations: int = 0
+    """Times the reply failed its validation and the call went one tier up; in the cost."""
 
 
 class TextDelta(_Frozen):
@@ -211,3 +242,14 @@ class AgentSpec(_Frozen):
     """Cap on model turns of one ``ask`` when tools are used."""
     memory_budget_tokens: int = Field(default=20_000, gt=0)
     """Above this, older remembered turns are replaced by a haiku-written summary."""
+    speculative: int = 1
+    """Attempts per call by default, first valid reply wins (1-8; a request may override)."""
+    router: Literal["auto"] | Callable[[AskRequest], Tier] | None = None
+    """Pick the tier per request: ``"auto"`` is the guide's decision tree
+    (:func:`actors.router.route`), a function ``(AskRequest) -> tier`` replaces it; None
+    always uses ``tier``."""
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculation_fits(cls, n: int) -> int:
+        return _check_speculative(n) or 1
