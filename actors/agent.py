@@ -57,6 +57,7 @@ from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
 from actors.limits import BucketKey
 from actors.memory import SUMMARY_PROMPT, ConversationMemory
+from actors.message_batches import BatchResult, BatchRunner
 from actors.messages import (
     AgentSpec,
     AskRequest,
@@ -295,6 +296,22 @@ class Agent:
     async def flush(self) -> None:
         """Wait until every Ledger record of this agent is acknowledged."""
         await self.ledger.flush()
+
+    async def submit_batch(self, items: Sequence[tuple[str, AskRequest]]) -> str:
+        """Send ``(custom_id, request)`` items as one Message Batch; return its id.
+
+        See :mod:`actors.message_batches` (half price, answered later, resumable by id).
+        """
+        return await self._batches.submit(items)
+
+    async def collect_batch(self, batch_id: str, items: Sequence[tuple[str, AskRequest]]
+                            ) -> list[BatchResult]:
+        """Wait for a batch to end; record its results (``source="batch"``) and return them."""
+        return await self._batches.collect(batch_id, items)
+
+    @functools.cached_property
+    def _batches(self) -> BatchRunner:
+        return BatchRunner(self)
 
     # -- routing, escalation and speculation (issue 10) ---------------------------------
 
