@@ -337,8 +337,10 @@ class Agent:
             InvalidReply: the top tier's reply failed its validation too.
         """
         paid: list[_CallContext] = []
+        tiers = request.speculative_tiers
         while True:
-            paid += await self._first_of(request, messages, model)
+            paid += await self._first_of(request, messages, model, tiers)
+            tiers = ()  # an escalated turn speculates on the tier above only
             final = paid[-1]
             if final.problem is None:
                 return paid
@@ -352,7 +354,7 @@ class Agent:
             model = self.prices.model_for(above)
 
     async def _first_of(self, request: AskRequest, messages: list[dict[str, Any]],
-                        model: str) -> list[_CallContext]:
+                        model: str, tiers: Sequence[Tier] = ()) -> list[_CallContext]:
         """N attempts at once; the first valid reply wins and the others are cancelled.
 
         One attempt is the plain call. With N > 1 every attempt streams, so a loser cancelled
@@ -366,7 +368,7 @@ class Agent:
         """
         n = request.speculative or self.spec.speculative
         models = [self.prices.model_for(t) if t != self.spec.tier else self.model
-                  for t in request.speculative_tiers] or [model]
+                  for t in tiers] or [model]
         contexts = [self._context(request, models[i % len(models)], speculative=n > 1)
                     for i in range(n)]
         if n == 1:

@@ -170,3 +170,20 @@ def test_a_router_returning_no_tier_is_refused_before_any_call(rig: Rig) -> None
     with pytest.raises(ConfigError, match="router returned 'gpt'"):
         _ask(agent)
     assert rig.emulator.stats()["requests"] == before
+
+
+def test_speculation_and_escalation_together_bill_every_attempt(rig: Rig) -> None:
+    rig.emulator.reset()
+    rig.emulator.set_responder(_json_only_above_haiku)
+    try:
+        agent, run_id = rig.agent("haiku")
+        reply = _ask(agent, output_schema=Answer, speculative=2,
+                     speculative_tiers=("haiku", "haiku"))
+        ray.get(agent.flush.remote())
+    finally:
+        rig.emulator.set_responder(None)
+    assert reply.tier == "sonnet" and reply.escalations == 1
+    records = _records(rig, run_id)
+    assert sum(r.tier == "haiku" for r in records) == 2  # both haiku attempts were judged
+    assert all(r.speculative for r in records)
+    _assert_ledger_is_the_bill(rig, rig.emulator, run_id, [reply])
