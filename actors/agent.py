@@ -82,6 +82,8 @@ _log = logging.getLogger(__name__)
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
 _BUDGET_RECHECK_S = 2.0
+_DRAIN_TURNS = 4
+"""Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 _BATCH_COALESCE_S = 0.003
 """How long ``ask_batch`` lets more replies finish before streaming what has finished: calls
 sent together tend to finish together, and one item for ten replies costs a tenth (the caller
@@ -390,6 +392,7 @@ class Agent:
                 if any(ctx.problem is None for ctx in finished):
                     break
         finally:
+            await _read_what_arrived()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -672,6 +675,17 @@ class Agent:
                              self.spec.name, exc)
                 return
             self.memory.compact(self._reply([ctx], 0.0).text, upto=old)
+
+
+async def _read_what_arrived() -> None:
+    """Let the losers read the deltas already at our socket before they hang up.
+
+    Each turn of the loop polls the sockets once and runs the readers woken by it; without
+    these turns, deltas the server wrote (and bills) would die unread in the kernel's buffer,
+    and the loser's record would fall short of the bill by them.
+    """
+    for _ in range(_DRAIN_TURNS):
+        await asyncio.sleep(0)
 
 
 def _discard(_delta: TextDelta) -> None:
