@@ -44,7 +44,7 @@ CRITICAL_WORDS = ("legal", "lawsuit", "contract", "medical", "diagnosis", "dosag
                   "financial", "tax", "compliance")
 """The guide's "is the task critical? (legal, medical, financial)": worth the top tier."""
 COMPLEX_WORDS = ("analyze", "analyse", "synthesize", "synthesise", "evaluate", "compare",
-                 "reason", "prove", "design", "critique", "plan")
+                 "prove", "design", "critique")
 """The guide's "does it require complex reasoning?" keywords."""
 LONG_PROMPT_CHARS = 12_000
 """About 3,000 tokens: above this, a prompt is long enough to need the middle tier."""
