@@ -228,9 +228,10 @@ class Agent:
             >>> async for ref in agent.stream.remote(AskRequest(prompt="Hi")):  # doctest: +SKIP
             ...     item = await ref
         """
-        if (request.speculative or 1) > 1:
-            raise ConfigError("stream cannot speculate: a stream shows one attempt as it "
-                              "arrives; use ask with speculative, or stream without it")
+        if (request.speculative or 1) > 1 or request.output_schema or request.check:
+            raise ConfigError("stream cannot speculate or validate: a stream shows one "
+                              "attempt's text as it arrives; use ask for speculative, "
+                              "output_schema or check")
         started = time.monotonic()
         ctx = self._context(request, self._route(request))
         queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()

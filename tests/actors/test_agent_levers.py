@@ -95,11 +95,13 @@ def test_a_bad_speculation_count_is_one_clear_error_before_any_call(n: int) -> N
         AskRequest(prompt="x", speculative=n)
 
 
-def test_stream_refuses_to_speculate_before_any_call(rig: Rig) -> None:
+def test_stream_refuses_to_speculate_or_validate_before_any_call(rig: Rig) -> None:
     agent, _ = rig.agent("haiku")
     before = rig.emulator.stats()["requests"]
-    with pytest.raises(ConfigError, match="stream cannot speculate"):
-        [ray.get(r) for r in agent.stream.remote(AskRequest(prompt="x", speculative=2))]
+    for request in (AskRequest(prompt="x", speculative=2),
+                    AskRequest(prompt="x", output_schema=Answer)):
+        with pytest.raises(ConfigError, match="stream cannot speculate or validate"):
+            [ray.get(r) for r in agent.stream.remote(request)]
     assert rig.emulator.stats()["requests"] == before
 
 
