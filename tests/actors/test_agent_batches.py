@@ -66,3 +66,16 @@ def test_a_request_that_speculates_cannot_be_batched(rig: Rig) -> None:
     agent, _ = rig.agent("haiku")
     with pytest.raises(ConfigError, match="batch requests cannot speculate"):
         ray.get(agent.submit_batch.remote([("a", AskRequest(prompt="x", speculative=2))]))
+
+
+def test_expired_requests_come_back_without_a_reply_and_cost_nothing(rig: Rig) -> None:
+    from emulator import run_emulator
+
+    with run_emulator(batch_delay_s=5.0, batch_expire_s=0.2) as emu:
+        agent, run_id = rig.agent("haiku", emulator=emu)
+        items = [(f"c{i}", AskRequest(prompt=f"chunk {i}", run_id=run_id)) for i in range(3)]
+        batch_id = ray.get(agent.submit_batch.remote(items))
+        results = ray.get(agent.collect_batch.remote(batch_id, items))
+        assert {(r.outcome, r.reply) for r in results} == {("expired", None)}
+        assert Decimal(emu.stats()["total_cost_usd"]) == 0
+    assert rig.ledger_totals(run_id).cost_usd == 0
