@@ -18,6 +18,11 @@ journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run 
 also waits for the Ledger's acknowledgement. Killing an agent therefore loses at most the
 records of calls still in flight.
 
+One model turn of ``ask`` wraps those steps (issue 10): route (``_route``: the tier per
+request) -> speculate (``_first_of``: N attempts at once, the first valid reply wins, the
+others are cancelled) -> judge each final reply before it is recorded (``_judged``) ->
+escalate (``_model_turn``: a reply that fails its validation goes one tier up).
+
 Example:
     >>> agent = spawn_agent(AgentSpec(name="demo/lead", tier="haiku"), backend)  # doctest: +SKIP
     >>> reply = ray.get(agent.ask.remote(AskRequest(prompt="Hello")))          # doctest: +SKIP
@@ -44,12 +49,19 @@ from pydantic import SecretStr
 
 from actors import api_call, prompt_breakpoints, singletons
 from actors.api_call import Attempt
-from actors.errors import ConfigError, ConnectionFailed, PromptTooLongError, RaytroupeError
+from actors.errors import (
+    ConfigError,
+    ConnectionFailed,
+    InvalidReply,
+    PromptTooLongError,
+    RaytroupeError,
+)
 from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
 from actors.limits import BucketKey
 from actors.memory import SUMMARY_PROMPT, ConversationMemory
+from actors.message_batches import BatchResult, BatchRunner
 from actors.messages import (
     AgentSpec,
     AskRequest,
@@ -65,7 +77,8 @@ from actors.redaction import install_key_redaction
 from actors.response_cache import CACHE_FILE, CachedReply, cache_key, parse_ttl
 from actors.response_cache_stores import CacheStore, open_store
 from actors.retry_policy import RetryPolicy
-from actors.tiers import ModelSpec, Tier, load_price_table
+from actors.router import reply_problem, route, tier_above
+from actors.tiers import TIERS, ModelSpec, Tier, load_price_table
 from actors.token_estimate import estimate_input_tokens
 from actors.tools import Toolbox
 
@@ -75,6 +88,8 @@ _log = logging.getLogger(__name__)
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
 _BUDGET_RECHECK_S = 2.0
+_DRAIN_TURNS = 4
+"""Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 _BATCH_COALESCE_S = 0.003
 """How long ``ask_batch`` lets more replies finish before streaming what has finished: calls
 sent together tend to finish together, and one item for ten replies costs a tenth (the caller
@@ -147,6 +162,16 @@ class _CallContext:
     """The run has a budget: its records must reach the Ledger before the reply."""
     saved_usd: Decimal | None = None
     """Set when the response cache answered: what the original call cost."""
+    speculative: bool = False
+    """One of N concurrent attempts of a speculative call (recorded as such)."""
+    judge: Callable[[str], str | None] | None = None
+    """Why a final reply fails its validation (None: it passes), when the request has one."""
+    problem: str | None = None
+    """The judge's verdict on the last reply: set means the call must go one tier up."""
+    lost: bool = False
+    """A speculative attempt another one beat (cancelled, failed or invalid)."""
+    escalated: bool = False
+    """Its reply failed validation and the call went one tier up."""
 
 
 class Agent:
@@ -195,11 +220,12 @@ class Agent:
         """
         messages = self._messages(request)
         started, calls = time.monotonic(), []
+        model = self._route(request)
         for _turn in range(self.spec.max_turns):
-            ctx = self._context(request, self.model)
-            await self._cached(ctx, request, self._params(request, messages), on_text=None)
-            calls.append(ctx)
-            final = ctx.attempts[-1]
+            contexts = await self._model_turn(request, messages, model)
+            calls += contexts
+            model = contexts[-1].model  # an escalated tier serves the rest of the tool loop
+            final = contexts[-1].attempts[-1]
             tool_calls = [b for b in final.content if isinstance(b, ToolUseBlock)]
             if final.stop_reason != "tool_use" or not self.toolbox or not tool_calls:
                 break
@@ -220,10 +246,14 @@ class Agent:
             >>> async for ref in agent.stream.remote(AskRequest(prompt="Hi")):  # doctest: +SKIP
             ...     item = await ref
         """
+        if (request.speculative or 1) > 1 or request.output_schema or request.check:
+            raise ConfigError("stream cannot speculate or validate: a stream shows one "
+                              "attempt's text as it arrives; use ask for speculative, "
+                              "output_schema or check")
         started = time.monotonic()
-        ctx = self._context(request, self.model)
+        ctx = self._context(request, self._route(request))
         queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
-        params = self._params(request, self._messages(request))
+        params = self._params(request, self._messages(request), model=ctx.model)
         params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
         task = asyncio.create_task(self._cached(ctx, request, params,
                                                 on_text=queue.put_nowait))
@@ -289,6 +319,116 @@ class Agent:
         """Wait until every Ledger record of this agent is acknowledged."""
         await self.ledger.flush()
 
+    async def submit_batch(self, items: Sequence[tuple[str, AskRequest]]) -> str:
+        """Send ``(custom_id, request)`` items as one Message Batch; return its id.
+
+        See :mod:`actors.message_batches` (half price, answered later, resumable by id).
+        """
+        return await self._batches.submit(items)
+
+    async def collect_batch(self, batch_id: str, items: Sequence[tuple[str, AskRequest]]
+                            ) -> list[BatchResult]:
+        """Wait for a batch to end; record its results (``source="batch"``) and return them."""
+        return await self._batches.collect(batch_id, items)
+
+    @functools.cached_property
+    def _batches(self) -> BatchRunner:
+        return BatchRunner(self)
+
+    # -- routing, escalation and speculation (issue 10) ---------------------------------
+
+    def _route(self, request: AskRequest) -> str:
+        """The model for ``request``: the agent's own, or the tier its router picks."""
+        router = self.spec.router
+        if router is None:
+            return self.model
+        tier = route(request) if router == "auto" else router(request)
+        if tier not in TIERS:
+            raise ConfigError(f"agent {self.spec.name}'s router returned {tier!r}; a router "
+                              f"returns one of {', '.join(TIERS)}")
+        return self.model if tier == self.spec.tier else self.prices.model_for(tier)
+
+    async def _model_turn(self, request: AskRequest, messages: list[dict[str, Any]],
+                          model: str) -> list[_CallContext]:
+        """One model turn, escalated one tier up while its reply fails validation.
+
+        Returns every context it paid for (escalated replies and speculative losers first,
+        the accepted one last).
+
+        Raises:
+            InvalidReply: the top tier's reply failed its validation too.
+        """
+        paid: list[_CallContext] = []
+        tiers = request.speculative_tiers
+        while True:
+            paid += await self._first_of(request, messages, model, tiers)
+            tiers = ()  # an escalated turn speculates on the tier above only
+            final = paid[-1]
+            if final.problem is None:
+                return paid
+            above = tier_above(final.spec.tier)
+            final.escalated = True
+            if above is None:
+                raise InvalidReply(f"agent {self.spec.name}: {final.problem}, up to the top "
+                                   f"tier ({final.model}); {len(paid)} call(s) were billed")
+            _log.info("agent %s: %s on %s; escalating to %s", self.spec.name, final.problem,
+                      final.model, above)
+            model = self.prices.model_for(above)
+
+    async def _first_of(self, request: AskRequest, messages: list[dict[str, Any]],
+                        model: str, tiers: Sequence[Tier] = ()) -> list[_CallContext]:
+        """N attempts at once; the first valid reply wins and the others are cancelled.
+
+        One attempt is the plain call. With N > 1 every attempt streams, so a loser cancelled
+        mid-reply is recorded with exactly what it used (its input, and the output tokens
+        that reached us), and its HTTP stream is closed at once by cancelling its task.
+        Returns the losers' contexts first and the winner's last; if none is valid, the
+        contexts in finishing order (the caller escalates the last).
+
+        Raises:
+            CallFailed and friends: every attempt failed (the last error).
+        """
+        n = request.speculative or self.spec.speculative
+        models = [self.prices.model_for(t) if t != self.spec.tier else self.model
+                  for t in tiers] or [model]
+        contexts = [self._context(request, models[i % len(models)], speculative=n > 1)
+                    for i in range(n)]
+        if n == 1:
+            # The response cache answers a single attempt (after routing: the model is in
+            # its key); speculation exists to race the API, so it always calls it.
+            await self._cached(contexts[0], request,
+                               self._params(request, messages, model=model), None)
+            return contexts
+        tasks = {asyncio.create_task(self._call(ctx, self._params(request, messages, ctx.model),
+                                                on_text=_discard)): ctx for ctx in contexts}
+        finished: list[_CallContext] = []
+        error: BaseException | None = None
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        error = task.exception()
+                        continue
+                    finished.append(tasks[task])
+                if any(ctx.problem is None for ctx in finished):
+                    break
+        finally:
+            await _read_what_arrived()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not finished:
+            assert error is not None
+            raise error
+        winners = [ctx for ctx in finished if ctx.problem is None]
+        last = winners[0] if winners else finished[-1]
+        losers = [ctx for ctx in contexts if ctx is not last and ctx.attempts]
+        for ctx in losers:
+            ctx.lost = True
+        return [*losers, last]
+
     # -- the call pipeline ---------------------------------------------------------------
 
     async def _cached(self, ctx: _CallContext, request: AskRequest, params: dict[str, Any],
@@ -305,7 +445,7 @@ class Agent:
         key = cache_key(params, None if self.backend.cache_shared else self.account)
         attempt = Attempt()
         entry = await self._cache_io(self._cache_store.get(key))
-        if entry is not None and entry.model == ctx.model:
+        if entry is not None and entry.model == ctx.model and _passes(ctx, entry.content):
             attempt.content, attempt.stop_reason = entry.content, entry.stop_reason
             attempt.usage = entry.usage
             for piece in _replayed(attempt.content) if on_text else ():
@@ -316,6 +456,8 @@ class Agent:
             return
         await self._call(ctx, params, on_text)
         final = ctx.attempts[-1]
+        if ctx.problem is not None:  # a reply that failed validation is not kept
+            return
         await self._cache_io(self._cache_store.put(key, CachedReply(
             model=ctx.model, content=final.content, stop_reason=final.stop_reason,
             usage=final.usage, cost_usd=_cost(ctx.spec, final.usage)), ttl_s))
@@ -437,6 +579,7 @@ class Agent:
             if attempt.sent:
                 attempt.usage = (attempt.partial_usage() or Usage()) if on_text else \
                     Usage(input_tokens=estimate, output_tokens=ctx.max_tokens)
+                ctx.attempts.append(attempt)  # a speculative loser is part of the cost
                 self._record(ctx, attempt.finish(), retry, status="cancelled")
             elif reserved:
                 self._release(ctx, retry)
@@ -452,8 +595,20 @@ class Agent:
             attempt.error = ConnectionFailed("the attempt failed in the client",
                                              error_type="client_error")
         ctx.attempts.append(attempt)
-        self._record(ctx, attempt, retry, status="ok" if attempt.error is None else "error")
+        self._record(ctx, attempt, retry, status=self._judged(ctx, attempt))
         return attempt
+
+    @staticmethod
+    def _judged(ctx: _CallContext, attempt: Attempt) -> str:
+        """The attempt's status: ``ok``, ``error``, or ``escalated`` for a final reply that
+        fails the request's validation (billed like any reply; the call goes one tier up)."""
+        if attempt.error is not None:
+            return "error"
+        ctx.problem = None
+        if ctx.judge is not None and attempt.stop_reason != "tool_use":
+            text = "".join(b.text for b in attempt.content if isinstance(b, TextBlock))
+            ctx.problem = ctx.judge(text)
+        return "ok" if ctx.problem is None else "escalated"
 
     async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
                     attempt: Attempt) -> None:
@@ -485,14 +640,17 @@ class Agent:
             call_id=ctx.call_id, attempt=retry, incarnation=self.incarnation,
             run_id=ctx.run_id, topology=self.spec.topology, agent=self.spec.name,
             role=ctx.role, tier=ctx.spec.tier, model=ctx.model, status=status,  # type: ignore[arg-type]
-            usage=attempt.usage, streamed=attempt.ttft_s is not None, source=source,  # type: ignore[arg-type]
-            http_status=attempt.status if status in ("ok", "error") else None,
+            usage=attempt.usage, speculative=ctx.speculative, streamed=attempt.ttft_s is not None,
+            source=source,  # type: ignore[arg-type]
+            http_status=attempt.status if status in ("ok", "error", "escalated") else None,
             error_type=error.error_type if error else None, request_id=attempt.request_id,
             started_at=attempt.started_at, latency_s=attempt.latency_s, ttft_s=attempt.ttft_s))
 
     # -- small pure steps ----------------------------------------------------------------
 
-    def _context(self, request: AskRequest, model: str) -> _CallContext:
+    def _context(self, request: AskRequest, model: str, *,
+                 speculative: bool = False) -> _CallContext:
+        judged = request.output_schema is not None or request.check is not None
         return _CallContext(
             # A request's call_id tags the logical call; the suffix makes each execution of it
             # unique, because a restarted agent re-running it is billed again and the Ledger
@@ -500,7 +658,9 @@ class Agent:
             call_id=f"{request.call_id or 'call'}.{self.incarnation}.{uuid.uuid4().hex[:8]}",
             model=model,
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
-            role=request.role or self.spec.role, max_tokens=request.max_tokens)
+            role=request.role or self.spec.role, max_tokens=request.max_tokens,
+            speculative=speculative,
+            judge=functools.partial(reply_problem, request=request) if judged else None)
 
     @staticmethod
     def _check_request(ctx: _CallContext, estimate: int) -> None:
@@ -564,7 +724,9 @@ class Agent:
             calls=len(calls), attempts=sum(len(c.attempts) for c in calls),
             latency_s=latency_s, ttft_s=final.ttft_s,
             call_ids=tuple(c.call_id for c in calls),
-            cache_hits=sum(c.saved_usd is not None for c in calls), saved_usd=saved)
+            cache_hits=sum(c.saved_usd is not None for c in calls), saved_usd=saved,
+            speculative_losers=sum(c.lost for c in calls),
+            escalations=sum(c.escalated for c in calls))
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
         """Keep the exchange if asked, compacting old turns with a haiku summary when needed.
@@ -598,10 +760,32 @@ class Agent:
             self.memory.compact(self._reply([ctx], 0.0).text, upto=old)
 
 
+async def _read_what_arrived() -> None:
+    """Let the losers read the deltas already at our socket before they hang up.
+
+    Each turn of the loop polls the sockets once and runs the readers woken by it; without
+    these turns, deltas the server wrote (and bills) would die unread in the kernel's buffer,
+    and the loser's record would fall short of the bill by them.
+    """
+    for _ in range(_DRAIN_TURNS):
+        await asyncio.sleep(0)
+
+
+def _discard(_delta: TextDelta) -> None:
+    """A speculative attempt streams only to be cancellable at an exact bill; no one reads it."""
+
+
 def _cost(spec: ModelSpec, usage: Usage) -> Decimal:
     return spec.cost_usd(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                          cache_write_5m=usage.cache_write_5m, cache_write_1h=usage.cache_write_1h,
                          cache_read=usage.cache_read)
+
+
+def _passes(ctx: _CallContext, content: Sequence[Any]) -> bool:
+    """Whether a cached reply passes the request's validation (a hit must, to answer)."""
+    if ctx.judge is None:
+        return True
+    return ctx.judge("".join(b.text for b in content if isinstance(b, TextBlock))) is None
 
 
 def _replayed(content: Sequence[Any]) -> list[TextDelta]:

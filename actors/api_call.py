@@ -151,6 +151,10 @@ def _translated(attempt: Attempt) -> Iterator[None]:
         attempt.error = ConnectionFailed(f"the connection failed ({kind})", error_type=kind)
 
 
+translated = _translated
+"""The same boundary for other SDK calls (the Message Batches endpoints)."""
+
+
 def _in_stream_error(error: CallFailed) -> CallFailed:
     """Class an in-stream error event by its type; only transient kinds may be retried."""
     status = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}.get(

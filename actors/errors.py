@@ -144,3 +144,7 @@ class ConnectionFailed(CallFailed):
 def _rebuild(cls: type[CallFailed], message: str, fields: dict[str, Any]) -> CallFailed:
     """Unpickle a ``CallFailed`` subclass with its keyword fields."""
     return cls(message, **fields)
+
+
+class InvalidReply(RaytroupeError):
+    """Every tier up to the top answered, and no reply passed the request's validation."""

@@ -65,6 +65,8 @@ class Rollup(BaseModel):
     """Attempts we abandoned (speculative losers, cancelled streams)."""
     cache_hits: int = 0
     """Calls served from the response cache, at no cost."""
+    escalations: int = 0
+    """Billed replies that failed their validation, so their call went one tier up."""
     input_tokens: int = 0
     """Billed uncached input tokens."""
     output_tokens: int = 0
@@ -171,7 +173,7 @@ class _Totals:
         self.saved = Decimal(0)
         self.call_ids: set[str] = set()
         self.counts = dict.fromkeys(("attempts", "errors", "rate_limited", "retries",
-                                     "cancelled", "cache_hits"), 0)
+                                     "cancelled", "cache_hits", "escalations"), 0)
         self.tokens = dict.fromkeys(("input_tokens", "output_tokens", "cache_write_5m",
                                      "cache_write_1h", "cache_read"), 0)
         self.cost = Decimal(0)
@@ -189,6 +191,7 @@ class _Totals:
         counts["rate_limited"] += row.http_status == 429
         counts["retries"] += row.attempt > 0
         counts["cancelled"] += row.status == "cancelled"
+        counts["escalations"] += row.status == "escalated"
         if not is_billed(row.source, row.status):
             counts["cache_hits"] += 1
             self.saved += self._price(row)

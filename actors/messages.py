@@ -5,16 +5,21 @@ Everything here is a frozen pydantic v2 model with a literal ``kind``; costs are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
 
-CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
-"""How one attempt ended: answered, failed, abandoned by us, or served without an API call."""
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated"]
+"""How one attempt ended: answered, failed, abandoned by us, served without an API call, or
+answered (and billed) with a reply that failed its validation, so the call went one tier up."""
+
+MAX_SPECULATIVE = 8
+"""Most concurrent attempts of one speculative call (each one is billed until cancelled)."""
 
 CallSource = Literal["api", "cache", "batch"]
 """Where the answer came from: a live Messages call, the response cache, or a Message Batch."""
@@ -160,8 +165,30 @@ class AskRequest(_Frozen):
     """How long a reply stored by this call lives (``"1h"``, ``"7d"``); None: the agent's."""
     prompt_cache: bool | None = None
     """Automatic prompt-cache breakpoints for this call; None: the agent's setting."""
+    speculative: int | None = None
+    """Run this many attempts at once (1-8) and keep the first valid reply; the losers are
+    cancelled at once and billed for what they used (default: the agent's policy)."""
+    speculative_tiers: tuple[Tier, ...] = ()
+    """Tiers of the speculative attempts, cycled (default: every attempt on the routed tier)."""
+    output_schema: type[BaseModel] | None = None
+    """The reply's text must parse as this model's JSON, or the call goes one tier up."""
+    check: Callable[[str], bool] | None = None
+    """The reply's text must pass this check, or the call goes one tier up (a picklable
+    function: it runs inside the agent)."""
 
     _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculation_fits(cls, n: int | None) -> int | None:
+        return _check_speculative(n)
+
+
+def _check_speculative(n: int | None) -> int | None:
+    """One clear message for a bad N, raised where the request is built (before any call)."""
+    if n is not None and not 1 <= n <= MAX_SPECULATIVE:
+        raise ValueError(f"speculative must be from 1 to {MAX_SPECULATIVE} attempts, got {n}")
+    return n
 
 
 class Reply(_Frozen):
@@ -189,6 +216,10 @@ class Reply(_Frozen):
     """Calls answered by the response cache (free; their usage is not in ``usage``)."""
     saved_usd: Decimal = Decimal(0)
     """What the cache hits would have cost: the original calls' cost."""
+    speculative_losers: int = 0
+    """Speculative attempts cancelled (or failed) because another one won; in the cost."""
+    escalations: int = 0
+    """Times the reply failed its validation and the call went one tier up; in the cost."""
 
 
 class TextDelta(_Frozen):
@@ -232,8 +263,19 @@ class AgentSpec(_Frozen):
     the runtime's ``RAYTROUPE_CACHE_TTL`` (``1d``)."""
     prompt_cache: bool = True
     """Automatic prompt-cache breakpoints on shared prefixes (system, tools, history)."""
+    speculative: int = 1
+    """Attempts per call by default, first valid reply wins (1-8; a request may override)."""
+    router: Literal["auto"] | Callable[[AskRequest], Tier] | None = None
+    """Pick the tier per request: ``"auto"`` is the guide's decision tree
+    (:func:`actors.router.route`), a function ``(AskRequest) -> tier`` replaces it; None
+    always uses ``tier``."""
 
     _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculation_fits(cls, n: int) -> int:
+        return _check_speculative(n) or 1
 
 
 def _valid_ttl(value: str | None) -> str | None:

@@ -16,11 +16,13 @@ the one price table; costs are read from the Ledger's roll-ups, which equal the 
   agents rather than a ``mapreduce`` session, because the session's mapper prompt is shorter
   than the minimum and is not a knob; the calls are what a mapper host sends.
 
-Other levers add their ``measure_*`` function to :data:`MEASURES`.
+- speculation, routing and Message Batches: ``benchmarks/cost_levers_calls.py`` says what
+  each measures.
 
 Prints ONE JSON line: ``{"bench": "cost_levers", "rerun_cost_ratio": ..., ...}``.
 
-Usage: ``python benchmarks/cost_levers.py [--mappers 2] [--chunks 48] [--in-flight 8]``
+Usage: ``python benchmarks/cost_levers.py [--mappers 2] [--chunks 48] [--in-flight 8]
+[--speculative-calls 80]``
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from cost_levers_calls import (  # benchmarks/: run as a script from there
+    measure_batches,
+    measure_routing,
+    measure_speculation,
+)
 
 import cluster
 from actors.agent import spawn_agent
@@ -140,7 +148,21 @@ async def measure_prompt_cache(base: cluster.Runtime,
             "prompt_cache_input_cost_ratio": round(float(costs[True] / costs[False]), 4)}
 
 
-MEASURES: list[Measure] = [measure_cache, measure_prompt_cache]
+async def _speculation(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    return await measure_speculation(base, calls=args.speculative_calls,
+                                     in_flight=args.in_flight)
+
+
+async def _routing(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    return await measure_routing(base)
+
+
+async def _batches(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    return await measure_batches(base)
+
+
+MEASURES: list[Measure] = [measure_cache, measure_prompt_cache, _speculation, _routing,
+                           _batches]
 """Each lever's measurement; each returns its figures for the one JSON line."""
 
 
@@ -166,6 +188,7 @@ def main() -> None:
     parser.add_argument("--mappers", type=int, default=2)
     parser.add_argument("--chunks", type=int, default=48)
     parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--speculative-calls", type=int, default=80)
     args = parser.parse_args()
     started = time.perf_counter()
     base = start_runtime()

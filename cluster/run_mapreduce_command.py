@@ -66,20 +66,29 @@ def mapreduce(
         "--root", help="Refuse inputs that resolve outside this folder.")] = None,
     no_resume: Annotated[bool, typer.Option(
         "--no-resume", help="Map every chunk again instead of reusing stored results.")] = False,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Map through the Message Batches API: half price, answered within "
+        "hours (usually minutes); resumable.")] = False,
     model: Model = None, agent: Agents = None, budget: Budget = None, address: Address = None,
     config: ConfigFile = None, stream: Stream = False, quiet: Quiet = False,
     json_out: Json = False, report: Report = None,
 ) -> None:
     """Mappers read files in chunks across the cluster; a reducer answers the question."""
+    from actors.errors import UsageError
     from topologies.mapreduce import MapReduceTask
 
+    if batch and stream:
+        # Checked before anything runs: a batch is answered as a whole, minutes to hours
+        # later, so there is nothing to stream, and --stream would hide the batch progress.
+        raise UsageError("--batch cannot be combined with --stream: batch results arrive "
+                         "whole, not as a stream; drop one of them")
     task = MapReduceTask(question=question, inputs=tuple(paths))
     result = run_architecture(
         "mapreduce", task,
         {"mapper_model": mapper, "reducer_model": reducer,
          "max_parallel_mappers": max_parallel, "chunk_size": chunk_size,
          "chunk_overlap": chunk_overlap, "mapper_hosts": hosts, "root": root,
-         "resume": False if no_resume else None},
+         "resume": False if no_resume else None, "batch": batch or None},
         model=model, agents=agent, budget=_money(budget), address=address,
         config_file=config, stream=stream, quiet=quiet, unit="chunks", as_json=json_out,
         report=report, role="mapper")

@@ -10,6 +10,10 @@ expires. As in the API, ``request_counts`` stay all ``processing`` until the who
 and the results URL is an absolute URL on the emulator's own host, because the SDK fetches it
 as given.
 
+The batch API's own limits (``EmulatorConfig.batch_limits``: endpoint RPM, processing queue)
+are checked on every route (:mod:`emulator.batch_limits`); batch requests do not take the
+Messages limits.
+
 Wiring (the app factory): ``setup(app)`` adds :data:`routes` and the store's cleanup context.
 """
 
@@ -26,6 +30,7 @@ from typing import Any, Literal, NoReturn, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emulator.batch_limits import BatchLimitBook, BatchLimits
 from emulator.state import STATE
 from emulator.validation import ApiError, check_version
 from emulator.wire_errors import error_body, new_request_id
@@ -125,20 +130,27 @@ class Batch(BaseModel):
 class BatchStore:
     """Every batch of this emulator and its processing tasks; counters for the stats route."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: BatchLimits | None = None) -> None:
+        self.limits = BatchLimitBook(limits or BatchLimits())
         self.batches: dict[str, Batch] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {}
         self.reset_counters()
 
     def reset_counters(self) -> None:
-        """Zero the counters (the emulator's reset); batches themselves are kept."""
+        """Zero the counters and refill the limits (the emulator's reset); batches are kept."""
+        self.limits.reset()
         self.counters = dict.fromkeys(
             ("created", "requests", "succeeded", "errored", "canceled", "expired", "deleted"), 0)
 
     def stats(self) -> dict[str, int]:
-        """Counters for ``/stats``: batches created and deleted, requests by outcome."""
-        return dict(self.counters)
+        """Counters for ``/stats``: batches created and deleted, requests by outcome, 429s."""
+        return {**self.counters, "rate_limited": self.limits.refused}
+
+    def queued(self, owner: str) -> int:
+        """Requests of ``owner``'s batches still in the processing queue."""
+        return sum(len(b.requests) for b in self.batches.values()
+                   if b.owner == owner and b.processing_status != "ended")
 
     def start(self, batch: Batch, state: Core, api_key: str, delay_s: float) -> None:
         """Register ``batch`` and process it in a tracked background task as ``api_key``."""
@@ -212,7 +224,7 @@ BATCHES: web.AppKey[BatchStore] = web.AppKey("batches", BatchStore)
 
 async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the store lives with the app and its tasks die with it."""
-    store = app[BATCHES] = BatchStore()
+    store = app[BATCHES] = BatchStore(app[STATE].config.batch_limits)
     app[STATE].on_reset.append(store.reset_counters)
     yield
     await store.close()
@@ -241,6 +253,10 @@ async def create_batch(request: web.Request) -> web.Response:
         if item.params.get("stream"):
             _refuse("invalid_request_error",
                     f"requests.{i}.params.stream: batch requests cannot be streamed")
+    store = request.app[BATCHES]
+    refused = store.limits.check_queue(queued=store.queued(owner), adding=len(body.requests))
+    if refused is not None:
+        raise refused
     state = request.app[STATE]
     now = datetime.now(UTC)
     batch = Batch(id=_new_id(), owner=owner, created_at=now,
@@ -339,7 +355,11 @@ def _caller(request: web.Request) -> tuple[str, str]:
     state = request.app[STATE]
     key = state.authenticate(request)
     check_version(request.headers.get("anthropic-version"))
-    return key, state.fingerprint(key)
+    owner = state.fingerprint(key)
+    refused = request.app[BATCHES].limits.check_call(owner)
+    if refused is not None:
+        raise refused
+    return key, owner
 
 
 def _owned(request: web.Request) -> Batch:

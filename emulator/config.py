@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emulator.batch_limits import BatchLimits
 from emulator.ratelimits import Limits
 
 __all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "FaultKind", "Faults", "Limits", "Profile"]
@@ -106,6 +107,8 @@ class EmulatorConfig(BaseModel):
     """How long a Message Batch waits before it is processed."""
     batch_expire_s: float = Field(default=86_400.0, gt=0.0)
     """After this long, unprocessed batch requests expire (the API's 24 h)."""
+    batch_limits: BatchLimits = BatchLimits()
+    """The batch API's own limits (endpoint RPM, processing queue); default: unlimited."""
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     """Request bodies over this get 413 ``request_too_large`` (the API's 32 MB)."""
     api_keys: list[str] | None = None

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 PROMPTS_ROOT = Path(__file__).parent / "prompts"
 _TIERS: tuple[Tier, ...] = ("haiku", "sonnet", "opus")
+AUTO = "auto"
+"""``agent_configs`` model value: route the agent's calls per request (issue 10)."""
 
 
 class AgentOverride(BaseModel):
@@ -60,7 +62,8 @@ class AgentOverride(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str | None = None
-    """A tier (``haiku``, ``sonnet``, ``opus``) or a model id from the price table."""
+    """A tier (``haiku``, ``sonnet``, ``opus``), a model id from the price table, or ``auto``:
+    a router picks the tier per request (``actors/router.py``; the role's tier otherwise)."""
     max_tokens: int | None = Field(default=None, gt=0)
     """Output cap of this agent's calls."""
 
@@ -237,7 +240,7 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
         overrides = self.config.agent_configs
         for source in (key, role.name):
             choice = overrides.get(source)
-            if choice is not None and choice.model is not None:
+            if choice is not None and choice.model not in (None, AUTO):
                 return self._resolve(choice.model, f"agent_configs[{source!r}]")
         field_value = getattr(self.config, role.config_field, None) if role.config_field else None
         if field_value is not None:
@@ -245,6 +248,14 @@ class Architecture(ABC, Generic[ConfigT, ResultT]):
         if self.model is not None:
             return self._resolve(self.model, "model=")
         return self._resolve(role.default_tier, role.name)
+
+    def routed(self, key: str) -> bool:
+        """True when ``agent_configs`` sets agent ``key`` (or its role) to ``auto``."""
+        for source in (key, self.role_of(key).name):
+            choice = self.config.agent_configs.get(source)
+            if choice is not None and choice.model is not None:
+                return choice.model == AUTO
+        return False
 
     def max_tokens_for(self, key: str, default: int | None = None) -> int:
         """Output cap for agent ``key``: its override, its role's, else ``default`` or config's."""

@@ -45,6 +45,16 @@ CREATE TABLE IF NOT EXISTS mapped (
     stored_at REAL NOT NULL
 ) WITHOUT ROWID
 """
+_BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batched (
+    batch_id TEXT NOT NULL,
+    custom_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (batch_id, custom_id)
+) WITHOUT ROWID
+"""
+"""Chunks sent in a Message Batch whose results are not stored yet: a resumed run collects
+those batches (already paid for) instead of sending the chunks again."""
 
 
 def chunk_key(*, model: str, system: str, prompt: str, max_tokens: int) -> str:
@@ -77,6 +87,7 @@ class ChunkStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_BATCH_SCHEMA)
 
     def __repr__(self) -> str:
         return f"ChunkStore({str(self.path)!r})"
@@ -90,6 +101,25 @@ class ChunkStore:
         """Store (or replace) ``key``'s output, committed before returning."""
         self._db.execute("INSERT OR REPLACE INTO mapped (key, output, stored_at) VALUES (?, ?, ?)",
                          (key, output, time.time()))
+
+    def add_batch(self, batch_id: str, pairs: list[tuple[str, str]]) -> None:
+        """Remember that ``batch_id`` carries these ``(custom_id, key)`` chunks."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO batched (batch_id, custom_id, key) "
+                                 "VALUES (?, ?, ?)", [(batch_id, c, k) for c, k in pairs])
+
+    def pending_batches(self) -> dict[str, list[tuple[str, str]]]:
+        """Batches sent but not yet collected: batch id -> its ``(custom_id, key)`` chunks."""
+        pending: dict[str, list[tuple[str, str]]] = {}
+        for batch_id, custom_id, key in self._db.execute(
+                "SELECT batch_id, custom_id, key FROM batched ORDER BY batch_id"):
+            pending.setdefault(batch_id, []).append((custom_id, key))
+        return pending
+
+    def forget_batch(self, batch_id: str) -> None:
+        """The batch is collected (its results stored): a resumed run no longer needs it."""
+        self._db.execute("DELETE FROM batched WHERE batch_id = ?", (batch_id,))
 
     def count(self) -> int:
         """How many outputs are stored."""

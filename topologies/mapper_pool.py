@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -33,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.agent import Backend, spawn_agent
 from actors.agent_batch import AskBatcher
+from actors.message_batches import BatchResult
 from actors.messages import AgentSpec, AskRequest, Reply
 from actors.tiers import Tier
 from topologies.errors import TopologyError
@@ -114,14 +116,36 @@ class MapperPool:
             BudgetExceeded, CallFailed, PromptTooLongError: unwrapped from Ray's error.
             TopologyError: every try lost its host.
         """
+        # Batched with the other asks of this turn of the loop: one Ray call for many
+        # (``actors/agent_batch.py``); a cancelled batch is cancelled on the host too.
+        return await self._on_a_host(lambda host: host.batcher.ask(request))
+
+    async def submit_batch(self, items: list[tuple[str, AskRequest]]) -> str:
+        """Send ``items`` as one Message Batch through a live host; return the batch id."""
+        return await self._on_a_host(lambda h: h.handle.submit_batch.remote(items))
+
+    async def collect_batch(self, batch_id: str, items: list[tuple[str, AskRequest]]
+                            ) -> list[BatchResult]:
+        """Wait for a batch's results (recorded by the host that collects them).
+
+        The batch lives at the API, not in a host: if the collecting host dies, another one
+        collects the same batch id, and nothing is paid twice.
+        """
+        return await self._on_a_host(lambda h: h.handle.collect_batch.remote(batch_id, items))
+
+    async def _on_a_host(self, call: Callable[[_Host], Any]) -> Any:
+        """Run ``call`` on the least busy host, moving to another if its host dies.
+
+        Raises:
+            Our error (budget, call failed...), unwrapped from Ray's.
+            TopologyError: every try lost its host.
+        """
         tries = len(self._hosts) + 2
         for _ in range(tries):
             host = await self._pick()
             host.in_flight += 1
             try:
-                # Batched with the other asks of this turn of the loop: one Ray call for many
-                # (``actors/agent_batch.py``); a cancelled batch is cancelled on the host too.
-                return await host.batcher.ask(request)
+                return await call(host)
             except RayActorError as exc:
                 self.host_failures += 1
                 host.set_aside_until = time.monotonic() + _SET_ASIDE_S
@@ -132,7 +156,8 @@ class MapperPool:
             finally:
                 host.in_flight -= 1
         raise TopologyError(f"a mapper call lost its host {tries} times in a row; is the "
-                            "cluster losing nodes? Re-run to resume from the stored chunks")
+                            "cluster losing nodes? Re-run to resume from the stored chunks "
+                            "(and batch ids)")
 
     async def nodes(self) -> dict[str, str]:
         """The node id each host runs on, by actor name (waits until each host is up)."""

@@ -29,11 +29,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.errors import ConfigError
+from actors.message_batches import BATCH_MAX_REQUESTS
 from actors.messages import AgentSpec
 from topologies.architecture import Architecture, ArchitectureConfig, RoleSpec
 from topologies.chunk_store import ChunkStore
 from topologies.corpus import CorpusLimits, SkippedFile, load_corpus
 from topologies.errors import EmptyInputError
+from topologies.map_batches import BatchedMap
 from topologies.mapper_pool import MapperPool, default_host_count
 from topologies.mapreduce_run import MapPhase, MapPlan, MapStats, host_key
 from topologies.messages import ArchitectureResult
@@ -72,6 +74,11 @@ class MapReduceConfig(ArchitectureConfig):
     """Combiner calls in flight at once while the tree grows."""
     resume: bool = True
     """Reuse stored chunk results (same text, prompts and model) and store new ones."""
+    batch: bool = False
+    """Send the map phase through the Message Batches API: half price, answered within hours
+    (usually minutes); the batch ids are stored for resume (:mod:`topologies.map_batches`)."""
+    batch_size: int = Field(default=BATCH_MAX_REQUESTS, ge=1, le=BATCH_MAX_REQUESTS)
+    """Most chunks per batch (smaller batches reach the reducer sooner)."""
     store_dir: Path | None = None
     """Where chunk results are stored (default: ``<data_dir>/mapreduce`` of the runtime)."""
     inputs: list[str] = Field(default_factory=list)
@@ -133,6 +140,12 @@ class MapReduceResult(ArchitectureResult):
     """The node id each mapper host started on, by actor name."""
     host_failures: int = 0
     """Mapper calls lost with their host (a node died) and sent to another host."""
+    chunks_batched: int = 0
+    """Chunks answered through Message Batches, at the batch price (``batch=True``)."""
+    batches: int = 0
+    """Message Batches created by this run (a resumed run collects earlier ones too)."""
+    batch_retries: int = 0
+    """Batch requests that errored or expired, sent again as normal calls."""
 
 
 class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
@@ -214,7 +227,8 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             chunks_mapped=stats.mapped, chunks_reused=stats.reused,
             chunks_irrelevant=stats.irrelevant, skipped=task.corpus.skipped,
             combines=tree.combines, reduce_depth=tree.depth, mapper_nodes=nodes,
-            host_failures=pool.host_failures)
+            host_failures=pool.host_failures, chunks_batched=stats.batched,
+            batches=stats.batches, batch_retries=stats.batch_retries)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -250,6 +264,8 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                          tier=tier, max_tokens=self.max_tokens_for("mapper",
                                                                    self.config.mapper_max_tokens),
                          max_in_flight=self.config.max_parallel_mappers)
+        if self.config.batch:
+            return await BatchedMap(phase, self.config.batch_size).run_all(plan)
         return await phase.run_all(plan)
 
     async def _combine(self, notes: Sequence[Note], level: int, run: RunContext,

@@ -111,6 +111,12 @@ class MapStats:
     """Chunks whose stored result was reused (no call, no cost)."""
     irrelevant: int = 0
     """Chunks whose mapper found nothing on the question (not reduced)."""
+    batched: int = 0
+    """Chunks answered through a Message Batch (at the batch price)."""
+    batches: int = 0
+    """Message Batches created (resumed ones not counted)."""
+    batch_retries: int = 0
+    """Batch requests not answered (errored, canceled, expired), sent again directly."""
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
 
@@ -160,12 +166,16 @@ class MapPhase:
             raise failures[0]
         return self.stats
 
+    def request(self, prompt: str, key: str) -> AskRequest:
+        """The mapper's request for one chunk (a direct call or a batch entry alike)."""
+        return AskRequest(prompt=prompt, system=self.system, cache_system=True,
+                          max_tokens=self.max_tokens, run_id=self.run.run_id, role="mapper",
+                          call_id=f"map-{key[:16]}")
+
     async def _map_one(self, chunk: Chunk, prompt: str, key: str,
                        slots: asyncio.Semaphore) -> None:
         try:
-            reply = await self.pool.ask(AskRequest(
-                prompt=prompt, system=self.system, cache_system=True, max_tokens=self.max_tokens,
-                run_id=self.run.run_id, role="mapper", call_id=f"map-{key[:16]}"))
+            reply = await self.pool.ask(self.request(prompt, key))
         except Exception as exc:  # mapper calls skip run.ask: fire its hook here
             await self.run.crew.plugins.fire("on_error", exc, "mapper")
             raise

@@ -101,7 +101,8 @@ class Crew:
             role = arch.role_of(key)
             tier, model = arch.model_for(key)
             spec = AgentSpec(name=actor_name(self.run_id, arch.name, key), role=key, tier=tier,
-                             model=model, run_id=self.run_id, topology=arch.name)
+                             model=model, run_id=self.run_id, topology=arch.name,
+                             router="auto" if arch.routed(key) else None)
             self.handles[key] = spawn_agent(spec, self.backend, self._tools_of(key, role.name))
             await self.plugins.fire("on_agent_spawn", key, spec)
         return self.handles[key]

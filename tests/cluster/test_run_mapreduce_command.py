@@ -91,6 +91,7 @@ def test_the_demo_prints_answer_ledger_and_skipped_files_then_resumes_for_free(
      r"chunk_overlap \(60\) must be at most half"),
     ([CORPUS, "--mapper", "gpt-9"], 2, "'gpt-9', which is neither a tier"),
     ([CORPUS, "--budget", "lots"], 2, "--budget 'lots' is not a number"),
+    ([CORPUS, "--batch", "--stream"], 2, "--batch cannot be combined with --stream"),
     ([CORPUS, "--budget", "0.000001", "--hosts", "1"], 1, r"budget \$0\.000001 would be"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(env: dict[str, str], emulator: Any,
