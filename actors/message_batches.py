@@ -123,7 +123,8 @@ class BatchRunner:
         latency = _unix(batch.ended_at) - created if batch.ended_at else 0.0
         requests = dict(items)
         results: list[BatchResult] = []
-        decoder = await self._api(lambda: self.agent.client.messages.batches.results(batch_id))
+        # The SDK's client (its timeout set where the agent builds it), not `requests`.
+        decoder = await self._api(lambda: self.agent.client.messages.batches.results(batch_id))  # nosec B113
         async for entry in decoder:
             request = requests.get(entry.custom_id) or AskRequest(prompt="?")
             results.append(self._result(entry, request, created, latency))
