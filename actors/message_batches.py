@@ -121,12 +121,11 @@ class BatchRunner:
         batch = await self._ended(batch_id)
         created = _unix(batch.created_at)
         latency = _unix(batch.ended_at) - created if batch.ended_at else 0.0
-        requests = dict(items)
+        asked = dict(items)
         results: list[BatchResult] = []
-        # The SDK's client (its timeout set where the agent builds it), not `requests`.
-        decoder = await self._api(lambda: self.agent.client.messages.batches.results(batch_id))  # nosec B113
+        decoder = await self._api(lambda: self.agent.client.messages.batches.results(batch_id))
         async for entry in decoder:
-            request = requests.get(entry.custom_id) or AskRequest(prompt="?")
+            request = asked.get(entry.custom_id) or AskRequest(prompt="?")
             results.append(self._result(entry, request, created, latency))
         await self.agent.ledger.flush()
         if batch_id in self._reserved:
