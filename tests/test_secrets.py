@@ -57,7 +57,7 @@ def test_the_key_never_leaks(ray_session: None, tmp_path: Path,
         + repr(stream),
         "error": str(caught.value) + repr(caught.value),
         "pickled error": pickle.dumps(caught.value.cause).decode("latin-1"),
-        "state api": str(list_actors(address=gcs, detail=True))
+        "state api": str(list_actors(address=gcs, detail=True, limit=10_000))
         + str(list_tasks(address=gcs, detail=True)),
         "emulator stats": stats,
     }

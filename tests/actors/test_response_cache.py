@@ -13,6 +13,7 @@ import ray
 from pydantic import SecretStr, ValidationError
 
 from actors.agent import spawn_agent
+from actors.errors import ConfigError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta
 from cluster.settings import Settings
 from tests.actors.agent_fixtures import Rig, bill, ledger_tokens
@@ -91,7 +92,7 @@ def test_an_unknown_ttl_unit_is_one_clear_error_before_any_call() -> None:
     with pytest.raises(ValidationError, match=r"cache TTL 'soon'"):
         AgentSpec(name="a", cache=True, cache_ttl="soon")
     assert AgentSpec(name="a", cache_ttl="7d").cache_ttl == "7d"
-    with pytest.raises(ValidationError, match=r"cache TTL '2 days'"):
+    with pytest.raises(ConfigError, match=r"RAYTROUPE_CACHE_TTL: cache TTL '2 days'"):
         Settings(cache_ttl="2 days", _env_file=None)
 
 

@@ -30,7 +30,8 @@ def test_init_twice_reuses_the_singletons_and_runs_offline_on_the_emulator_actor
     assert reply.text and reply.usage.output_tokens > 0
 
     gcs = ray.get_runtime_context().gcs_address
-    names = {(a.class_name, a.name) for a in list_actors(address=gcs, detail=True)
+    names = {(a.class_name, a.name) for a in list_actors(address=gcs, detail=True, limit=10_000,
+                                                  filters=[("state", "=", "ALIVE")])
              if a.ray_namespace == namespace and a.state == "ALIVE"}
     assert {("Agent", f"{namespace}/demo/lead"), ("RateLimiter", "rate_limiter"),
             ("Ledger", "ledger"), ("EmulatorServer", "emulator")} <= names
