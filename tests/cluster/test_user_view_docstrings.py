@@ -1,4 +1,8 @@
-"""The docstring examples of the report, compare, loadtest and run-display modules run."""
+"""The docstring examples of the compare, loadtest and run-display modules run.
+
+Only modules with runnable examples are listed: each must run at least one (a module whose
+examples were all skipped would pass whatever its code did). The report and command modules
+are covered by their CLI tests instead."""
 
 from __future__ import annotations
 
@@ -7,12 +11,10 @@ import importlib
 
 import pytest
 
-MODULES = ["cluster.compare", "cluster.compare_command", "cluster.loadtest",
-           "cluster.loadtest_command", "cluster.report_command", "cluster.report_data",
-           "cluster.report_html", "cluster.report_png", "cluster.run_display"]
+MODULES = ["cluster.compare", "cluster.loadtest", "cluster.run_display"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
-    failed, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert failed == 0
+    failed, tried = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failed == 0, f"{failed} of {tried} examples failed in {name}"
