@@ -466,7 +466,7 @@ class Agent:
         """The lifetime of this call's cache entry, or None when it is not to be cached.
 
         Off unless asked: every reply is a sample (API version 2026-10-21 takes no
-        temperature, ``docs/anthropic-api.md`` §1), and a hit repeats the first sample.
+        temperature, ``docs/messages-api.md`` §1), and a hit repeats the first sample.
         """
         on = next(c for c in (request.cache, self.spec.cache, self.backend.cache) if c is not None)
         if not on:

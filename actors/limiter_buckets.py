@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from actors.limits import BucketKey, HeaderReading, Need, TierLimits
 
 _ROUNDING = (2.0, 1000.0, 1000.0)
-"""The API rounds token ``remaining`` values to the nearest thousand (``docs/anthropic-api.md``
+"""The API rounds token ``remaining`` values to the nearest thousand (``docs/messages-api.md``
 §4.2); request counts are exact, but a call or two may be in transit between a lease and us."""
 _DRIFT_SHARE = 0.02
 """Drift below this share of a bucket is noise (uses leases have not reported yet), not news."""

@@ -1,7 +1,7 @@
 """What a rate limit is, which bucket a call draws from, and what the lease and limiter say.
 
 The API meters each organisation per *model class* (our tier) with continuously refilled
-buckets for requests, input tokens and output tokens per minute (``docs/anthropic-api.md`` §4.1),
+buckets for requests, input tokens and output tokens per minute (``docs/messages-api.md`` §4.1),
 plus a cap on requests in flight that we enforce ourselves. :class:`TierLimits` holds those
 four numbers; :class:`BucketKey` names one set of buckets: one account (a fingerprint of the
 API key, never the key) and one tier.

@@ -2,7 +2,7 @@
 
 Why: a map phase sends thousands of independent requests whose answers nobody waits for one by
 one. The Batches API bills them at the price table's ``batch_discount`` (50 %), under limits of
-its own (``docs/anthropic-api.md`` §6), and answers within hours (usually minutes). An Agent
+its own (``docs/messages-api.md`` §6), and answers within hours (usually minutes). An Agent
 submits a batch through the SDK's ``client.messages.batches`` (:meth:`BatchRunner.submit`),
 then polls it with backoff and records every result in the Ledger with ``source="batch"``
 (:meth:`BatchRunner.collect`). Two calls, not one, so the caller can store the batch id before

@@ -2,7 +2,7 @@
 
 The API caches the exact prefix of a request (tools -> system -> messages) up to each block
 marked ``cache_control``; a later request with the same prefix reads it at 0.1x the input price,
-after a first write at 1.25x (``docs/anthropic-api.md`` §5). A prefix shorter than the model's
+after a first write at 1.25x (``docs/messages-api.md`` §5). A prefix shorter than the model's
 minimum cacheable length is processed uncached, and a request may carry at most 4 marks.
 
 Which prefixes are shared is known here without guessing: an agent's tool definitions and its

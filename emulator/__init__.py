@@ -1,6 +1,6 @@
 """A local stand-in for the Anthropic Messages API on 127.0.0.1, driven by the real SDK.
 
-Real HTTP and the API's wire format (``docs/anthropic-api.md``): whole and streamed replies, errors,
+Real HTTP and the API's wire format (``docs/messages-api.md``): whole and streamed replies, errors,
 rate limits with their headers, prompt caching, Message Batches, token counting, and a bill
 (``GET /_emulator/stats``) priced from the one price table. Replies are deterministic
 functions of the request, or come from a function you register.

@@ -1,6 +1,6 @@
 """The Message Batches API's own rate limits, apart from the Messages limits.
 
-The API meters batches separately (``docs/anthropic-api.md`` §6): requests per minute to the
+The API meters batches separately (``docs/messages-api.md`` §6): requests per minute to the
 batch endpoints (create, retrieve, list, results, cancel, delete), shared across models, and a
 cap on the batch requests of one organisation waiting in the processing queue. Batch requests
 themselves do not take the Messages RPM/ITPM/OTPM buckets. Over either limit, the endpoint

@@ -1,6 +1,6 @@
 """Message Batches: create, poll, list, cancel, delete, and JSONL results.
 
-The wire shapes are in ``docs/anthropic-api.md`` §6.
+The wire shapes are in ``docs/messages-api.md`` §6.
 
 A batch is processed by one background task per batch, tracked so the app's cleanup cancels
 it: after ``batch_delay_s`` it runs every request through the core's ``state.complete(...,

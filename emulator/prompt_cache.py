@@ -1,7 +1,7 @@
 """Prompt-cache accounting: which input tokens a request reads, writes, or pays in full.
 
 The API caches the exact prefix of a request (tools -> system -> messages) up to each
-``cache_control`` breakpoint (``docs/anthropic-api.md`` §5). This module keeps those prefixes as
+``cache_control`` breakpoint (``docs/messages-api.md`` §5). This module keeps those prefixes as
 running hashes of the request's :class:`~emulator.tokens.Segment` digests, per key and model,
 with 5-minute or 1-hour lifetimes on an injectable clock. For each request it answers with a
 :class:`CachePlan` splitting the input count four ways; the core commits the plan when the

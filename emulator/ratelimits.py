@@ -1,7 +1,7 @@
 """Per key and model class rate limits, as the API enforces and reports them.
 
 The API meters requests, input tokens and output tokens per minute with continuously refilled
-token buckets (``docs/anthropic-api.md`` §4.1): a bucket holds at most one minute's allowance and
+token buckets (``docs/messages-api.md`` §4.1): a bucket holds at most one minute's allowance and
 refills at ``limit / 60`` per second. A request takes 1 request, its uncached input plus cache
 writes, and its whole ``max_tokens`` up front; the output estimate is corrected when the
 response ends (:meth:`Admission.settle`). Any bucket that would go negative refuses the request
@@ -277,7 +277,7 @@ class RateLimitBook:
         if token_buckets:
             # Without workspace limits the "tokens" family is input + output, and its reset
             # is the earlier of the two, as in the real capture quoted in
-            # docs/anthropic-api.md §4.2.
+            # docs/messages-api.md §4.2.
             _family(headers, "tokens", sum(b.capacity for b in token_buckets),
                     sum(_thousands(b.level(now)) for b in token_buckets),
                     wall + min(b.full_in(now) for b in token_buckets))

@@ -1,6 +1,6 @@
 """The streamed reply: Server-Sent Events exactly as the API sends them.
 
-The event flow is in ``docs/anthropic-api.md`` §3.
+The event flow is in ``docs/messages-api.md`` §3.
 
 Order: ``message_start`` (usage with the input side, ``output_tokens`` 1), then per block
 ``content_block_start`` -> one ``content_block_delta`` per output token (``text_delta`` or

@@ -1,7 +1,7 @@
 """Request validation: the 400s and 404s the API gives, with messages naming the bad field.
 
 Everything here raises :class:`ApiError`, which the routes (and the app's error middleware)
-render as the API's JSON error. Checks follow ``docs/anthropic-api.md`` §1 and §2; wording copies
+render as the API's JSON error. Checks follow ``docs/messages-api.md`` §1 and §2; wording copies
 the API where it is known (``max_tokens: Field required``, ``prompt is too long: N tokens > M
 maximum``) and otherwise names the field path the way the API does (``messages.0.role``).
 """
@@ -194,7 +194,7 @@ def _check_content(content: Any, where: str, role: str, version: str | None) -> 
 
 
 def _check_2026_block(block: dict[str, Any], at: str, role: str) -> None:
-    """The two content rules added by ``2026-10-21`` (``docs/anthropic-api.md`` §1)."""
+    """The two content rules added by ``2026-10-21`` (``docs/messages-api.md`` §1)."""
     if role == "assistant" and block["type"] == "document":
         raise _invalid(f"{at}: document blocks are not allowed in assistant messages "
                        "in anthropic-version 2026-10-21")

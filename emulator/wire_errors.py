@@ -1,7 +1,7 @@
 """Error responses exactly as the API shapes them, and request ids.
 
 Body: ``{"type": "error", "error": {"type": ..., "message": ...}, "request_id": "req_..."}``,
-with the same id in the ``request-id`` header (``docs/anthropic-api.md`` §2).
+with the same id in the ``request-id`` header (``docs/messages-api.md`` §2).
 """
 
 from __future__ import annotations

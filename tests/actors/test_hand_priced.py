@@ -2,7 +2,7 @@
 
 The Ledger == bill tests compare the Ledger with an emulator that prices from the same
 ``tiers.toml``, so a wrong price would fail none of them. Here the expected USD is written out
-from the prices in docs/anthropic-api.md §7 (the pricing page): a wrong number in the table,
+from the prices in docs/messages-api.md §7 (the pricing page): a wrong number in the table,
 a cache price derived with the wrong multiplier, or the batch discount applied to the wrong
 thing fails these tests.
 
