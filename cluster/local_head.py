@@ -149,7 +149,7 @@ def stop(pid: int, grace_s: float = STOP_GRACE_S) -> bool:
     while time.monotonic() < deadline:
         if not _alive(pid):
             return True
-        time.sleep(0.2)
+        time.sleep(0.2)  # the CLI waiting for a process to end, not an event loop
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
