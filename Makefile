@@ -22,10 +22,14 @@ demo: $(STAMP)
 	$(BIN)/raytroupe run mapreduce examples/corpus --question "$(DEMO_QUESTION)" \
 		--mapper haiku --reducer sonnet --max-parallel 16 --chunk-size 300
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay whole): most
+# tests wait on Ray start-up and emulated latency, not the CPU, so two share 2 cores well.
+# Each worker gets a Ray temp root of its own (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory security
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # bandit (medium severity and up) over the code that ships; detect-secrets over every tracked
 # file. The only secrets allowed are the tests' canaries and the dummy keys below.
@@ -36,7 +40,7 @@ security: $(STAMP)
 		--exclude-secrets '$(DUMMY_SECRETS)' $$(git ls-files)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m 'not slow'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
