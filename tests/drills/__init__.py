@@ -6,8 +6,7 @@ existed stay where they were written, and ``benchmarks/drills.py`` runs them fro
 pytest too:
 
 - D1 transient 529/500: ``tests/actors/test_agent_faults.py``
-- D8 kill -9 of the Ledger: ``tests/actors/test_kills.py::test_killing_the_ledger_loses_and_doubles_nothing``
-- D9 kill -9 of the RateLimiter: ``tests/actors/test_kills.py::test_killing_the_limiter_keeps_the_limit``
+- D8 kill -9 of the Ledger, D9 of the RateLimiter: ``tests/actors/test_kills.py``
 - D13 driver kill -9, re-run pays for the missing chunks:
   ``tests/topologies/test_mapreduce.py::test_a_rerun_after_a_crash_pays_only_for_the_missing_chunks``
 - D14a budget under concurrency: ``tests/actors/test_ledger_budget.py``
