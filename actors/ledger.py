@@ -16,7 +16,9 @@ it is created, so its logic is tested by calling it directly. Its promises:
   the check and the reservation happen with no ``await`` between them, so concurrent callers
   cannot both pass a check that only one fits (BerriAI/litellm#34732's check-then-record race).
   Reservations are journaled, so a Ledger restart does not forget money in flight, and expire
-  after a TTL, so a dead caller does not lock a budget forever.
+  after a TTL, so a dead caller does not lock a budget forever. Near the cap a caller may
+  wait for the reservations in flight to settle (``reserve(wait_s=...)``) instead of being
+  refused while the spend itself still leaves room.
 
 Set-up shared by the examples below:
 
