@@ -64,6 +64,9 @@ LEDGER_NAME = "ledger"
 """The Ledger actor's name in its namespace."""
 DEFAULT_RESERVATION_TTL_S = 600.0
 """How long a reservation outlives a silent caller: far longer than any one API attempt."""
+_MAX_WAITING = 500
+"""Most reservations waiting at once; more are decided at once. Each waiter holds one of the
+actor's 1,000 concurrent calls, and the records that would make room need some too."""
 _MAX_WITHDRAWN = 10_000
 """Withdrawn attempts remembered at most (a release that finds nothing to drop is kept)."""
 
@@ -139,6 +142,7 @@ class Ledger:
         self._settled = asyncio.Condition()
         """Notified when room may have appeared under a cap (records, releases, budgets)."""
         self._withdrawn: dict[tuple[str, int], float] = {}
+        self._waiting = 0
         """Attempts released before their reservation was granted (their caller gave up)."""
 
     def __repr__(self) -> str:
@@ -230,7 +234,7 @@ class Ledger:
                     expires_at=self._clock() + (ttl_s or self._ttl)))
                 return
             left = deadline - time.monotonic()
-            if spent + worst > cap or left <= 0 or withdrawn:
+            if spent + worst > cap or left <= 0 or withdrawn or self._waiting >= _MAX_WAITING:
                 self._counts["budget_refusals"] += 1
                 self._metrics.refused(run_id)
                 raise BudgetExceeded(run_id, cap, committed, worst)
@@ -253,11 +257,14 @@ class Ledger:
         """Wait until a record, release or budget change may have made room, an expiry is
         due, or ``left_s`` is up."""
         expiry = min(r.expires_at for r in held.values()) - self._clock() if held else left_s
-        async with self._settled:
-            try:
+        self._waiting += 1
+        try:
+            async with self._settled:
                 await asyncio.wait_for(self._settled.wait(), max(min(left_s, expiry), 0.001))
-            except TimeoutError:
-                pass
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
 
     async def _changed(self) -> None:
         """Wake the reservations waiting for room (:meth:`_settling`)."""
