@@ -505,10 +505,10 @@ class Agent:
             await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
                                              headers=attempt.headers))
         error = ctx.attempts[-1].error
-        assert error is not None
-        error.attempts = len(ctx.attempts)
         if isinstance(error, ConnectionFailed):  # say where it went (the URL, never the key)
             error.message += f" at ANTHROPIC_BASE_URL {self.client.base_url}"
+        assert error is not None
+        error.attempts = len(ctx.attempts)
         raise error
 
     async def _persisted(self, calls: list[_CallContext]) -> None:
