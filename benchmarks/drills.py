@@ -134,7 +134,7 @@ async def _drive(agents: list[Any], calls: int, in_flight: int, run_id: str,
 
 
 def _line(drill: str, runtime: cluster.Runtime, emu: Any, run_ids: list[str], out: Driven,
-          baseline_s: float, **extra: Any) -> dict[str, Any]:
+          baseline_s: float | None, **extra: Any) -> dict[str, Any]:
     """The drill's JSON line: Ledger (journal) against the emulator's bill."""
     stats = emu.stats()
     path = ray.get(runtime.ledger.journal_path.remote())
@@ -248,15 +248,20 @@ def _soak_drill(args: argparse.Namespace) -> dict[str, Any]:
     while Ray's own ``WorkerKillerActor`` (``ray._private.test_utils``) kills -9 the process
     of a running ask every ``soak_s / 8`` seconds (at most 4 kills: an agent restarts 3
     times). The Ledger may trail the bill by the attempts in flight at each kill."""
-    from ray._private.test_utils import WorkerKillerActor, get_and_run_resource_killer
+    from ray._private.test_utils import WorkerKillerActor
 
     faulty = EmulatorConfig(latency_s=args.latency, seed=11,
                             faults=Faults(overloaded=0.05, server_error=0.05))
     with _rig(faulty) as (runtime, emu):
         agents = _agents(runtime, "soak", 4)
-        killer = get_and_run_resource_killer(
-            ray.remote(num_cpus=0)(WorkerKillerActor), kill_interval_s=args.soak_s / 8,
-            max_to_kill=4, kill_delay_s=0, kill_filter_fn=_asks_only)
+        # get_and_run_resource_killer's own set-up, plus RAY_ADDRESS: the killer's State API
+        # client would otherwise find every Ray on this box and refuse to choose.
+        gcs = ray.get_runtime_context().gcs_address
+        killer = WorkerKillerActor.options(runtime_env={"env_vars": {"RAY_ADDRESS": gcs}}).remote(
+            ray.get_runtime_context().get_node_id(), kill_interval_s=args.soak_s / 8,
+            max_to_kill=4, kill_filter_fn=_asks_only)
+        ray.get(killer.ready.remote())
+        killer.run.remote()
         out = asyncio.run(_soak(agents, args))
         ray.get(killer.stop_run.remote())
         killed = len(ray.get(killer.get_killed_nodes.remote(), timeout=60))
@@ -264,7 +269,7 @@ def _soak_drill(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(ray.exceptions.RayError):
                 ray.get(agent.flush.remote(), timeout=60)
         ray.kill(killer)
-        return _line("soak", runtime, emu, ["soak"], out, 0.0, kills=killed)
+        return _line("soak", runtime, emu, ["soak"], out, None, kills=killed)
 
 
 async def _soak(agents: list[Any], args: argparse.Namespace) -> Driven:
