@@ -9,7 +9,8 @@ the ratio compares like with like. Every line holds the same fields:
 * ``ledger_minus_bill_tokens`` / ``ledger_minus_bill_usd``: the Ledger against the emulator's
   bill (0 when every billed attempt is counted once; negative: the Ledger trails the bill).
 * ``duplicate_billed_call_ids``: logical calls (or map-reduce chunks) billed more than once.
-* ``calls_hung``: calls with no answer after ``CALL_TIMEOUT_S`` (abandoned, not re-asked).
+* ``calls_hung``: calls with no answer after ``CALL_TIMEOUT_S`` (abandoned, not re-asked);
+  ``baseline_calls_hung`` the same without the fault.
 * ``recovery_s``: from the fault (a kill) to the next reply; null where nothing is killed.
 
 The drills:
@@ -178,7 +179,8 @@ def _agent_drill(drill: str, args: argparse.Namespace, config: EmulatorConfig,
         out = asyncio.run(_drive(workers, args.calls, args.in_flight, run_id,
                                  kill=kill(runtime) if kill else None))
         ray.get([w.flush.remote() for w in workers])
-        return _line(drill, runtime, emu, [run_id], out, base.runtime_s)
+        return _line(drill, runtime, emu, [run_id], out, base.runtime_s,
+                     baseline_calls_hung=base.hung)
 
 
 def _budget_drill(args: argparse.Namespace) -> dict[str, Any]:
