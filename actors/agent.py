@@ -505,6 +505,8 @@ class Agent:
             await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
                                              headers=attempt.headers))
         error = ctx.attempts[-1].error
+        if isinstance(error, ConnectionFailed):  # say where it went (the URL, never the key)
+            error.message += f" at ANTHROPIC_BASE_URL {self.client.base_url}"
         assert error is not None
         error.attempts = len(ctx.attempts)
         raise error

@@ -82,6 +82,12 @@ class AskBatcher:
             loop.call_soon(self._dispatch)  # after this turn: every ask made in it goes along
         return await future
 
+    async def settled(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until every batch sent has ended on the agent, the
+        cancelled ones too: then their attempts' records exist, and a flush ships them."""
+        if self._streams:
+            await asyncio.wait(set(self._streams), timeout=timeout_s)
+
     def _dispatch(self) -> None:
         self._scheduled = False
         queued = [(r, f) for r, f in self._queue if not f.done()]

@@ -16,7 +16,9 @@ it is created, so its logic is tested by calling it directly. Its promises:
   the check and the reservation happen with no ``await`` between them, so concurrent callers
   cannot both pass a check that only one fits (BerriAI/litellm#34732's check-then-record race).
   Reservations are journaled, so a Ledger restart does not forget money in flight, and expire
-  after a TTL, so a dead caller does not lock a budget forever.
+  after a TTL, so a dead caller does not lock a budget forever. Near the cap a caller may
+  wait for the reservations in flight to settle (``reserve(wait_s=...)``) instead of being
+  refused while the spend itself still leaves room.
 
 Set-up shared by the examples below:
 
@@ -62,6 +64,11 @@ LEDGER_NAME = "ledger"
 """The Ledger actor's name in its namespace."""
 DEFAULT_RESERVATION_TTL_S = 600.0
 """How long a reservation outlives a silent caller: far longer than any one API attempt."""
+_MAX_WAITING = 500
+"""Most reservations waiting at once; more are decided at once. Each waiter holds one of the
+actor's 1,000 concurrent calls, and the records that would make room need some too."""
+_MAX_WITHDRAWN = 10_000
+"""Withdrawn attempts remembered at most (a release that finds nothing to drop is kept)."""
 
 _records = TypeAdapter(list[CallRecord])
 _log = logging.getLogger(__name__)
@@ -132,6 +139,11 @@ class Ledger:
                                       "budget_refusals"), 0)
         self._counts["journaled_at_start"] = state.entries
         self._unpriced: set[str] = set()
+        self._settled = asyncio.Condition()
+        """Notified when room may have appeared under a cap (records, releases, budgets)."""
+        self._withdrawn: dict[tuple[str, int], float] = {}
+        self._waiting = 0
+        """Attempts released before their reservation was granted (their caller gave up)."""
 
     def __repr__(self) -> str:
         if "_held" not in vars(self):
@@ -171,14 +183,22 @@ class Ledger:
         self._counts["duplicates"] += len(entries) - new
         if new < len(entries):
             _log.info("ledger: ignored %d duplicate record(s)", len(entries) - new)
+        await self._changed()  # the records' reservations shrank to their real cost
         return new
 
     async def reserve(self, run_id: str, call_id: str, attempt: int,
-                      worst_case_usd: Decimal, ttl_s: float | None = None) -> None:
+                      worst_case_usd: Decimal, ttl_s: float | None = None,
+                      wait_s: float = 0.0) -> None:
         """Hold ``worst_case_usd`` of the run's budget for one attempt, or refuse it.
 
         A run without a cap holds nothing (there is nothing to protect). Repeating a
         reservation that is already held is a no-op: Ray replays it after a restart.
+
+        Near the cap, the room may be held by other attempts' worst cases, which shrink to
+        their real cost (often a quarter of it) when their records land. With ``wait_s``, the
+        attempt waits up to that long for them to settle instead of being refused, so a run
+        stops when its *spend* leaves no room, not when its reservations do (issue 12, D14b).
+        It is refused at once when the spend alone leaves no room, or nothing is held.
 
         Args:
             run_id: The run whose budget pays.
@@ -187,9 +207,11 @@ class Ledger:
             worst_case_usd: The most the attempt can cost.
             ttl_s: How long to hold it if no record comes (default: the Ledger's TTL). Pass
                 more for an attempt that may outlast it, such as a very long stream.
+            wait_s: Most seconds to wait for held reservations to settle (0: decide now).
 
         Raises:
-            BudgetExceeded: spent + reserved + ``worst_case_usd`` would pass the run's cap;
+            BudgetExceeded: spent + reserved + ``worst_case_usd`` would pass the run's cap
+                (after waiting, if asked, or withdrawn by :meth:`release` while it waited);
                 nothing was reserved.
             UsageError: ``worst_case_usd`` is negative or not a number.
 
@@ -197,22 +219,31 @@ class Ledger:
             >>> await ledger.reserve.remote("r1", "call-7", 0, Decimal("0.0150"))
         """
         worst = _usd(worst_case_usd, "worst_case_usd")
-        cap = self._caps.get(run_id)
-        if cap is None:
-            return
-        held = self._live_reservations(run_id)
         key = (call_id, attempt)
-        if key in held:
-            return
-        committed = self._spent.get(run_id, Decimal(0)) + sum(r.amount_usd
-                                                              for r in held.values())
-        if committed + worst > cap:
-            self._counts["budget_refusals"] += 1
-            self._metrics.refused(run_id)
-            raise BudgetExceeded(run_id, cap, committed, worst)
-        # Held in memory before the first await: the next reserver already sees it.
-        res = Reservation(run_id=run_id, call_id=call_id, attempt=attempt, amount_usd=worst,
-                          expires_at=self._clock() + (ttl_s or self._ttl))
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        while (cap := self._caps.get(run_id)) is not None:
+            held = self._live_reservations(run_id)
+            if key in held:
+                return
+            withdrawn = self._withdrawn.pop(key, None) is not None
+            spent = self._spent.get(run_id, Decimal(0))
+            committed = spent + sum(r.amount_usd for r in held.values())
+            if committed + worst <= cap and not withdrawn:
+                await self._hold(held, Reservation(
+                    run_id=run_id, call_id=call_id, attempt=attempt, amount_usd=worst,
+                    expires_at=self._clock() + (ttl_s or self._ttl)))
+                return
+            left = deadline - time.monotonic()
+            if spent + worst > cap or left <= 0 or withdrawn or self._waiting >= _MAX_WAITING:
+                self._counts["budget_refusals"] += 1
+                self._metrics.refused(run_id)
+                raise BudgetExceeded(run_id, cap, committed, worst)
+            await self._settling(left, held)
+
+    async def _hold(self, held: dict[tuple[str, int], Reservation], res: Reservation) -> None:
+        """Hold ``res`` in memory before the first await (the next reserver already sees it),
+        then journal it."""
+        key = (res.call_id, res.attempt)
         held[key] = res
         try:
             await self._journal.write(JournalWrite(reserve=(res,)))
@@ -221,14 +252,43 @@ class Ledger:
                 del held[key]
             raise
 
+    async def _settling(self, left_s: float,
+                        held: dict[tuple[str, int], Reservation]) -> None:
+        """Wait until a record, release or budget change may have made room, an expiry is
+        due, or ``left_s`` is up."""
+        expiry = min(r.expires_at for r in held.values()) - self._clock() if held else left_s
+        self._waiting += 1
+        try:
+            async with self._settled:
+                await asyncio.wait_for(self._settled.wait(), max(min(left_s, expiry), 0.001))
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
+
+    async def _changed(self) -> None:
+        """Wake the reservations waiting for room (:meth:`_settling`)."""
+        async with self._settled:
+            self._settled.notify_all()
+
     async def release(self, run_id: str, call_id: str, attempt: int) -> None:
         """Drop an attempt's reservation without a record (the attempt was never sent).
+
+        A reservation still waiting for room (:meth:`reserve` with ``wait_s``) is withdrawn:
+        its caller gave up on it, so it must not be granted later.
 
         Example:
             >>> await ledger.release.remote("r1", "call-7", 0)
         """
         if self._held.get(run_id, {}).pop((call_id, attempt), None) is not None:
             await self._journal.write(JournalWrite(release=((call_id, attempt),)))
+            await self._changed()
+            return
+        self._withdrawn[(call_id, attempt)] = self._clock()
+        if len(self._withdrawn) > _MAX_WITHDRAWN:  # releases of reservations never made
+            for old in list(self._withdrawn)[:_MAX_WITHDRAWN // 2]:
+                del self._withdrawn[old]
+        await self._changed()
 
     async def set_budget(self, run_id: str, cap_usd: Decimal | None) -> None:
         """Set (or with None, remove) the run's ``max_cost_usd``; journaled before returning.
@@ -250,6 +310,7 @@ class Ledger:
             else:
                 self._caps[run_id] = previous
             raise
+        await self._changed()
 
     async def budget(self, run_id: str) -> BudgetStatus:
         """The run's cap, spend and reservations now.

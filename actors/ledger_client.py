@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import ray
 from ray.exceptions import ActorDiedError, RayTaskError
 
 from actors.errors import MessageTypeError, RaytroupeError, SingletonLost
@@ -31,6 +32,11 @@ from actors.record_journal import RecordJournal, actor_journal_dir, read_journal
 from actors.singletons import Singleton
 
 _log = logging.getLogger(__name__)
+
+RESERVE_WAIT_S = 120.0
+"""Most seconds a reservation waits near the cap for the attempts in flight to settle: more
+than any whole call takes (they settle when their records land), less than the Ledger's TTL
+of a reservation whose caller died (600 s), after which a budget stop is the honest answer."""
 
 
 class LedgerClient:
@@ -60,6 +66,8 @@ class LedgerClient:
             Singleton(None, None, handle=ledger)
         self._batch_size, self._linger_s, self._max_batch = batch_size, linger_s, max_batch
         self._backoff_s = backoff_s
+        self.reserve_wait_s = RESERVE_WAIT_S
+        """How long a reservation near the cap waits for others to settle before a refusal."""
         self._pending: list[CallRecord] = []
         self._in_flight = 0
         self._flushers = 0
@@ -90,13 +98,22 @@ class LedgerClient:
         """Reserve the attempt's worst-case cost against the run's budget (one RPC).
 
         ``ttl_s`` overrides the Ledger's reservation TTL for an attempt that may outlast it.
+        Near the cap the Ledger holds the call until other attempts' reservations settle to
+        their real cost (up to ``reserve_wait_s``) rather than refusing it while the spend
+        still leaves room. Cancelled while it waits, the reservation is cancelled at the
+        Ledger too (the caller also releases it, which withdraws it if it is still waiting).
 
         Raises:
             BudgetExceeded: the attempt could push the run past its cap; do not send it.
         """
+        ledger = await self._singleton.ahandle()
+        ref = ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd, ttl_s,
+                                    self.reserve_wait_s)
         try:
-            ledger = await self._singleton.ahandle()
-            await ledger.reserve.remote(run_id, call_id, attempt, worst_case_usd, ttl_s)
+            await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
         except RayTaskError as exc:
             # Re-raise our own error as itself, not Ray's wrapper subclass of it.
             if isinstance(exc.cause, RaytroupeError):

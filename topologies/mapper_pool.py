@@ -49,6 +49,8 @@ _SET_ASIDE_S = 2.0
 """How long a host whose call died is skipped (its restart takes about that, or its node's
 death is detected: ``docs/ray-facts.md`` §4, 6.7 s with fast health checks)."""
 _MAX_HOSTS = 16
+_SETTLE_S = 10.0
+"""Most seconds a flush waits for cancelled calls to end on their hosts."""
 
 
 def default_host_count(max_in_flight: int) -> int:
@@ -166,7 +168,13 @@ class MapperPool:
         return {h.name: node for h, node in zip(self._hosts, ids, strict=True)}
 
     async def flush(self) -> None:
-        """Wait until every host's Ledger records are acknowledged (skipping dead hosts)."""
+        """Wait until every host's Ledger records are acknowledged (skipping dead hosts).
+
+        Calls cancelled on a host (a Ctrl-C) record their attempts as the cancellation
+        reaches them, after ``ray.cancel`` returned: wait for that first, or the records
+        would die with the host when :meth:`stop` kills it.
+        """
+        await asyncio.gather(*(h.batcher.settled(_SETTLE_S) for h in self._hosts))
         results = await asyncio.gather(*(h.handle.flush.remote() for h in self._hosts),
                                        return_exceptions=True)
         for host, result in zip(self._hosts, results, strict=True):

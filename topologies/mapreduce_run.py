@@ -7,9 +7,10 @@ cost; any other becomes one mapper call, with at most ``max_in_flight`` calls ou
 store the moment it arrives, then handed to the streaming :class:`TreeReducer`, and dropped:
 the driver keeps counters, never the results.
 
-The first failure (a budget stop, a call that failed after its retries) cancels the calls in
-flight and is raised; everything finished before it is already stored, so re-running the same
-command pays only for the chunks that were missing.
+The first failure (a budget stop, a call that failed after its retries) stops new chunks; the
+calls in flight finish and are stored (they may already be billed), then the failure is
+raised. Everything paid for is stored, so re-running the same command pays only for the
+chunks that were missing.
 
 Example (a chunk frames its text as data for the mapper):
     >>> chunk = Chunk(index=3, source="docs/a.md", part=1, parts=5, text="The river rose.")
@@ -139,7 +140,8 @@ class MapPhase:
     stats: MapStats = field(default_factory=MapStats)
 
     async def run_all(self, plan: MapPlan) -> MapStats:
-        """Map every chunk of ``plan``; raise the first failure after cancelling the rest."""
+        """Map every chunk of ``plan``; after a failure, finish the calls in flight, then
+        raise the first failure."""
         slots = asyncio.Semaphore(self.max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
@@ -158,10 +160,13 @@ class MapPhase:
                 task = asyncio.create_task(self._map_one(chunk, prompt, key, slots))
                 tasks.add(task)
                 task.add_done_callback(lambda t: _collect(t, tasks, failures))
-            while tasks and not failures:
-                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+            # After a failure no new chunk starts, but the calls in flight finish and are
+            # stored: a budget stop's calls already hold a reservation within the cap, and a
+            # call cancelled after it was sent is billed all the same (issue 12, D14b).
+            while tasks:
+                await asyncio.wait(set(tasks))
         finally:
-            await _cancel(tasks)
+            await _cancel(tasks)  # only when this task itself is cancelled (Ctrl-C)
         if failures:
             raise failures[0]
         return self.stats

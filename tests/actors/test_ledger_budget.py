@@ -163,3 +163,30 @@ async def test_amounts_must_be_finite_and_not_negative(ledger: Ledger, bad: obje
         await ledger.set_budget("r1", bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="worst_case_usd"):
         await ledger.reserve("r1", "c1", 0, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_near_the_cap_a_reservation_waits_for_others_to_settle(ledger: Ledger) -> None:
+    # Two worst cases fill a cap their real costs (0.00015 each) leave mostly free: a third
+    # call waits for a record instead of stopping the run with money left (issue 12, D14b).
+    await ledger.set_budget("r1", Decimal("0.005"))
+    for call in ("c1", "c2"):
+        await ledger.reserve("r1", call, 0, WORST)
+    third = asyncio.create_task(ledger.reserve("r1", "c3", 0, WORST, wait_s=30))
+    fourth = asyncio.create_task(ledger.reserve("r1", "c4", 0, WORST, wait_s=30))
+    await asyncio.sleep(0.05)
+    assert not third.done() and not fourth.done()
+    await ledger.release("r1", "c4", 0)  # its caller gave up: withdrawn, never granted
+    with pytest.raises(BudgetExceeded):
+        await fourth
+    await ledger.record([make_record("c1")])
+    await asyncio.wait_for(third, 5)
+    budget = await ledger.budget("r1")
+    assert (budget.spent_usd, budget.reserved_usd, budget.reservations) == (
+        Decimal("0.00015"), 2 * WORST, 2)
+    # The spend alone leaves no room for another worst case: refused at once, no wait.
+    await ledger.record([make_record(f"s{i}", usage=Usage(input_tokens=10_000,
+                                                          output_tokens=1_000))
+                         for i in range(3)])
+    with pytest.raises(BudgetExceeded):
+        await asyncio.wait_for(ledger.reserve("r1", "c5", 0, WORST, wait_s=30), 1)

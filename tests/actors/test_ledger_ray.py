@@ -74,6 +74,7 @@ async def test_budget_refusal_reaches_the_caller_as_itself(ledger_ns: str,
                                                            tmp_path: Path) -> None:
     ledger = get_ledger(tmp_path, namespace=ledger_ns)
     client = LedgerClient(ledger)
+    client.reserve_wait_s = 0.2  # c1 never settles: waiting for it could only time out
     await ledger.set_budget.remote("r1", Decimal("0.01"))
     await client.reserve("r1", "c1", 0, Decimal("0.006"))
     with pytest.raises(BudgetExceeded) as refused:

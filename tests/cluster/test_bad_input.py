@@ -154,3 +154,32 @@ def test_good_settings_still_pass(tmp_path: Path) -> None:
                         anthropic_api_key="  ", data_dir=tmp_path / "new", rpm=1)
     assert settings.uses_emulator and settings.rpm == 1
     assert Settings(_env_file=None, anthropic_base_url="").anthropic_base_url is None
+
+
+def test_a_base_url_nothing_answers_at_is_named_in_the_error(ray_session: None,
+                                                            tmp_path: Path) -> None:
+    # It parses and resolves, so the settings pass; the call's error must say where it went
+    # (it said only "connection_error"), and never the key.
+    import dataclasses
+    import socket
+
+    import ray
+
+    import cluster
+    from actors.agent import spawn_agent
+    from actors.errors import ConnectionFailed
+    from actors.messages import AgentSpec, AskRequest
+    from actors.retry_policy import RetryPolicy
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        runtime = cluster.init(settings=Settings(anthropic_base_url=url, anthropic_api_key=KEY,
+                                                 data_dir=tmp_path, _env_file=None),
+                               namespace=f"bad-url-{uuid.uuid4().hex[:6]}")
+        backend = dataclasses.replace(runtime.backend, retry=RetryPolicy(max_retries=0))
+        agent = spawn_agent(AgentSpec(name="bad-url/agent", run_id="bad-url"), backend)
+        with pytest.raises(ConnectionFailed) as failed:
+            ray.get(agent.ask.remote(AskRequest(prompt="Hi", max_tokens=10)))
+    assert f"ANTHROPIC_BASE_URL {url}" in str(failed.value)
+    assert KEY not in str(failed.value) and KEY not in repr(failed.value)
