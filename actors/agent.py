@@ -507,6 +507,7 @@ class Agent:
         error = ctx.attempts[-1].error
         assert error is not None
         error.attempts = len(ctx.attempts)
+        error.possibly_billed = sum(a.possibly_billed for a in ctx.attempts)
         raise error
 
     async def _persisted(self, calls: list[_CallContext]) -> None:
@@ -574,6 +575,7 @@ class Agent:
             async with self.lease.reserve(key, input_tokens=estimate,
                                           output_tokens=ctx.max_tokens) as permit:
                 await self._send(params, on_text, attempt)
+                attempt.unanswered(estimate, ctx.max_tokens)
                 self._settle(permit, attempt)
         except asyncio.CancelledError:
             if attempt.sent:
@@ -594,8 +596,10 @@ class Agent:
             # connection, and nothing of the raw exception leaves the actor.
             attempt.error = ConnectionFailed("the attempt failed in the client",
                                              error_type="client_error")
+            attempt.unanswered(estimate, ctx.max_tokens)  # its permit stayed spent: the same
         ctx.attempts.append(attempt)
-        self._record(ctx, attempt, retry, status=self._judged(ctx, attempt))
+        status = "possibly_billed" if attempt.possibly_billed else self._judged(ctx, attempt)
+        self._record(ctx, attempt, retry, status=status)
         return attempt
 
     @staticmethod
@@ -623,13 +627,14 @@ class Agent:
         """Tell the limiter what the attempt really used.
 
         A 429 pauses the bucket cluster-wide. An error with a status means the API answered
-        without running the model, so nothing is charged but the request. A connection failure
-        is left unsettled: the model may have run, so the reservation stays spent.
+        without running the model, so nothing is charged but the request. A sent attempt with
+        no answer may have been billed: it is settled at its reservation, the very usage the
+        Ledger records for it, so the limiter and the Ledger agree.
         """
         if attempt.status == 429:
             permit.rate_limited(retry_after_s=getattr(attempt.error, "retry_after", None),
                                 headers=attempt.headers)
-        elif attempt.status is not None:
+        elif attempt.status is not None or attempt.possibly_billed:
             permit.settle(input_tokens=attempt.usage.limited_input_tokens,
                           output_tokens=attempt.usage.output_tokens, headers=attempt.headers)
 
@@ -708,12 +713,15 @@ class Agent:
         return prompt_breakpoints.with_breakpoints(params, spec.min_cacheable_tokens)
 
     def _reply(self, calls: list[_CallContext], latency_s: float) -> Reply:
-        usage, cost, saved = Usage(), Decimal(0), Decimal(0)
+        usage, cost, saved, unsure = Usage(), Decimal(0), Decimal(0), Decimal(0)
         for ctx in calls:
             if ctx.saved_usd is not None:  # a response-cache hit: nothing billed
                 saved += ctx.saved_usd
                 continue
             for attempt in ctx.attempts:
+                if attempt.possibly_billed:  # kept apart, as the Ledger's roll-ups do
+                    unsure += _cost(ctx.spec, attempt.usage)
+                    continue
                 usage += attempt.usage
                 cost += _cost(ctx.spec, attempt.usage)
         final = calls[-1].attempts[-1]
@@ -726,7 +734,9 @@ class Agent:
             call_ids=tuple(c.call_id for c in calls),
             cache_hits=sum(c.saved_usd is not None for c in calls), saved_usd=saved,
             speculative_losers=sum(c.lost for c in calls),
-            escalations=sum(c.escalated for c in calls))
+            escalations=sum(c.escalated for c in calls),
+            possibly_billed=sum(a.possibly_billed for c in calls for a in c.attempts),
+            possibly_billed_usd=unsure)
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
         """Keep the exchange if asked, compacting old turns with a haiku summary when needed.

@@ -96,14 +96,19 @@ class CallFailed(RaytroupeError):
     """An API call failed for good. Holds plain fields only, never headers or the key."""
 
     def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
-                 request_id: str | None = None, attempts: int = 1) -> None:
+                 request_id: str | None = None, attempts: int = 1,
+                 possibly_billed: int = 0) -> None:
         super().__init__(message)
         self.message, self.status, self.error_type = message, status, error_type
         self.request_id, self.attempts = request_id, attempts
+        self.possibly_billed = possibly_billed
+        """Attempts of this call sent without an answer: the API may have billed them (the
+        Ledger holds each at its reservation, flagged ``possibly_billed``)."""
 
     def _fields(self) -> dict[str, Any]:
         return {"status": self.status, "error_type": self.error_type,
-                "request_id": self.request_id, "attempts": self.attempts}
+                "request_id": self.request_id, "attempts": self.attempts,
+                "possibly_billed": self.possibly_billed}
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self._fields()))
@@ -111,7 +116,9 @@ class CallFailed(RaytroupeError):
     def __str__(self) -> str:
         where = f" (HTTP {self.status}, {self.error_type}, request {self.request_id})" \
             if self.status else ""
-        return f"{self.message}{where}"
+        billed = f"; the cost may include {self.possibly_billed} possibly-billed attempt(s) " \
+            "(sent, no answer; recorded at their reservation)" if self.possibly_billed else ""
+        return f"{self.message}{where}{billed}"
 
 
 class RateLimited(CallFailed):

@@ -14,9 +14,11 @@ from pydantic import BaseModel, Field, field_validator
 from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
 
-CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated"]
-"""How one attempt ended: answered, failed, abandoned by us, served without an API call, or
-answered (and billed) with a reply that failed its validation, so the call went one tier up."""
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated", "possibly_billed"]
+"""How one attempt ended: answered, failed, abandoned by us, served without an API call,
+answered (and billed) with a reply that failed its validation, so the call went one tier up, or
+sent with no answer (connection lost, timed out): the API may have run and billed it, so it is
+recorded at its reservation (input estimate + ``max_tokens``), an upper bound of that bill."""
 
 MAX_SPECULATIVE = 8
 """Most concurrent attempts of one speculative call (each one is billed until cancelled)."""
@@ -220,6 +222,12 @@ class Reply(_Frozen):
     """Speculative attempts cancelled (or failed) because another one won; in the cost."""
     escalations: int = 0
     """Times the reply failed its validation and the call went one tier up; in the cost."""
+    possibly_billed: int = 0
+    """Attempts sent that got no answer (connection lost, timeout): the API may have billed
+    them. Not in ``usage``/``cost_usd``; their reservation is in ``possibly_billed_usd``."""
+    possibly_billed_usd: Decimal = Decimal(0)
+    """The most those attempts may have cost (input estimate + ``max_tokens`` each): the
+    call's cost may be up to ``cost_usd + possibly_billed_usd``."""
 
 
 class TextDelta(_Frozen):

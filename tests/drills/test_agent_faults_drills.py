@@ -1,0 +1,103 @@
+"""Agent fault drills (issue 12): what a caller and the Ledger see when an attempt, an Agent or
+a tool dies, against the real SDK over HTTP to the emulator on 127.0.0.1, on a real Ray.
+
+- D4 (a reply lost after the API billed it) and D5 (a client timeout): the attempt is in the
+  Ledger at its reservation, flagged ``possibly_billed``, so the bill lies between the billed
+  totals and the billed totals plus the possibly-billed ones; the reply says the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import ray
+
+import cluster
+from actors.agent import spawn_agent
+from actors.errors import CallFailed, ConnectionFailed
+from actors.messages import AgentSpec, AskRequest, Reply
+from actors.retry_policy import RetryPolicy
+from cluster.settings import Settings
+from emulator import EmulatorConfig, Faults, run_emulator
+from tests.actors.agent_fixtures import bill, ledger_tokens
+from tests.polling import wait_for
+
+FAST_RETRY = RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def runtime(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One runtime for the module; each drill points its agents at an emulator of its own."""
+    with run_emulator() as emu:
+        settings = Settings(anthropic_base_url=emu.base_url,
+                            data_dir=tmp_path_factory.mktemp("faults"), _env_file=None)
+        yield cluster.init(settings=settings, namespace=f"faults-{uuid.uuid4().hex[:6]}")
+
+
+def _agent(runtime: Any, emu: Any, tools: tuple[Any, ...] = (), **backend: Any
+           ) -> tuple[Any, str]:
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    fields = {"retry": FAST_RETRY, **backend}
+    handle = spawn_agent(AgentSpec(name=f"{run_id}/drill/worker", tier="haiku", run_id=run_id),
+                         replace(runtime.backend, base_url=emu.base_url, **fields), tools)
+    return handle, run_id
+
+
+async def _asks(agent: Any, n: int, max_tokens: int = 60) -> list[Reply | BaseException]:
+    async def one(i: int) -> Reply | BaseException:
+        try:
+            return await agent.ask.remote(AskRequest(prompt=f"Drill call {i}",
+                                                     max_tokens=max_tokens))
+        except Exception as exc:
+            return exc
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_d4_d5_an_attempt_that_may_have_been_billed_is_recorded_at_its_reservation(
+        runtime: Any) -> None:
+    faults = Faults(lost_reply=0.25, slow=0.1, slow_s=0.6)
+    with run_emulator(EmulatorConfig(faults=faults, seed=3)) as emu:
+        agent, run_id = _agent(runtime, emu, timeout_s=0.3)  # a slow reply is a timeout
+        outcomes = asyncio.run(_asks(agent, 40))
+        ray.get(agent.flush.remote())
+        stats = wait_for(lambda: (s := emu.stats())["in_flight"] == 0 and s,
+                         "the timed-out replies to finish server-side (they are billed)")
+
+    replies = [o for o in outcomes if isinstance(o, Reply)]
+    assert len(replies) > 30 and stats["lost_replies"] > 0
+    assert not [o for o in outcomes if not isinstance(o, Reply | CallFailed)]
+    totals = ray.get(runtime.ledger.totals.remote(run_id))
+    tokens, usd = bill(stats)
+    assert totals.possibly_billed > stats["lost_replies"]  # and the timeouts
+    # The bill lies between what surely was billed and that plus the possibly billed.
+    assert ledger_tokens(totals)["input_tokens"] <= tokens["input_tokens"] <= \
+        totals.input_tokens + totals.possibly_billed_input_tokens
+    assert totals.output_tokens <= tokens["output_tokens"] <= \
+        totals.output_tokens + totals.possibly_billed_output_tokens
+    assert totals.cost_usd < usd <= totals.cost_usd + totals.possibly_billed_usd
+    # What the callers were told adds up to the Ledger, the unsure part apart.
+    failed = [o for o in outcomes if isinstance(o, CallFailed)]
+    assert sum(r.possibly_billed for r in replies) + sum(e.possibly_billed for e in failed) \
+        == totals.possibly_billed
+    assert sum(r.cost_usd for r in replies) == totals.cost_usd
+    assert sum(r.possibly_billed_usd for r in replies) <= totals.possibly_billed_usd
+
+
+def test_d4_a_call_that_fails_for_a_lost_reply_says_it_may_have_been_billed(
+        runtime: Any) -> None:
+    with run_emulator(EmulatorConfig(faults=Faults(lost_reply=1.0))) as emu:
+        agent, run_id = _agent(runtime, emu, retry=RetryPolicy(max_retries=1,
+                                                               initial_delay_s=0.01))
+        [error] = asyncio.run(_asks(agent, 1))
+        ray.get(agent.flush.remote())
+        assert emu.stats()["lost_replies"] == 2
+
+    assert isinstance(error, ConnectionFailed) and error.possibly_billed == 2
+    assert "may include 2 possibly-billed attempt(s)" in str(error)
+    assert ray.get(runtime.ledger.totals.remote(run_id)).possibly_billed == 2
