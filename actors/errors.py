@@ -14,7 +14,9 @@ The root lives here, in the lowest package; ``topologies`` and ``cluster`` subcl
         ├── Overloaded                   529 / 5xx; the API is struggling, try later
         ├── RequestRejected              400 / 401 / 403 / 404 / 413; retrying will not help
         ├── QuotaExhausted               402 or a spend-limit 429; top up or raise the limit
-        └── ConnectionFailed             no response: connection dropped, timed out
+        ├── ConnectionFailed             no response: connection dropped, timed out
+        ├── AgentLost                    the Agent died with the call in flight: maybe billed
+        └── AgentUnavailable             the Agent stayed down: the call was never sent
 
 SDK exceptions never cross an actor boundary: they hold the request headers, and so the API key
 (see ``docs/reliability.md`` §4). The Agent translates them into a ``CallFailed`` that carries
@@ -146,6 +148,33 @@ class QuotaExhausted(CallFailed):
 
 class ConnectionFailed(CallFailed):
     """No response: the connection dropped or timed out. The call may have been billed."""
+
+
+class AgentLost(CallFailed):
+    """The Agent's process died (killed, crashed) while this call was in flight.
+
+    The call may have been billed: it may have reached the API before the process died, and
+    the API takes no idempotency key, so it is not re-sent for you (``docs/reliability.md``).
+    Calls made after the death was seen wait for the restart instead (``AgentUnavailable`` if
+    it never comes).
+    """
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        fields.setdefault("error_type", "agent_lost")
+        fields.setdefault("possibly_billed", 1)
+        super().__init__(message, **fields)
+
+    def __str__(self) -> str:
+        return self.message  # it says what may have been billed, and why
+
+
+class AgentUnavailable(CallFailed):
+    """The Agent was down (restarting, or dead for good) and the call was never sent: not
+    billed; safe to send again once the agent is back."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        fields.setdefault("error_type", "agent_unavailable")
+        super().__init__(message, **fields)
 
 
 def _rebuild(cls: type[CallFailed], message: str, fields: dict[str, Any]) -> CallFailed:

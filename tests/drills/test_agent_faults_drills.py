@@ -4,11 +4,16 @@ a tool dies, against the real SDK over HTTP to the emulator on 127.0.0.1, on a r
 - D4 (a reply lost after the API billed it) and D5 (a client timeout): the attempt is in the
   Ledger at its reservation, flagged ``possibly_billed``, so the bill lies between the billed
   totals and the billed totals plus the possibly-billed ones; the reply says the same.
+- D7 (``kill -9`` of an Agent): callers of ``actors.agent_handle`` (sessions, topologies, the
+  ask batcher) never see a Ray error: calls in flight get ``AgentLost`` ("may have been
+  billed"), calls made once the death is seen wait for the restart and succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,8 +23,9 @@ import pytest
 import ray
 
 import cluster
+from actors import agent_handle
 from actors.agent import spawn_agent
-from actors.errors import CallFailed, ConnectionFailed
+from actors.errors import AgentLost, CallFailed, ConnectionFailed
 from actors.messages import AgentSpec, AskRequest, Reply
 from actors.retry_policy import RetryPolicy
 from cluster.settings import Settings
@@ -101,3 +107,36 @@ def test_d4_a_call_that_fails_for_a_lost_reply_says_it_may_have_been_billed(
     assert isinstance(error, ConnectionFailed) and error.possibly_billed == 2
     assert "may include 2 possibly-billed attempt(s)" in str(error)
     assert ray.get(runtime.ledger.totals.remote(run_id)).possibly_billed == 2
+
+
+def _pid(agent: Any) -> int:
+    return ray.get(agent.__ray_call__.remote(lambda _self: os.getpid()))
+
+
+def test_d7_kill_9_of_an_agent_is_our_error_for_calls_in_flight_and_a_wait_for_the_rest(
+        runtime: Any) -> None:
+    with run_emulator(EmulatorConfig(latency_s=1.0)) as emu:
+        agent, _ = _agent(runtime, emu)
+        pid = _pid(agent)
+
+        async def drill() -> tuple[list[Any], list[Any]]:
+            async def one(i: int) -> Any:
+                try:
+                    return await agent_handle.ask(agent, AskRequest(prompt=f"D7 {i}"), "d7")
+                except Exception as exc:
+                    return exc
+
+            in_flight = [asyncio.create_task(one(i)) for i in range(6)]
+            await asyncio.to_thread(wait_for, lambda: emu.stats()["in_flight"] == 6,
+                                    "6 calls at the API")
+            os.kill(pid, signal.SIGKILL)
+            lost = await asyncio.gather(*in_flight)
+            # The death is seen: these wait for the restart instead of failing.
+            later = await asyncio.gather(*(one(i) for i in range(6, 12)))
+            return lost, later
+
+        lost, later = asyncio.run(drill())
+
+    assert all(isinstance(o, AgentLost) and "may have been billed" in str(o) for o in lost), lost
+    assert all(isinstance(o, Reply) for o in later), later
+    assert _pid(agent) != pid  # answered by the restarted process

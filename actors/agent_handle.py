@@ -1,0 +1,164 @@
+"""Calling an Agent actor from a caller's loop, so that an Agent's death is our error, not Ray's.
+
+The one place where callers (sessions, topologies, the ask batcher) call an Agent's ``ask``
+and ``stream``. When the Agent's process dies (``kill -9``, a crash), Ray fails the calls it
+had with ``ActorDiedError`` / ``ActorUnavailableError`` ("may or may not have been executed");
+Ray restarts the actor (``max_restarts``) but never re-sends them (``max_task_retries=0``):
+a call may have reached the API, which takes no idempotency key. So here:
+
+- a call in flight at the death fails with :class:`~actors.errors.AgentLost`, which says it
+  may have been billed (the caller decides whether to pay again);
+- a call made once the death is seen is not sent to a dead process: it waits for the restart
+  (one probe per agent, bounded by ``RESTART_WAIT_S``), then goes; if the agent never comes
+  back it fails with :class:`~actors.errors.AgentUnavailable` (never sent, so not billed).
+
+The healthy path costs one dictionary lookup: no extra Ray round trip per call.
+
+Example::
+
+    reply = await agent_handle.ask(handle, AskRequest(prompt="Hi"), name="r1/lead")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, RayActorError
+
+from actors.errors import AgentLost, AgentUnavailable, RaytroupeError
+from actors.messages import AskRequest, Reply, StreamItem
+
+RESTART_WAIT_S = 60.0
+"""Longest a call waits for a dead agent to be restarted (``kill -9`` to usable: ~2 s)."""
+_PROBE_EVERY_S = 0.1
+
+
+class _Gate:
+    """One agent's state in this process: up, or down with one probe waiting for it."""
+
+    __slots__ = ("loop", "probe")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.probe: asyncio.Task[None] | None = None
+
+    async def ready(self, handle: Any, name: str) -> None:
+        """Return at once while the agent is up; else wait for the probe's verdict."""
+        probe = self.probe
+        if probe is None or probe.get_loop() is not asyncio.get_running_loop():
+            return
+        if probe.done() and probe.exception() is not None:
+            self.down(handle, name)  # it gave up earlier: look again (at once if dead)
+            probe = self.probe
+        await asyncio.shield(probe)  # raises AgentUnavailable if the agent stayed down
+
+    def down(self, handle: Any, name: str) -> None:
+        """The agent died: start the one probe every later call waits for."""
+        loop = asyncio.get_running_loop()
+        if self.probe is None or self.probe.done() or self.probe.get_loop() is not loop:
+            self.probe = loop.create_task(_until_back(handle, name))
+            self.probe.add_done_callback(self._settled)
+
+    def _settled(self, probe: asyncio.Task[None]) -> None:
+        if not probe.cancelled() and probe.exception() is None and self.probe is probe:
+            self.probe = None  # back up: calls go straight through again
+
+
+_GATES: dict[str, _Gate] = {}
+
+
+def _gate(handle: Any) -> _Gate:
+    key = handle._actor_id.hex()
+    gate = _GATES.get(key)
+    if gate is None:
+        gate = _GATES[key] = _Gate()
+    return gate
+
+
+async def _until_back(handle: Any, name: str) -> None:
+    """Probe the agent until it answers (restarted) or Ray says it is dead for good."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while True:
+        try:
+            await handle.__ray_ready__.remote()
+            return
+        except ActorDiedError as exc:
+            if not _restarting(exc):
+                raise AgentUnavailable(f"agent {name} is dead for good (its restarts are used "
+                                       "up): this call was not sent, so not billed") from None
+        except RayActorError:
+            pass  # still restarting
+        if time.monotonic() > deadline:
+            raise AgentUnavailable(f"agent {name} did not come back within "
+                                   f"{RESTART_WAIT_S:g} s: this call was not sent, so not "
+                                   "billed; send it again later")
+        await asyncio.sleep(_PROBE_EVERY_S)
+
+
+def _restarting(exc: ActorDiedError) -> bool:
+    """Whether Ray will bring the actor back (it says so in the error's context)."""
+    return "restart" in str(exc).lower() and "will not be restarted" not in str(exc).lower()
+
+
+async def ready(handle: Any, name: str = "") -> None:
+    """Wait while the agent is known to be down (at once when it is up).
+
+    Raises:
+        AgentUnavailable: it did not come back in time, or it is dead for good.
+    """
+    await _gate(handle).ready(handle, name or "(unnamed)")
+
+
+def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException:
+    """What a caller gets for ``exc``, raised by a call to the agent: our own error out of
+    Ray's ``RayTaskError`` wrapper, or, for the agent's death, ``AgentLost``."""
+    if isinstance(exc, RayActorError):
+        name = name or "(unnamed)"
+        _gate(handle).down(handle, name)
+        return AgentLost(f"agent {name} died while this call was in flight: it may have been "
+                         "billed (it may have reached the API, which takes no idempotency key, "
+                         "so it was not re-sent); the agent restarts and takes later calls")
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RaytroupeError) else exc
+
+
+async def ask(handle: Any, request: AskRequest, name: str = "") -> Reply:
+    """``handle.ask(request)``, with an agent's death as ``AgentLost`` / ``AgentUnavailable``.
+
+    Raises:
+        RaytroupeError: the agent's own error for this request, unwrapped from Ray's.
+    """
+    name = name or request.role or ""
+    await ready(handle, name)
+    ref = handle.ask.remote(request)
+    try:
+        return await ref
+    except asyncio.CancelledError:
+        ray.cancel(ref)
+        raise
+    except Exception as exc:
+        raise translated(handle, exc, name) from None
+
+
+async def stream(handle: Any, request: AskRequest, name: str = ""
+                 ) -> AsyncIterator[StreamItem]:
+    """``handle.stream(request)``'s items, awaited; cancelled if the caller stops early."""
+    name = name or request.role or ""
+    await ready(handle, name)
+    generator = handle.stream.remote(request)
+    finished = False
+    try:
+        async for ref in generator:
+            yield await ref
+        finished = True
+    except RaytroupeError:
+        raise
+    except Exception as exc:
+        raise translated(handle, exc, name) from None
+    finally:
+        if not finished:  # a dropped generator keeps the model (and its bill) running
+            ray.cancel(generator)
