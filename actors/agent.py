@@ -200,7 +200,7 @@ class Agent:
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
-        self.toolbox = Toolbox(tools)
+        self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._capped: dict[str, tuple[bool, float]] = {}
         self._compacting = asyncio.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -50,13 +51,16 @@ def test_stream_yields_deltas_then_the_reply(rig: Rig) -> None:
 
 
 def test_tools_run_concurrently_and_a_failing_tool_is_reported_to_the_model(rig: Rig) -> None:
+    meet = uuid.uuid4().hex  # the two tools wait for each other: run in turn, they time out
+
     def responder(body: dict[str, Any]) -> Any:
         last = body["messages"][-1]["content"]
         if isinstance(last, list) and last and last[0].get("type") == "tool_result":
             return "results: " + " | ".join(
                 f"{b.get('is_error', False)}:{b['content']}" for b in last)
-        return [{"type": "tool_use", "name": "lookup", "input": {"city": "Oslo"}},
-                {"type": "tool_use", "name": "explode", "input": {"reason": "boom"}}]
+        return [{"type": "tool_use", "name": "lookup", "input": {"city": "Oslo", "meet": meet}},
+                {"type": "tool_use", "name": "explode", "input": {"reason": "boom",
+                                                                  "meet": meet}}]
 
     rig.emulator.set_responder(responder)
     try:

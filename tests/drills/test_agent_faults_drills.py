@@ -7,6 +7,8 @@ a tool dies, against the real SDK over HTTP to the emulator on 127.0.0.1, on a r
 - D7 (``kill -9`` of an Agent): callers of ``actors.agent_handle`` (sessions, topologies, the
   ask batcher) never see a Ray error: calls in flight get ``AgentLost`` ("may have been
   billed"), calls made once the death is seen wait for the restart and succeed.
+- D19 (a tool that kills its own process): the crash is an ``is_error`` tool result, the
+  Agent is the same process, and every billed turn is in the Ledger.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from actors.retry_policy import RetryPolicy
 from cluster.settings import Settings
 from emulator import EmulatorConfig, Faults, run_emulator
 from tests.actors.agent_fixtures import bill, ledger_tokens
+from tests.actors.tool_fixtures import exit_process, kill_process
 from tests.polling import wait_for
 
 FAST_RETRY = RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05)
@@ -140,3 +143,30 @@ def test_d7_kill_9_of_an_agent_is_our_error_for_calls_in_flight_and_a_wait_for_t
     assert all(isinstance(o, AgentLost) and "may have been billed" in str(o) for o in lost), lost
     assert all(isinstance(o, Reply) for o in later), later
     assert _pid(agent) != pid  # answered by the restarted process
+
+
+def test_d19_a_tool_that_kills_its_process_is_a_tool_error_and_the_agent_lives_on(
+        runtime: Any) -> None:
+    def responder(body: dict[str, Any]) -> Any:
+        last = body["messages"][-1]["content"]
+        if isinstance(last, list) and last and last[0].get("type") == "tool_result":
+            return " | ".join(f"{b.get('is_error', False)}:{b['content']}" for b in last)
+        return [{"type": "tool_use", "name": "exit_process", "input": {"code": 1}},
+                {"type": "tool_use", "name": "kill_process",
+                 "input": {"signal_number": int(signal.SIGKILL)}}]
+
+    with run_emulator() as emu:
+        emu.set_responder(responder)
+        agent, run_id = _agent(runtime, emu, tools=(exit_process, kill_process))
+        pid = _pid(agent)
+        reply = ray.get(agent.ask.remote(AskRequest(prompt="Use both tools.")))
+        ray.get(agent.flush.remote())
+        stats = emu.stats()
+
+    assert reply.calls == 2 and reply.stop_reason == "end_turn"
+    assert "True:exit_process crashed: its process died" in reply.text
+    assert "True:kill_process crashed: its process died" in reply.text
+    assert _pid(agent) == pid  # the same Agent process: no restart spent
+    totals = ray.get(runtime.ledger.totals.remote(run_id))
+    assert totals.attempts == stats["requests"] == 2  # both billed turns are in the Ledger
+    assert ledger_tokens(totals) == bill(stats)[0]
