@@ -67,6 +67,7 @@ from actors.messages import (
     AskRequest,
     CallRecord,
     Reply,
+    StreamRestarted,
     TextBlock,
     TextDelta,
     ToolUseBlock,
@@ -83,6 +84,9 @@ from actors.token_estimate import estimate_input_tokens
 from actors.tools import Toolbox
 
 _log = logging.getLogger(__name__)
+
+OnText = Callable[[TextDelta | StreamRestarted], None]
+"""Where a streamed call's text (and the news of a restart) goes."""
 
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
@@ -172,6 +176,8 @@ class _CallContext:
     """A speculative attempt another one beat (cancelled, failed or invalid)."""
     escalated: bool = False
     """Its reply failed validation and the call went one tier up."""
+    restart_on_error: bool = False
+    """A stream that failed after showing text is restarted from scratch (opt-in)."""
 
 
 class Agent:
@@ -236,8 +242,13 @@ class Agent:
         await self._persisted(calls)
         return reply
 
-    async def stream(self, request: AskRequest) -> AsyncIterator[TextDelta | Reply]:
+    async def stream(self, request: AskRequest
+                     ) -> AsyncIterator[TextDelta | StreamRestarted | Reply]:
         """Stream the reply's text as it arrives, then yield the ``Reply``.
+
+        Text already shown is never replayed: a stream that fails after showing text fails,
+        unless the request or agent sets ``restart_on_error``, in which case it is retried
+        from scratch after a ``StreamRestarted`` item (discard the text shown so far).
 
         A Ray streaming generator: cancel it with ``ray.cancel(gen)`` to stop the model (and
         its bill); dropping the generator does not stop it. Tools are not run on this path.
@@ -252,7 +263,7 @@ class Agent:
                               "output_schema or check")
         started = time.monotonic()
         ctx = self._context(request, self._route(request))
-        queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
+        queue: asyncio.Queue[TextDelta | StreamRestarted | None] = asyncio.Queue()
         params = self._params(request, self._messages(request), model=ctx.model)
         params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
         task = asyncio.create_task(self._cached(ctx, request, params,
@@ -432,7 +443,7 @@ class Agent:
     # -- the call pipeline ---------------------------------------------------------------
 
     async def _cached(self, ctx: _CallContext, request: AskRequest, params: dict[str, Any],
-                      on_text: Callable[[TextDelta], None] | None) -> None:
+                      on_text: OnText | None) -> None:
         """The response cache around one logical call: a hit answers it, a miss stores it.
 
         A store that fails (Redis down, a locked file) costs the cache, never the call: it is
@@ -488,7 +499,7 @@ class Agent:
             return None
 
     async def _call(self, ctx: _CallContext, params: dict[str, Any],
-                    on_text: Callable[[TextDelta], None] | None) -> None:
+                    on_text: OnText | None) -> None:
         """Run one logical call to success, or raise the final ``CallFailed``."""
         estimate = estimate_input_tokens(params)
         self._check_request(ctx, estimate)
@@ -500,15 +511,34 @@ class Agent:
                 return
             if not policy.should_retry(retry=retry, status=attempt.status,
                                        headers=attempt.headers, error_code=attempt.error_code,
-                                       delivered=attempt.delivered):
+                                       delivered=attempt.delivered and not ctx.restart_on_error):
                 break
             await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
                                              headers=attempt.headers))
+            if attempt.delivered and on_text is not None:  # the caller discards what it showed
+                on_text(StreamRestarted(attempt=retry + 1, reason=str(attempt.error)))
         error = ctx.attempts[-1].error
         assert error is not None
         error.attempts = len(ctx.attempts)
         error.possibly_billed = sum(a.possibly_billed for a in ctx.attempts)
+        error.message += self._stream_policy(ctx, policy)
         raise error
+
+    @staticmethod
+    def _stream_policy(ctx: _CallContext, policy: RetryPolicy) -> str:
+        """What the final error says of a stream that failed after showing text."""
+        last = ctx.attempts[-1]
+        restarts = sum(a.delivered for a in ctx.attempts[:-1])
+        if ctx.restart_on_error and restarts:
+            return (f"; the stream was restarted {restarts} time(s) (restart_on_error=True) "
+                    "and failed each time")
+        retryable = policy.should_retry(retry=0, status=last.status, headers=last.headers,
+                                        error_code=last.error_code)
+        if last.delivered and not ctx.restart_on_error and retryable \
+                and policy.max_retries > 0:
+            return ("; not retried: text already delivered; set restart_on_error=True to "
+                    "restart")
+        return ""
 
     async def _persisted(self, calls: list[_CallContext]) -> None:
         """Return once the calls' records survive a kill of this process.
@@ -560,7 +590,7 @@ class Agent:
         return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
-                       retry: int, on_text: Callable[[TextDelta], None] | None,
+                       retry: int, on_text: OnText | None,
                        reserved: bool) -> Attempt:
         """One HTTP attempt inside a limiter permit, recorded in the Ledger if it was sent.
 
@@ -614,7 +644,7 @@ class Agent:
             ctx.problem = ctx.judge(text)
         return "ok" if ctx.problem is None else "escalated"
 
-    async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
+    async def _send(self, params: dict[str, Any], on_text: OnText | None,
                     attempt: Attempt) -> None:
         if on_text is None:
             await api_call.send(self.client, params, attempt)
@@ -628,13 +658,13 @@ class Agent:
 
         A 429 pauses the bucket cluster-wide. An error with a status means the API answered
         without running the model, so nothing is charged but the request. A sent attempt with
-        no answer may have been billed: it is settled at its reservation, the very usage the
-        Ledger records for it, so the limiter and the Ledger agree.
+        no answer is settled at what it is recorded with (its reservation when it may have
+        been billed, what a cut stream received): the limiter and the Ledger agree.
         """
         if attempt.status == 429:
             permit.rate_limited(retry_after_s=getattr(attempt.error, "retry_after", None),
                                 headers=attempt.headers)
-        elif attempt.status is not None or attempt.possibly_billed:
+        elif attempt.status is not None or attempt.sent:
             permit.settle(input_tokens=attempt.usage.limited_input_tokens,
                           output_tokens=attempt.usage.output_tokens, headers=attempt.headers)
 
@@ -665,7 +695,9 @@ class Agent:
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
             role=request.role or self.spec.role, max_tokens=request.max_tokens,
             speculative=speculative,
-            judge=functools.partial(reply_problem, request=request) if judged else None)
+            judge=functools.partial(reply_problem, request=request) if judged else None,
+            restart_on_error=self.spec.restart_on_error if request.restart_on_error is None
+            else request.restart_on_error)
 
     @staticmethod
     def _check_request(ctx: _CallContext, estimate: int) -> None:
@@ -781,7 +813,7 @@ async def _read_what_arrived() -> None:
         await asyncio.sleep(0)
 
 
-def _discard(_delta: TextDelta) -> None:
+def _discard(_item: TextDelta | StreamRestarted) -> None:
     """A speculative attempt streams only to be cancellable at an exact bill; no one reads it."""
 
 

@@ -81,16 +81,15 @@ class Attempt:
     def unanswered(self, input_estimate: int, max_tokens: int) -> None:
         """Mark a sent attempt that got no answer as possibly billed, at its reservation.
 
-        The input side is what ``message_start`` reported when a stream got that far, else
-        the estimate the limiter reserved; the output side is all of ``max_tokens``, because
-        the server may have finished the reply we never read (``docs/reliability.md`` §1).
+        The input side is the estimate the limiter reserved; the output side is all of
+        ``max_tokens``, because the server may have finished the reply we never read
+        (``docs/reliability.md`` §1). A stream cut after ``message_start`` did get an answer:
+        it keeps what it received (its input, one token per delta), as the API bills it.
         """
-        if not self.sent or self.status is not None:
+        if not self.sent or self.status is not None or self.started_usage is not None:
             return
         self.possibly_billed = True
-        started = self.started_usage
-        self.usage = started.model_copy(update={"output_tokens": max_tokens}) if started \
-            else Usage(input_tokens=input_estimate, output_tokens=max_tokens)
+        self.usage = Usage(input_tokens=input_estimate, output_tokens=max_tokens)
 
     def finish(self) -> Attempt:
         """Stamp the latency; returns self for chaining."""

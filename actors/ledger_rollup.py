@@ -86,7 +86,7 @@ class Rollup(BaseModel):
     possibly_billed: int = 0
     """Attempts sent that got no answer (lost connection, timeout): maybe billed, maybe not."""
     possibly_billed_input_tokens: int = 0
-    """Their input, as reserved (the estimate, or what ``message_start`` reported)."""
+    """Their input, as reserved (the estimate)."""
     possibly_billed_output_tokens: int = 0
     """Their output, as reserved (all of ``max_tokens``)."""
     possibly_billed_usd: Decimal = Decimal(0)

@@ -177,6 +177,10 @@ class AskRequest(_Frozen):
     check: Callable[[str], bool] | None = None
     """The reply's text must pass this check, or the call goes one tier up (a picklable
     function: it runs inside the agent)."""
+    restart_on_error: bool | None = None
+    """A stream that fails after showing text is retried from scratch, after a
+    ``StreamRestarted`` item telling the caller to discard the text shown so far (default:
+    the agent's ``restart_on_error``, off: text already shown is never replayed)."""
 
     _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
 
@@ -237,8 +241,21 @@ class TextDelta(_Frozen):
     text: str
 
 
-StreamItem = Annotated[TextDelta | Reply, Field(discriminator="kind")]
-"""What ``Agent.stream`` yields: text deltas, then exactly one ``Reply``."""
+class StreamRestarted(_Frozen):
+    """The stream failed after showing text and starts again from scratch (opt-in:
+    ``restart_on_error``): discard the text shown so far; the deltas that follow are the
+    new attempt's."""
+
+    kind: Literal["stream_restarted"] = "stream_restarted"
+    attempt: int
+    """The attempt about to start (1 for the first retry)."""
+    reason: str
+    """Why the previous attempt failed (our error's message, never a header or key)."""
+
+
+StreamItem = Annotated[TextDelta | StreamRestarted | Reply, Field(discriminator="kind")]
+"""What ``Agent.stream`` yields: text deltas (with a ``StreamRestarted`` before the text of
+each restart, when the caller opted in), then exactly one ``Reply``."""
 
 
 class AgentSpec(_Frozen):
@@ -273,6 +290,8 @@ class AgentSpec(_Frozen):
     """Automatic prompt-cache breakpoints on shared prefixes (system, tools, history)."""
     speculative: int = 1
     """Attempts per call by default, first valid reply wins (1-8; a request may override)."""
+    restart_on_error: bool = False
+    """Restart a stream that fails after showing text (``AskRequest.restart_on_error``)."""
     router: Literal["auto"] | Callable[[AskRequest], Tier] | None = None
     """Pick the tier per request: ``"auto"`` is the guide's decision tree
     (:func:`actors.router.route`), a function ``(AskRequest) -> tier`` replaces it; None

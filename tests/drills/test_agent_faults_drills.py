@@ -7,6 +7,9 @@ a tool dies, against the real SDK over HTTP to the emulator on 127.0.0.1, on a r
 - D7 (``kill -9`` of an Agent): callers of ``actors.agent_handle`` (sessions, topologies, the
   ask batcher) never see a Ray error: calls in flight get ``AgentLost`` ("may have been
   billed"), calls made once the death is seen wait for the restart and succeed.
+- D6 (a stream that fails after showing text): never replayed unless the caller opts in
+  (``restart_on_error``); then it restarts from scratch after a ``StreamRestarted`` item, and
+  the final error says which policy applied.
 - D19 (a tool that kills its own process): the crash is an ``is_error`` tool result, the
   Agent is the same process, and every billed turn is in the Ledger.
 """
@@ -27,8 +30,8 @@ import ray
 import cluster
 from actors import agent_handle
 from actors.agent import spawn_agent
-from actors.errors import AgentLost, CallFailed, ConnectionFailed
-from actors.messages import AgentSpec, AskRequest, Reply
+from actors.errors import AgentLost, CallFailed, ConnectionFailed, Overloaded
+from actors.messages import AgentSpec, AskRequest, Reply, StreamRestarted, TextDelta
 from actors.retry_policy import RetryPolicy
 from cluster.settings import Settings
 from emulator import EmulatorConfig, Faults, run_emulator
@@ -170,3 +173,48 @@ def test_d19_a_tool_that_kills_its_process_is_a_tool_error_and_the_agent_lives_o
     totals = ray.get(runtime.ledger.totals.remote(run_id))
     assert totals.attempts == stats["requests"] == 2  # both billed turns are in the Ledger
     assert ledger_tokens(totals) == bill(stats)[0]
+
+
+async def _streams(agent: Any, n: int, **request: Any) -> list[list[Any] | BaseException]:
+    async def one(i: int) -> list[Any] | BaseException:
+        items: list[Any] = []
+        try:
+            async for ref in agent.stream.remote(AskRequest(prompt=f"D6 stream {i}",
+                                                            max_tokens=40, **request)):
+                items.append(await ref)
+        except CallFailed as exc:
+            return exc
+        return items
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_d6_a_stream_cut_after_text_restarts_only_when_asked_and_says_which(
+        runtime: Any) -> None:
+    with run_emulator(EmulatorConfig(faults=Faults(stream_error=0.4), seed=5)) as emu:
+        agent, run_id = _agent(runtime, emu)
+        restarted = asyncio.run(_streams(agent, 12, restart_on_error=True))
+        kept = asyncio.run(_streams(agent, 12))
+        ray.get(agent.flush.remote())
+        stats = emu.stats()
+
+    # Opted in: every stream ends with a reply; after each marker, the text starts again.
+    assert all(isinstance(items, list) for items in restarted), restarted
+    markers = 0
+    for items in restarted:
+        *deltas, reply = items  # type: ignore[misc]
+        assert isinstance(reply, Reply)
+        restarts = [i for i, item in enumerate(deltas) if isinstance(item, StreamRestarted)]
+        markers += len(restarts)
+        shown = deltas[restarts[-1] + 1:] if restarts else deltas
+        assert "".join(d.text for d in shown if isinstance(d, TextDelta)) == reply.text
+        assert reply.attempts == len(restarts) + 1
+    assert markers > 0
+    # Not opted in: a stream cut after its text fails, and the error says why and how.
+    failed = [e for e in kept if isinstance(e, CallFailed)]
+    assert failed and all(isinstance(e, Overloaded) for e in failed)
+    assert all("not retried: text already delivered; set restart_on_error=True to restart"
+               in str(e) for e in failed)
+    # Every attempt, the cut ones too, is in the Ledger as billed.
+    totals = ray.get(runtime.ledger.totals.remote(run_id))
+    assert ledger_tokens(totals) == bill(stats)[0] and totals.attempts == stats["requests"]
