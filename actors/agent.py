@@ -12,11 +12,13 @@ them and stores the reply), with automatic prompt-cache breakpoints added where 
 built (``_prompt_cached``, called by ``_params``: ``actors/prompt_breakpoints.py``), so that
 later steps (routing, speculation, batches) slot in as steps of their own.
 The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
-and recorded, and a stream that already delivered text is never replayed. A reply is returned
-only once its Ledger records survive a kill of this process: written to the process's local
-journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run with a budget
-also waits for the Ledger's acknowledgement. Killing an agent therefore loses at most the
-records of calls still in flight.
+and recorded, and a stream that already delivered text is never replayed (unless the
+caller opts in with ``restart_on_error``: it is then restarted from scratch, after a
+``StreamRestarted`` item). User tools run in Ray tasks of their own (``actors/tools.py``).
+A reply is returned only once its Ledger records survive a kill of this process: written to
+the process's local journal (``actors/record_journal.py``), shipped to the Ledger in batches;
+a run with a budget also waits for the Ledger's acknowledgement. Killing an agent therefore
+loses at most the records of calls still in flight.
 
 One model turn of ``ask`` wraps those steps (issue 10): route (``_route``: the tier per
 request) -> speculate (``_first_of``: N attempts at once, the first valid reply wins, the

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,63 +36,47 @@ from actors.messages import AskRequest, Reply, StreamItem
 RESTART_WAIT_S = 60.0
 """Longest a call waits for a dead agent to be restarted (``kill -9`` to usable: ~2 s)."""
 _PROBE_EVERY_S = 0.1
+_DEAD_AFTER_S = 3.0
+"""How long Ray may keep calling a restarting agent dead before we believe it."""
 
 
-class _Gate:
-    """One agent's state in this process: up, or down with one probe waiting for it."""
-
-    __slots__ = ("loop", "probe")
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.probe: asyncio.Task[None] | None = None
-
-    async def ready(self, handle: Any, name: str) -> None:
-        """Return at once while the agent is up; else wait for the probe's verdict."""
-        probe = self.probe
-        if probe is None or probe.get_loop() is not asyncio.get_running_loop():
-            return
-        if probe.done() and probe.exception() is not None:
-            self.down(handle, name)  # it gave up earlier: look again (at once if dead)
-            probe = self.probe
-        await asyncio.shield(probe)  # raises AgentUnavailable if the agent stayed down
-
-    def down(self, handle: Any, name: str) -> None:
-        """The agent died: start the one probe every later call waits for."""
-        loop = asyncio.get_running_loop()
-        if self.probe is None or self.probe.done() or self.probe.get_loop() is not loop:
-            self.probe = loop.create_task(_until_back(handle, name))
-            self.probe.add_done_callback(self._settled)
-
-    def _settled(self, probe: asyncio.Task[None]) -> None:
-        if not probe.cancelled() and probe.exception() is None and self.probe is probe:
-            self.probe = None  # back up: calls go straight through again
+_PROBES: dict[str, asyncio.Task[None]] = {}
+"""Agents this process saw die, each with the one probe that waits for its restart; an agent
+that is up has no entry, so the healthy path is one dictionary lookup."""
 
 
-_GATES: dict[str, _Gate] = {}
+def _probe(handle: Any, name: str) -> asyncio.Task[None]:
+    """The agent's probe, started if there is none running on this loop."""
+    key, loop = handle._actor_id.hex(), asyncio.get_running_loop()
+    probe = _PROBES.get(key)
+    if probe is None or probe.done() or probe.get_loop() is not loop:
+        probe = _PROBES[key] = loop.create_task(_until_back(handle, name))
+        probe.add_done_callback(functools.partial(_back, key))
+    return probe
 
 
-def _gate(handle: Any) -> _Gate:
-    key = handle._actor_id.hex()
-    gate = _GATES.get(key)
-    if gate is None:
-        gate = _GATES[key] = _Gate()
-    return gate
+def _back(key: str, probe: asyncio.Task[None]) -> None:
+    """The probe ended: if the agent answered, calls go straight through again."""
+    if _PROBES.get(key) is probe and not probe.cancelled() and probe.exception() is None:
+        del _PROBES[key]
 
 
 async def _until_back(handle: Any, name: str) -> None:
     """Probe the agent until it answers (restarted) or Ray says it is dead for good."""
     deadline = time.monotonic() + RESTART_WAIT_S
+    died_since: float | None = None
     while True:
         try:
             await handle.__ray_ready__.remote()
             return
         except ActorDiedError as exc:
-            if not _restarting(exc):
+            # Dead for good once Ray says it will not restart it, or keeps saying it is dead.
+            died_since = died_since or time.monotonic()
+            if not _restarting(exc) or time.monotonic() - died_since > _DEAD_AFTER_S:
                 raise AgentUnavailable(f"agent {name} is dead for good (its restarts are used "
                                        "up): this call was not sent, so not billed") from None
         except RayActorError:
-            pass  # still restarting
+            died_since = None  # unreachable for now: still restarting
         if time.monotonic() > deadline:
             raise AgentUnavailable(f"agent {name} did not come back within "
                                    f"{RESTART_WAIT_S:g} s: this call was not sent, so not "
@@ -110,7 +95,12 @@ async def ready(handle: Any, name: str = "") -> None:
     Raises:
         AgentUnavailable: it did not come back in time, or it is dead for good.
     """
-    await _gate(handle).ready(handle, name or "(unnamed)")
+    probe = _PROBES.get(handle._actor_id.hex())
+    if probe is None:  # up, as far as this process knows
+        return
+    if probe.done() or probe.get_loop() is not asyncio.get_running_loop():
+        probe = _probe(handle, name or "(unnamed)")  # an old verdict: look again
+    await asyncio.shield(probe)
 
 
 def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException:
@@ -118,7 +108,7 @@ def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException
     Ray's ``RayTaskError`` wrapper, or, for the agent's death, ``AgentLost``."""
     if isinstance(exc, RayActorError):
         name = name or "(unnamed)"
-        _gate(handle).down(handle, name)
+        _probe(handle, name)
         return AgentLost(f"agent {name} died while this call was in flight: it may have been "
                          "billed (it may have reached the API, which takes no idempotency key, "
                          "so it was not re-sent); the agent restarts and takes later calls")
