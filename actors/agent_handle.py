@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from actors.errors import AgentLost, AgentUnavailable, RaytroupeError
 from actors.messages import AskRequest, Reply, StreamItem
@@ -106,7 +106,9 @@ async def ready(handle: Any, name: str = "") -> None:
 def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException:
     """What a caller gets for ``exc``, raised by a call to the agent: our own error out of
     Ray's ``RayTaskError`` wrapper, or, for the agent's death, ``AgentLost``."""
-    if isinstance(exc, RayActorError):
+    # An actor error raised inside the agent (its Ledger died...) arrives as a RayTaskError
+    # that is also a RayActorError: only a bare one is the agent's own death.
+    if isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError):
         name = name or "(unnamed)"
         _probe(handle, name)
         return AgentLost(f"agent {name} died while this call was in flight: it may have been "
@@ -145,8 +147,6 @@ async def stream(handle: Any, request: AskRequest, name: str = ""
         async for ref in generator:
             yield await ref
         finished = True
-    except RaytroupeError:
-        raise
     except Exception as exc:
         raise translated(handle, exc, name) from None
     finally:

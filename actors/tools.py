@@ -32,7 +32,7 @@ from typing import Any
 
 import ray
 from pydantic import BaseModel, ValidationError, create_model
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 
 from actors.errors import ConfigError
 from actors.messages import ToolUseBlock
@@ -106,6 +106,9 @@ class Tool:
         except TimeoutError:
             ray.cancel(ref, force=True)
             return f"{self.name} timed out after {self.timeout_s:g} s (stopped)", True
+        except RayTaskError as exc:  # the task itself failed (its arguments did not load...)
+            cause = exc.cause if exc.cause is not None else exc
+            return f"{self.name} failed: {type(cause).__name__}", True
         except RayError as exc:  # its process died (os._exit, a signal, out of memory)
             return (f"{self.name} crashed: its process died ({type(exc).__name__}); "
                     "nothing it did was returned"), True
