@@ -84,7 +84,7 @@ def test_a_lost_reply_is_a_connection_error_billed_in_full_and_spares_streams() 
     assert (lost["requests"], lost["lost_replies"], lost["disconnects"]) == (1, 1, 0)
     billed = lost["billed"][HAIKU]  # the model ran: the bill holds the reply no one read
     assert billed["requests"] == 1 and billed["input_tokens"] > 0 and billed["output_tokens"] > 0
-    assert streamed.stop_reason == "end_turn" and stats["lost_replies"] == 1
+    assert streamed.content and stats["lost_replies"] == 1  # the stream was answered
 
 
 def test_a_stream_error_raises_mid_stream_and_bills_what_was_sent() -> None:
