@@ -30,6 +30,7 @@ import ray
 import cluster
 from actors import agent_handle
 from actors.agent import spawn_agent
+from actors.agent_batch import AskBatcher
 from actors.errors import AgentLost, CallFailed, ConnectionFailed, Overloaded
 from actors.messages import AgentSpec, AskRequest, Reply, StreamRestarted, TextDelta
 from actors.retry_policy import RetryPolicy
@@ -126,19 +127,24 @@ def test_d7_kill_9_of_an_agent_is_our_error_for_calls_in_flight_and_a_wait_for_t
         pid = _pid(agent)
 
         async def drill() -> tuple[list[Any], list[Any]]:
+            batcher = AskBatcher(agent)  # the mapper hosts' path: many asks per Ray call
+
             async def one(i: int) -> Any:
+                request = AskRequest(prompt=f"D7 {i}")
                 try:
-                    return await agent_handle.ask(agent, AskRequest(prompt=f"D7 {i}"), "d7")
+                    if i % 2:
+                        return await batcher.ask(request)
+                    return await agent_handle.ask(agent, request, "d7")
                 except Exception as exc:
                     return exc
 
-            in_flight = [asyncio.create_task(one(i)) for i in range(6)]
-            await asyncio.to_thread(wait_for, lambda: emu.stats()["in_flight"] == 6,
-                                    "6 calls at the API")
+            in_flight = [asyncio.create_task(one(i)) for i in range(8)]
+            await asyncio.to_thread(wait_for, lambda: emu.stats()["in_flight"] == 8,
+                                    "8 calls at the API")
             os.kill(pid, signal.SIGKILL)
             lost = await asyncio.gather(*in_flight)
             # The death is seen: these wait for the restart instead of failing.
-            later = await asyncio.gather(*(one(i) for i in range(6, 12)))
+            later = await asyncio.gather(*(one(i) for i in range(8, 16)))
             return lost, later
 
         lost, later = asyncio.run(drill())
