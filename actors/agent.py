@@ -534,13 +534,13 @@ class Agent:
         if ctx.restart_on_error and restarts:
             return (f"; the stream was restarted {restarts} time(s) (restart_on_error=True) "
                     "and failed each time")
-        retryable = policy.should_retry(retry=0, status=last.status, headers=last.headers,
-                                        error_code=last.error_code)
-        if last.delivered and not ctx.restart_on_error and retryable \
-                and policy.max_retries > 0:
-            return ("; not retried: text already delivered; set restart_on_error=True to "
-                    "restart")
-        return ""
+        transient = policy.model_copy(update={"max_retries": 1}).should_retry(
+            retry=0, status=last.status, headers=last.headers, error_code=last.error_code)
+        if not (last.delivered and transient):
+            return ""  # the error says it all: no retry could have helped
+        if ctx.restart_on_error or policy.max_retries == 0:
+            return f"; not restarted: the retry policy's {policy.max_retries} retries are used up"
+        return "; not retried: text already delivered; set restart_on_error=True to restart"
 
     async def _persisted(self, calls: list[_CallContext]) -> None:
         """Return once the calls' records survive a kill of this process.
