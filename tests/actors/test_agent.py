@@ -14,7 +14,7 @@ from actors.errors import BudgetExceeded, ConfigError, PromptTooLongError, Reque
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta
 from emulator import ScriptedError
 from tests.actors.agent_fixtures import Rig, bill, ledger_tokens
-from tests.actors.tool_fixtures import explode, lookup
+from tests.actors.tool_fixtures import MEET_DIR, explode, lookup
 
 
 def _ask(agent: Any, prompt: str = "Name three uses of an actor model.", **kw: Any) -> Reply:
@@ -68,6 +68,8 @@ def test_tools_run_concurrently_and_a_failing_tool_is_reported_to_the_model(rig:
         reply = _ask(agent, "weather?")
     finally:
         rig.emulator.set_responder(None)
+        for marker in MEET_DIR.glob(f"{meet}.*"):
+            marker.unlink()
     assert reply.calls == 2 and reply.stop_reason == "end_turn"
     assert "False:sunny in Oslo" in reply.text
     assert "True:explode failed: RuntimeError: boom" in reply.text

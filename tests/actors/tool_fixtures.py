@@ -12,14 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-_MEET_DIR = Path(tempfile.gettempdir()) / "raytroupe-tool-meet"  # nosec B108 - a test rendezvous
+MEET_DIR = Path(tempfile.gettempdir()) / "raytroupe-tool-meet"  # nosec B108 - a test rendezvous
 
 
 def _meet(meet: str, me: str, other: str) -> None:
-    _MEET_DIR.mkdir(exist_ok=True)
-    (_MEET_DIR / f"{meet}.{me}").touch()
+    MEET_DIR.mkdir(exist_ok=True)
+    (MEET_DIR / f"{meet}.{me}").touch()
     deadline = time.monotonic() + 30
-    while not (_MEET_DIR / f"{meet}.{other}").exists():
+    while not (MEET_DIR / f"{meet}.{other}").exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{other} never started alongside {me}")
         time.sleep(0.01)  # a tool's own process, not an actor's loop
