@@ -12,11 +12,13 @@ them and stores the reply), with automatic prompt-cache breakpoints added where 
 built (``_prompt_cached``, called by ``_params``: ``actors/prompt_breakpoints.py``), so that
 later steps (routing, speculation, batches) slot in as steps of their own.
 The SDK runs with ``max_retries=0``: this loop owns retries, so every attempt is limited
-and recorded, and a stream that already delivered text is never replayed. A reply is returned
-only once its Ledger records survive a kill of this process: written to the process's local
-journal (``actors/record_journal.py``), shipped to the Ledger in batches; a run with a budget
-also waits for the Ledger's acknowledgement. Killing an agent therefore loses at most the
-records of calls still in flight.
+and recorded, and a stream that already delivered text is never replayed (unless the
+caller opts in with ``restart_on_error``: it is then restarted from scratch, after a
+``StreamRestarted`` item). User tools run in Ray tasks of their own (``actors/tools.py``).
+A reply is returned only once its Ledger records survive a kill of this process: written to
+the process's local journal (``actors/record_journal.py``), shipped to the Ledger in batches;
+a run with a budget also waits for the Ledger's acknowledgement. Killing an agent therefore
+loses at most the records of calls still in flight.
 
 One model turn of ``ask`` wraps those steps (issue 10): route (``_route``: the tier per
 request) -> speculate (``_first_of``: N attempts at once, the first valid reply wins, the
@@ -67,6 +69,7 @@ from actors.messages import (
     AskRequest,
     CallRecord,
     Reply,
+    StreamRestarted,
     TextBlock,
     TextDelta,
     ToolUseBlock,
@@ -83,6 +86,9 @@ from actors.token_estimate import estimate_input_tokens
 from actors.tools import Toolbox
 
 _log = logging.getLogger(__name__)
+
+OnText = Callable[[TextDelta | StreamRestarted], None]
+"""Where a streamed call's text (and the news of a restart) goes."""
 
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
@@ -172,6 +178,8 @@ class _CallContext:
     """A speculative attempt another one beat (cancelled, failed or invalid)."""
     escalated: bool = False
     """Its reply failed validation and the call went one tier up."""
+    restart_on_error: bool = False
+    """A stream that failed after showing text is restarted from scratch (opt-in)."""
 
 
 class Agent:
@@ -200,7 +208,7 @@ class Agent:
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
-        self.toolbox = Toolbox(tools)
+        self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._capped: dict[str, tuple[bool, float]] = {}
         self._compacting = asyncio.Lock()
@@ -236,8 +244,13 @@ class Agent:
         await self._persisted(calls)
         return reply
 
-    async def stream(self, request: AskRequest) -> AsyncIterator[TextDelta | Reply]:
+    async def stream(self, request: AskRequest
+                     ) -> AsyncIterator[TextDelta | StreamRestarted | Reply]:
         """Stream the reply's text as it arrives, then yield the ``Reply``.
+
+        Text already shown is never replayed: a stream that fails after showing text fails,
+        unless the request or agent sets ``restart_on_error``, in which case it is retried
+        from scratch after a ``StreamRestarted`` item (discard the text shown so far).
 
         A Ray streaming generator: cancel it with ``ray.cancel(gen)`` to stop the model (and
         its bill); dropping the generator does not stop it. Tools are not run on this path.
@@ -252,7 +265,7 @@ class Agent:
                               "output_schema or check")
         started = time.monotonic()
         ctx = self._context(request, self._route(request))
-        queue: asyncio.Queue[TextDelta | None] = asyncio.Queue()
+        queue: asyncio.Queue[TextDelta | StreamRestarted | None] = asyncio.Queue()
         params = self._params(request, self._messages(request), model=ctx.model)
         params.pop("tools", None)  # this path runs no tool loop, so it offers no tools
         task = asyncio.create_task(self._cached(ctx, request, params,
@@ -432,7 +445,7 @@ class Agent:
     # -- the call pipeline ---------------------------------------------------------------
 
     async def _cached(self, ctx: _CallContext, request: AskRequest, params: dict[str, Any],
-                      on_text: Callable[[TextDelta], None] | None) -> None:
+                      on_text: OnText | None) -> None:
         """The response cache around one logical call: a hit answers it, a miss stores it.
 
         A store that fails (Redis down, a locked file) costs the cache, never the call: it is
@@ -488,7 +501,7 @@ class Agent:
             return None
 
     async def _call(self, ctx: _CallContext, params: dict[str, Any],
-                    on_text: Callable[[TextDelta], None] | None) -> None:
+                    on_text: OnText | None) -> None:
         """Run one logical call to success, or raise the final ``CallFailed``."""
         estimate = estimate_input_tokens(params)
         self._check_request(ctx, estimate)
@@ -500,16 +513,36 @@ class Agent:
                 return
             if not policy.should_retry(retry=retry, status=attempt.status,
                                        headers=attempt.headers, error_code=attempt.error_code,
-                                       delivered=attempt.delivered):
+                                       delivered=attempt.delivered and not ctx.restart_on_error):
                 break
             await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
                                              headers=attempt.headers))
+            if attempt.delivered and on_text is not None:  # the caller discards what it showed
+                on_text(StreamRestarted(attempt=retry + 1, reason=str(attempt.error)))
         error = ctx.attempts[-1].error
         if isinstance(error, ConnectionFailed):  # say where it went (the URL, never the key)
             error.message += f" at ANTHROPIC_BASE_URL {self.client.base_url}"
         assert error is not None
         error.attempts = len(ctx.attempts)
+        error.possibly_billed = sum(a.possibly_billed for a in ctx.attempts)
+        error.message += self._stream_policy(ctx, policy)
         raise error
+
+    @staticmethod
+    def _stream_policy(ctx: _CallContext, policy: RetryPolicy) -> str:
+        """What the final error says of a stream that failed after showing text."""
+        last = ctx.attempts[-1]
+        restarts = sum(a.delivered for a in ctx.attempts[:-1])
+        if ctx.restart_on_error and restarts:
+            return (f"; the stream was restarted {restarts} time(s) (restart_on_error=True) "
+                    "and failed each time")
+        transient = policy.model_copy(update={"max_retries": 1}).should_retry(
+            retry=0, status=last.status, headers=last.headers, error_code=last.error_code)
+        if not (last.delivered and transient):
+            return ""  # the error says it all: no retry could have helped
+        if ctx.restart_on_error or policy.max_retries == 0:
+            return f"; not restarted: the retry policy's {policy.max_retries} retries are used up"
+        return "; not retried: text already delivered; set restart_on_error=True to restart"
 
     async def _persisted(self, calls: list[_CallContext]) -> None:
         """Return once the calls' records survive a kill of this process.
@@ -561,7 +594,7 @@ class Agent:
         return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
-                       retry: int, on_text: Callable[[TextDelta], None] | None,
+                       retry: int, on_text: OnText | None,
                        reserved: bool) -> Attempt:
         """One HTTP attempt inside a limiter permit, recorded in the Ledger if it was sent.
 
@@ -576,6 +609,7 @@ class Agent:
             async with self.lease.reserve(key, input_tokens=estimate,
                                           output_tokens=ctx.max_tokens) as permit:
                 await self._send(params, on_text, attempt)
+                attempt.unanswered(estimate, ctx.max_tokens)
                 self._settle(permit, attempt)
         except asyncio.CancelledError:
             if attempt.sent:
@@ -596,8 +630,10 @@ class Agent:
             # connection, and nothing of the raw exception leaves the actor.
             attempt.error = ConnectionFailed("the attempt failed in the client",
                                              error_type="client_error")
+            attempt.unanswered(estimate, ctx.max_tokens)  # its permit stayed spent: the same
         ctx.attempts.append(attempt)
-        self._record(ctx, attempt, retry, status=self._judged(ctx, attempt))
+        status = "possibly_billed" if attempt.possibly_billed else self._judged(ctx, attempt)
+        self._record(ctx, attempt, retry, status=status)
         return attempt
 
     @staticmethod
@@ -612,7 +648,7 @@ class Agent:
             ctx.problem = ctx.judge(text)
         return "ok" if ctx.problem is None else "escalated"
 
-    async def _send(self, params: dict[str, Any], on_text: Callable[[TextDelta], None] | None,
+    async def _send(self, params: dict[str, Any], on_text: OnText | None,
                     attempt: Attempt) -> None:
         if on_text is None:
             await api_call.send(self.client, params, attempt)
@@ -625,13 +661,14 @@ class Agent:
         """Tell the limiter what the attempt really used.
 
         A 429 pauses the bucket cluster-wide. An error with a status means the API answered
-        without running the model, so nothing is charged but the request. A connection failure
-        is left unsettled: the model may have run, so the reservation stays spent.
+        without running the model, so nothing is charged but the request. A sent attempt with
+        no answer is settled at what it is recorded with (its reservation when it may have
+        been billed, what a cut stream received): the limiter and the Ledger agree.
         """
         if attempt.status == 429:
             permit.rate_limited(retry_after_s=getattr(attempt.error, "retry_after", None),
                                 headers=attempt.headers)
-        elif attempt.status is not None:
+        elif attempt.status is not None or attempt.sent:
             permit.settle(input_tokens=attempt.usage.limited_input_tokens,
                           output_tokens=attempt.usage.output_tokens, headers=attempt.headers)
 
@@ -662,7 +699,9 @@ class Agent:
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
             role=request.role or self.spec.role, max_tokens=request.max_tokens,
             speculative=speculative,
-            judge=functools.partial(reply_problem, request=request) if judged else None)
+            judge=functools.partial(reply_problem, request=request) if judged else None,
+            restart_on_error=self.spec.restart_on_error if request.restart_on_error is None
+            else request.restart_on_error)
 
     @staticmethod
     def _check_request(ctx: _CallContext, estimate: int) -> None:
@@ -710,12 +749,15 @@ class Agent:
         return prompt_breakpoints.with_breakpoints(params, spec.min_cacheable_tokens)
 
     def _reply(self, calls: list[_CallContext], latency_s: float) -> Reply:
-        usage, cost, saved = Usage(), Decimal(0), Decimal(0)
+        usage, cost, saved, unsure = Usage(), Decimal(0), Decimal(0), Decimal(0)
         for ctx in calls:
             if ctx.saved_usd is not None:  # a response-cache hit: nothing billed
                 saved += ctx.saved_usd
                 continue
             for attempt in ctx.attempts:
+                if attempt.possibly_billed:  # kept apart, as the Ledger's roll-ups do
+                    unsure += _cost(ctx.spec, attempt.usage)
+                    continue
                 usage += attempt.usage
                 cost += _cost(ctx.spec, attempt.usage)
         final = calls[-1].attempts[-1]
@@ -728,7 +770,9 @@ class Agent:
             call_ids=tuple(c.call_id for c in calls),
             cache_hits=sum(c.saved_usd is not None for c in calls), saved_usd=saved,
             speculative_losers=sum(c.lost for c in calls),
-            escalations=sum(c.escalated for c in calls))
+            escalations=sum(c.escalated for c in calls),
+            possibly_billed=sum(a.possibly_billed for c in calls for a in c.attempts),
+            possibly_billed_usd=unsure)
 
     async def _remember(self, request: AskRequest, answer: str) -> None:
         """Keep the exchange if asked, compacting old turns with a haiku summary when needed.
@@ -773,7 +817,7 @@ async def _read_what_arrived() -> None:
         await asyncio.sleep(0)
 
 
-def _discard(_delta: TextDelta) -> None:
+def _discard(_item: TextDelta | StreamRestarted) -> None:
     """A speculative attempt streams only to be cancellable at an exact bill; no one reads it."""
 
 

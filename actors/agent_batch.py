@@ -25,7 +25,7 @@ from typing import Any
 
 import ray
 
-from actors.errors import RaytroupeError
+from actors import agent_handle
 from actors.messages import AskRequest, Reply
 
 DEFAULT_MAX_BATCH = 64
@@ -71,8 +71,9 @@ class AskBatcher:
         """The agent's reply to ``request``.
 
         Raises:
-            RaytroupeError: the agent's error for this request (budget, call failed...).
-            RayActorError: the host died before this ask's reply came back.
+            RaytroupeError: the agent's error for this request (budget, call failed...);
+                ``AgentLost`` if the host died before this ask's reply came back (asks made
+                once its death is seen wait for its restart: ``actors/agent_handle.py``).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
@@ -105,6 +106,7 @@ class AskBatcher:
             return
         batch = _Batch([f for _, f in asks])
         try:
+            await agent_handle.ready(self._handle)
             batch.gen = self._handle.ask_batch.remote([r for r, _ in asks])
             self.calls += 1
             for future in batch.futures:
@@ -113,29 +115,29 @@ class AskBatcher:
                 for index, result in await ref:
                     _settle(batch.futures[index], result)
         except Exception as exc:  # the host died (or the call failed): fail what is left
+            error = agent_handle.translated(self._handle, exc)
             for future in batch.futures:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(error)
         for future in batch.futures:
             if not future.done():  # the generator ended without this one: a bug, say so
                 future.set_exception(RuntimeError("the agent's batch ended without a reply"))
 
 
     async def _single(self, request: AskRequest, future: asyncio.Future[Reply]) -> None:
+        try:
+            await agent_handle.ready(self._handle)
+        except Exception as exc:
+            _settle(future, exc)
+            return
         ref = self._handle.ask.remote(request)
         self.calls += 1
         future.add_done_callback(lambda f: ray.cancel(ref) if f.cancelled() else None)
         try:
             result: Reply | BaseException = await ref
         except Exception as exc:
-            result = _unwrapped(exc)
+            result = agent_handle.translated(self._handle, exc)
         _settle(future, result)
-
-
-def _unwrapped(exc: BaseException) -> BaseException:
-    """Our own error out of Ray's ``RayTaskError`` wrapper (as ``ask_batch`` returns it)."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RaytroupeError) else exc
 
 
 def _settle(future: asyncio.Future[Reply], result: Reply | BaseException) -> None:

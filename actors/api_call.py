@@ -59,6 +59,9 @@ class Attempt:
     """The input side of a stream's usage, from ``message_start``."""
     deltas: int = 0
     """Deltas received so far on a stream (one output token each on the emulator)."""
+    possibly_billed: bool = False
+    """Sent, and no answer came back (connection lost, timeout): the API may have run and
+    billed it, so ``usage`` is the attempt's reservation, an upper bound of that bill."""
 
     @property
     def status(self) -> int | None:
@@ -74,6 +77,19 @@ class Attempt:
         if self.started_usage is None:
             return None
         return self.started_usage.model_copy(update={"output_tokens": self.deltas})
+
+    def unanswered(self, input_estimate: int, max_tokens: int) -> None:
+        """Mark a sent attempt that got no answer as possibly billed, at its reservation.
+
+        The input side is the estimate the limiter reserved; the output side is all of
+        ``max_tokens``, because the server may have finished the reply we never read
+        (``docs/reliability.md`` §1). A stream cut after ``message_start`` did get an answer:
+        it keeps what it received (its input, one token per delta), as the API bills it.
+        """
+        if not self.sent or self.status is not None or self.started_usage is not None:
+            return
+        self.possibly_billed = True
+        self.usage = Usage(input_tokens=input_estimate, output_tokens=max_tokens)
 
     def finish(self) -> Attempt:
         """Stamp the latency; returns self for chaining."""

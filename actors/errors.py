@@ -14,7 +14,9 @@ The root lives here, in the lowest package; ``topologies`` and ``cluster`` subcl
         ├── Overloaded                   529 / 5xx; the API is struggling, try later
         ├── RequestRejected              400 / 401 / 403 / 404 / 413; retrying will not help
         ├── QuotaExhausted               402 or a spend-limit 429; top up or raise the limit
-        └── ConnectionFailed             no response: connection dropped, timed out
+        ├── ConnectionFailed             no response: connection dropped, timed out
+        ├── AgentLost                    the Agent died with the call in flight: maybe billed
+        └── AgentUnavailable             the Agent stayed down: the call was never sent
 
 SDK exceptions never cross an actor boundary: they hold the request headers, and so the API key
 (see ``docs/reliability.md`` §4). The Agent translates them into a ``CallFailed`` that carries
@@ -96,14 +98,19 @@ class CallFailed(RaytroupeError):
     """An API call failed for good. Holds plain fields only, never headers or the key."""
 
     def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
-                 request_id: str | None = None, attempts: int = 1) -> None:
+                 request_id: str | None = None, attempts: int = 1,
+                 possibly_billed: int = 0) -> None:
         super().__init__(message)
         self.message, self.status, self.error_type = message, status, error_type
         self.request_id, self.attempts = request_id, attempts
+        self.possibly_billed = possibly_billed
+        """Attempts of this call sent without an answer: the API may have billed them (the
+        Ledger holds each at its reservation, flagged ``possibly_billed``)."""
 
     def _fields(self) -> dict[str, Any]:
         return {"status": self.status, "error_type": self.error_type,
-                "request_id": self.request_id, "attempts": self.attempts}
+                "request_id": self.request_id, "attempts": self.attempts,
+                "possibly_billed": self.possibly_billed}
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self._fields()))
@@ -111,7 +118,9 @@ class CallFailed(RaytroupeError):
     def __str__(self) -> str:
         where = f" (HTTP {self.status}, {self.error_type}, request {self.request_id})" \
             if self.status else ""
-        return f"{self.message}{where}"
+        billed = f"; the cost may include {self.possibly_billed} possibly-billed attempt(s) " \
+            "(sent, no answer; recorded at their reservation)" if self.possibly_billed else ""
+        return f"{self.message}{where}{billed}"
 
 
 class RateLimited(CallFailed):
@@ -139,6 +148,33 @@ class QuotaExhausted(CallFailed):
 
 class ConnectionFailed(CallFailed):
     """No response: the connection dropped or timed out. The call may have been billed."""
+
+
+class AgentLost(CallFailed):
+    """The Agent's process died (killed, crashed) while this call was in flight.
+
+    The call may have been billed: it may have reached the API before the process died, and
+    the API takes no idempotency key, so it is not re-sent for you (``docs/reliability.md``).
+    Calls made after the death was seen wait for the restart instead (``AgentUnavailable`` if
+    it never comes).
+    """
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        fields.setdefault("error_type", "agent_lost")
+        fields.setdefault("possibly_billed", 1)
+        super().__init__(message, **fields)
+
+    def __str__(self) -> str:
+        return self.message  # it says what may have been billed, and why
+
+
+class AgentUnavailable(CallFailed):
+    """The Agent was down (restarting, or dead for good) and the call was never sent: not
+    billed; safe to send again once the agent is back."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        fields.setdefault("error_type", "agent_unavailable")
+        super().__init__(message, **fields)
 
 
 def _rebuild(cls: type[CallFailed], message: str, fields: dict[str, Any]) -> CallFailed:

@@ -10,6 +10,10 @@ Counting rules, chosen so that the roll-up equals the provider's bill:
   costs nothing and its tokens were never consumed, so it adds neither (BerriAI/litellm#39057
   replayed them into token totals and double counted). What a hit would have cost (its
   recorded original usage, priced from the price table) goes to ``saved_usd`` instead.
+- An attempt sent without an answer (``status="possibly_billed"``: connection lost, timeout)
+  may or may not be on the bill, so its tokens and cost (its reservation: input estimate +
+  ``max_tokens``) go to the ``possibly_billed_*`` fields, not to the billed totals: the bill
+  lies between ``cost_usd`` and ``cost_usd + possibly_billed_usd`` (``docs/reliability.md``).
 - Latency percentiles cover attempts that went to the API (cache hits would drag them to 0);
   ``ttft_p50`` covers streamed attempts that reported a first token.
 - Percentiles use the nearest-rank method: the reported value is one that was observed.
@@ -79,6 +83,14 @@ class Rollup(BaseModel):
     """Billed cache reads."""
     cost_usd: Decimal = Decimal(0)
     """Exact cost in USD."""
+    possibly_billed: int = 0
+    """Attempts sent that got no answer (lost connection, timeout): maybe billed, maybe not."""
+    possibly_billed_input_tokens: int = 0
+    """Their input, as reserved (the estimate)."""
+    possibly_billed_output_tokens: int = 0
+    """Their output, as reserved (all of ``max_tokens``)."""
+    possibly_billed_usd: Decimal = Decimal(0)
+    """The most they may have cost; not in ``cost_usd``."""
     saved_usd: Decimal = Decimal(0)
     """What the response-cache hits would have cost (their original calls' price)."""
     latency_p50: float | None = None
@@ -166,7 +178,7 @@ class _Totals:
     """Running totals of one group (mutable; turned into a frozen ``Rollup`` at the end)."""
 
     __slots__ = ("call_ids", "cost", "counts", "first", "latencies", "prices", "saved",
-                 "tokens", "ttfts")
+                 "tokens", "ttfts", "unsure", "unsure_cost")
 
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
@@ -177,6 +189,9 @@ class _Totals:
         self.tokens = dict.fromkeys(("input_tokens", "output_tokens", "cache_write_5m",
                                      "cache_write_1h", "cache_read"), 0)
         self.cost = Decimal(0)
+        self.unsure = {"possibly_billed": 0, "possibly_billed_input_tokens": 0,
+                       "possibly_billed_output_tokens": 0}
+        self.unsure_cost = Decimal(0)
         self.latencies: list[float] = []
         self.ttfts: list[float] = []
         self.first: float | None = None
@@ -187,7 +202,7 @@ class _Totals:
             self.first = row.started_at
         counts = self.counts
         counts["attempts"] += 1
-        counts["errors"] += row.status == "error"
+        counts["errors"] += row.status in ("error", "possibly_billed")
         counts["rate_limited"] += row.http_status == 429
         counts["retries"] += row.attempt > 0
         counts["cancelled"] += row.status == "cancelled"
@@ -196,6 +211,10 @@ class _Totals:
             counts["cache_hits"] += 1
             self.saved += self._price(row)
             return
+        self.latencies.append(row.latency_s)
+        if row.status == "possibly_billed":
+            self._add_unsure(row)
+            return
         tokens = self.tokens
         tokens["input_tokens"] += row.input_tokens
         tokens["output_tokens"] += row.output_tokens
@@ -203,9 +222,16 @@ class _Totals:
         tokens["cache_write_1h"] += row.cache_write_1h
         tokens["cache_read"] += row.cache_read
         self.cost += Decimal(row.cost_usd)
-        self.latencies.append(row.latency_s)
         if row.ttft_s is not None:
             self.ttfts.append(row.ttft_s)
+
+    def _add_unsure(self, row: RollupRow) -> None:
+        unsure = self.unsure
+        unsure["possibly_billed"] += 1
+        unsure["possibly_billed_input_tokens"] += (row.input_tokens + row.cache_write_5m
+                                                   + row.cache_write_1h + row.cache_read)
+        unsure["possibly_billed_output_tokens"] += row.output_tokens
+        self.unsure_cost += Decimal(row.cost_usd)
 
     def _price(self, row: RollupRow) -> Decimal:
         """What a hit's original call cost (0 for a model the table does not know)."""
@@ -221,7 +247,8 @@ class _Totals:
         latencies, ttfts = sorted(self.latencies), sorted(self.ttfts)
         return Rollup(
             by=by, key=key, calls=len(self.call_ids), **self.counts, **self.tokens,
-            cost_usd=self.cost, saved_usd=self.saved, latency_p50=percentile(latencies, 50),
+            cost_usd=self.cost, saved_usd=self.saved, **self.unsure,
+            possibly_billed_usd=self.unsure_cost, latency_p50=percentile(latencies, 50),
             latency_p95=percentile(latencies, 95), latency_p99=percentile(latencies, 99),
             ttft_p50=percentile(ttfts, 50), first_started_at=self.first,
         )

@@ -14,9 +14,11 @@ from pydantic import BaseModel, Field, field_validator
 from actors.frozen import Frozen as _Frozen
 from actors.tiers import Tier
 
-CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated"]
-"""How one attempt ended: answered, failed, abandoned by us, served without an API call, or
-answered (and billed) with a reply that failed its validation, so the call went one tier up."""
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit", "escalated", "possibly_billed"]
+"""How one attempt ended: answered, failed, abandoned by us, served without an API call,
+answered (and billed) with a reply that failed its validation, so the call went one tier up, or
+sent with no answer (connection lost, timed out): the API may have run and billed it, so it is
+recorded at its reservation (input estimate + ``max_tokens``), an upper bound of that bill."""
 
 MAX_SPECULATIVE = 8
 """Most concurrent attempts of one speculative call (each one is billed until cancelled)."""
@@ -175,6 +177,10 @@ class AskRequest(_Frozen):
     check: Callable[[str], bool] | None = None
     """The reply's text must pass this check, or the call goes one tier up (a picklable
     function: it runs inside the agent)."""
+    restart_on_error: bool | None = None
+    """A stream that fails after showing text is retried from scratch, after a
+    ``StreamRestarted`` item telling the caller to discard the text shown so far (default:
+    the agent's ``restart_on_error``, off: text already shown is never replayed)."""
 
     _check_ttl = field_validator("cache_ttl")(lambda v: _valid_ttl(v))
 
@@ -220,6 +226,12 @@ class Reply(_Frozen):
     """Speculative attempts cancelled (or failed) because another one won; in the cost."""
     escalations: int = 0
     """Times the reply failed its validation and the call went one tier up; in the cost."""
+    possibly_billed: int = 0
+    """Attempts sent that got no answer (connection lost, timeout): the API may have billed
+    them. Not in ``usage``/``cost_usd``; their reservation is in ``possibly_billed_usd``."""
+    possibly_billed_usd: Decimal = Decimal(0)
+    """The most those attempts may have cost (input estimate + ``max_tokens`` each): the
+    call's cost may be up to ``cost_usd + possibly_billed_usd``."""
 
 
 class TextDelta(_Frozen):
@@ -229,8 +241,21 @@ class TextDelta(_Frozen):
     text: str
 
 
-StreamItem = Annotated[TextDelta | Reply, Field(discriminator="kind")]
-"""What ``Agent.stream`` yields: text deltas, then exactly one ``Reply``."""
+class StreamRestarted(_Frozen):
+    """The stream failed after showing text and starts again from scratch (opt-in:
+    ``restart_on_error``): discard the text shown so far; the deltas that follow are the
+    new attempt's."""
+
+    kind: Literal["stream_restarted"] = "stream_restarted"
+    attempt: int
+    """The attempt about to start (1 for the first retry)."""
+    reason: str
+    """Why the previous attempt failed (our error's message, never a header or key)."""
+
+
+StreamItem = Annotated[TextDelta | StreamRestarted | Reply, Field(discriminator="kind")]
+"""What ``Agent.stream`` yields: text deltas (with a ``StreamRestarted`` before the text of
+each restart, when the caller opted in), then exactly one ``Reply``."""
 
 
 class AgentSpec(_Frozen):
@@ -265,6 +290,8 @@ class AgentSpec(_Frozen):
     """Automatic prompt-cache breakpoints on shared prefixes (system, tools, history)."""
     speculative: int = 1
     """Attempts per call by default, first valid reply wins (1-8; a request may override)."""
+    restart_on_error: bool = False
+    """Restart a stream that fails after showing text (``AskRequest.restart_on_error``)."""
     router: Literal["auto"] | Callable[[AskRequest], Tier] | None = None
     """Pick the tier per request: ``"auto"`` is the guide's decision tree
     (:func:`actors.router.route`), a function ``(AskRequest) -> tier`` replaces it; None

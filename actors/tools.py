@@ -6,6 +6,13 @@ arguments before the function runs. A tool that raises, or gets arguments that f
 returns an ``is_error`` result to the model instead of killing the agent; results are capped in
 size and only ever go back as ``tool_result`` blocks (``docs/reliability.md`` §5).
 
+An Agent runs its tools isolated (``Toolbox(..., isolated=True)``): each call is a Ray task of
+its own (no CPU reserved, never retried), so a tool that crashes its process (``os._exit``,
+a segfault, ``kill -9``, the OOM killer) or hangs past its time cap (the task is force-cancelled,
+which kills its worker) comes back to the model as an ``is_error`` result while the Agent, its
+event loop and its restarts are untouched (drill D19). The price is one task per tool call
+(``docs/reliability.md`` §5 gives the figure); tools may use Ray inside (the task is a worker).
+
 Example:
     >>> def add(a: int, b: int) -> int:
     ...     '''Add two integers.'''
@@ -23,7 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from pydantic import BaseModel, ValidationError, create_model
+from ray.exceptions import RayError, RayTaskError
 
 from actors.errors import ConfigError
 from actors.messages import ToolUseBlock
@@ -64,24 +73,50 @@ class Tool:
         return {"name": self.name, "description": self.description, "input_schema": schema}
 
     async def run(self, arguments: dict[str, Any]) -> tuple[str, bool]:
-        """Validate the arguments and call the function; return (result text, is_error).
+        """Validate the arguments and call the function here; return (result text, is_error).
 
         A tool gets ``timeout_s`` seconds; past that the model is told it timed out (a sync
         tool's thread cannot be killed and finishes in the background).
         """
         try:
-            validated = self.arguments.model_validate(arguments)
-            # Attributes, not model_dump(): a parameter typed as a model arrives as that model.
-            values = {name: getattr(validated, name) for name in type(validated).model_fields}
-            result = await asyncio.wait_for(self._call(values), self.timeout_s)
+            values = self._validated(arguments)
         except ValidationError as exc:
             return f"invalid arguments for {self.name}: {exc.errors(include_url=False)}", True
+        try:
+            result = await asyncio.wait_for(self._call(values), self.timeout_s)
         except TimeoutError:
             return f"{self.name} timed out after {self.timeout_s:g} s", True
         except Exception as exc:  # a tool's failure is the model's information, not our crash
             return f"{self.name} failed: {type(exc).__name__}: {exc}", True
-        text = result if isinstance(result, str) else json.dumps(result, default=str)
-        return text[:MAX_RESULT_CHARS], False
+        return _text(result), False
+
+    async def run_isolated(self, arguments: dict[str, Any]) -> tuple[str, bool]:
+        """``run``, in a Ray task of its own: a crash or a hang costs the tool, not the caller.
+
+        Past ``timeout_s`` the task is force-cancelled (its worker process is killed, so a
+        stuck sync tool stops too).
+        """
+        try:
+            values = self._validated(arguments)
+        except ValidationError as exc:
+            return f"invalid arguments for {self.name}: {exc.errors(include_url=False)}", True
+        ref = _isolated_call.remote(self.function, self.name, values)
+        try:
+            return await asyncio.wait_for(ref, self.timeout_s)  # type: ignore[arg-type]
+        except TimeoutError:
+            ray.cancel(ref, force=True)
+            return f"{self.name} timed out after {self.timeout_s:g} s (stopped)", True
+        except RayTaskError as exc:  # the task itself failed (its arguments did not load...)
+            cause = exc.cause if exc.cause is not None else exc
+            return f"{self.name} failed: {type(cause).__name__}", True
+        except RayError as exc:  # its process died (os._exit, a signal, out of memory)
+            return (f"{self.name} crashed: its process died ({type(exc).__name__}); "
+                    "nothing it did was returned"), True
+
+    def _validated(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        validated = self.arguments.model_validate(arguments)
+        # Attributes, not model_dump(): a parameter typed as a model arrives as that model.
+        return {name: getattr(validated, name) for name in type(validated).model_fields}
 
     async def _call(self, values: dict[str, Any]) -> Any:
         if inspect.iscoroutinefunction(self.function):
@@ -93,11 +128,37 @@ class Tool:
         return await result if inspect.isawaitable(result) else result
 
 
-class Toolbox:
-    """The tools one agent may use (an allowlist: a name not in it is an error result)."""
+def _text(result: Any) -> str:
+    text = result if isinstance(result, str) else json.dumps(result, default=str)
+    return text[:MAX_RESULT_CHARS]
 
-    def __init__(self, functions: Sequence[Callable[..., Any]] = ()) -> None:
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _isolated_call(function: Callable[..., Any], name: str,
+                   values: dict[str, Any]) -> tuple[str, bool]:
+    """One tool call in a Ray worker; never retried (a tool may have side effects)."""
+    try:
+        result = asyncio.run(_awaited(function, values))
+    except Exception as exc:  # the model's information, as in ``Tool.run``
+        return f"{name} failed: {type(exc).__name__}: {exc}", True
+    return _text(result), False
+
+
+async def _awaited(function: Callable[..., Any], values: dict[str, Any]) -> Any:
+    result = function(**values)
+    return await result if inspect.isawaitable(result) else result
+
+
+class Toolbox:
+    """The tools one agent may use (an allowlist: a name not in it is an error result).
+
+    ``isolated``: run each call in a Ray task of its own (the Agent does; see the module).
+    """
+
+    def __init__(self, functions: Sequence[Callable[..., Any]] = (), *,
+                 isolated: bool = False) -> None:
         self._tools = {t.name: t for t in map(Tool.from_function, functions)}
+        self._isolated = isolated
 
     def __bool__(self) -> bool:
         return bool(self._tools)
@@ -117,4 +178,4 @@ class Toolbox:
         tool = self._tools.get(call.name)
         if tool is None:
             return f"unknown tool {call.name!r}; available: {', '.join(self._tools)}", True
-        return await tool.run(call.input)
+        return await (tool.run_isolated if self._isolated else tool.run)(call.input)

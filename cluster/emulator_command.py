@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from actors.errors import RaytroupeError
 from cluster.settings import EmulatorProfile
 
-_FAULT_KINDS = ("overloaded", "server_error", "disconnect", "stream_error", "slow")
+_FAULT_KINDS = ("overloaded", "server_error", "disconnect", "lost_reply", "stream_error",
+                "slow")
 
 
 def _parse_fault(value: str) -> tuple[str, float]:

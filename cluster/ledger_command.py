@@ -64,13 +64,14 @@ def _fail(message: str) -> NoReturn:
 
 _COLUMNS = ("calls", "attempts", "errors", "429s", "retries", "input", "output", "cache write",
             "cache read", "USD", "p50 s", "p95 s", "p99 s", "cache hits", "saved USD",
-            "read %")
+            "read %", "maybe billed", "maybe USD")
 """``cache hits``/``saved USD``: the response cache; ``read %``: input read from the prompt
-cache (``Rollup.prompt_cache_hit_rate``)."""
+cache (``Rollup.prompt_cache_hit_rate``); ``maybe billed``/``maybe USD``: attempts sent that
+got no answer, at their reservation, not in ``USD`` (the bill lies between the two sums)."""
 _SPLIT = (("calls, tokens and cost", ("calls", "input", "output", "cache write", "cache read",
                                       "USD")),
-          ("reliability and latency", ("attempts", "errors", "429s", "retries", "p50 s", "p95 s",
-                                       "p99 s")),
+          ("reliability and latency", ("attempts", "errors", "429s", "retries", "maybe billed",
+                                       "maybe USD", "p50 s", "p95 s", "p99 s")),
           ("caching", ("calls", "cache hits", "saved USD", "cache write", "cache read",
                        "read %")))
 
@@ -137,6 +138,8 @@ def _cells(row: Rollup, columns: tuple[str, ...]) -> list[str]:
         "saved USD": f"${row.saved_usd.quantize(_MICRO_USD):,}",
         "read %": "-" if row.prompt_cache_hit_rate is None else
                   f"{row.prompt_cache_hit_rate:.0%}",
+        "maybe billed": f"{row.possibly_billed:,}",
+        "maybe USD": f"${row.possibly_billed_usd.quantize(_MICRO_USD):,}",
     }
     return [cells[name] for name in columns]
 

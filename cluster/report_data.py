@@ -118,7 +118,7 @@ def status_of(entry: JournalEntry) -> str:
         return "429"
     if record.status == "cancelled":
         return "speculative loser" if record.speculative else "cancelled"
-    if record.status == "error":
+    if record.status in ("error", "possibly_billed"):
         return "error"
     return "retried" if record.attempt > 0 else "ok"
 

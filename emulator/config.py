@@ -28,7 +28,8 @@ log = logging.getLogger("emulator")
 Profile = Literal["fast", "realistic"]
 """``fast``: a few milliseconds per reply; ``realistic``: seconds, ordered haiku < sonnet < opus."""
 
-FaultKind = Literal["overloaded", "server_error", "disconnect", "stream_error", "slow"]
+FaultKind = Literal["overloaded", "server_error", "disconnect", "lost_reply", "stream_error",
+                    "slow"]
 """The faults the emulator can inject (see :mod:`emulator.faults` for what each one bills)."""
 
 DEFAULT_API_KEY = "sk-ant-emulator"
@@ -38,7 +39,8 @@ DEFAULT_API_KEY = "sk-ant-emulator"
 class Faults(BaseModel):
     """Per-request fault rates in 0..1, drawn from the config's seeded generator.
 
-    ``overloaded``, ``server_error``, ``disconnect`` and ``stream_error`` exclude each other
+    ``overloaded``, ``server_error``, ``disconnect``, ``lost_reply`` and ``stream_error``
+    exclude each other
     (one draw picks at most one of them), so their sum must not exceed 1; ``slow`` is drawn
     separately and adds ``slow_s`` to the reply's latency.
     """
@@ -51,6 +53,9 @@ class Faults(BaseModel):
     """Rate of 500 ``api_error`` responses (not billed)."""
     disconnect: float = Field(default=0.0, ge=0.0, le=1.0)
     """Rate of connections dropped before the model runs (not billed)."""
+    lost_reply: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Rate of whole (non-streamed) replies billed, then lost: the connection is dropped
+    instead of sending them (what a client sees when a reply is lost on the way back)."""
     stream_error: float = Field(default=0.0, ge=0.0, le=1.0)
     """Rate of ``event: error`` in the middle of a stream (billed for what was sent)."""
     slow: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -60,10 +65,12 @@ class Faults(BaseModel):
 
     @model_validator(mode="after")
     def _exclusive_rates_fit(self) -> Faults:
-        total = self.overloaded + self.server_error + self.disconnect + self.stream_error
+        total = (self.overloaded + self.server_error + self.disconnect + self.lost_reply
+                 + self.stream_error)
         if total > 1.0 + 1e-9:
             raise ValueError(
-                f"overloaded + server_error + disconnect + stream_error = {total:g} > 1: "
+                f"overloaded + server_error + disconnect + lost_reply + stream_error = {total:g}"
+                " > 1: "
                 "at most one of them can happen to a request"
             )
         return self
@@ -72,7 +79,7 @@ class Faults(BaseModel):
     def any(self) -> bool:
         """True when some fault can happen (the hot path skips the draw otherwise)."""
         return bool(self.overloaded or self.server_error or self.disconnect
-                    or self.stream_error or self.slow)
+                    or self.lost_reply or self.stream_error or self.slow)
 
 
 class EmulatorConfig(BaseModel):

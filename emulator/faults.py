@@ -9,6 +9,10 @@ fault                 what the client sees                   billed
 ``server_error``      500 ``api_error`` (SDK retries)         nothing
 ``disconnect``        connection closed before any byte;     nothing (the model never ran)
                       ``APIConnectionError`` (SDK retries)
+``lost_reply``        a whole (non-streamed) call runs; the    as a normal reply (the model
+                      connection is closed instead of        ran; the reply was lost on
+                      sending its reply: ``APIConnection``   the way back)
+                      ``Error``
 ``stream_error``      a 200 stream with ``event: error``      input (uncached, cache writes
                       (``overloaded_error``) after about      and reads) + the output tokens
                       half of its deltas; not retried         already sent (= deltas sent)
@@ -45,7 +49,8 @@ class FaultPlan:
     """What goes wrong with one request."""
 
     kind: str | None = None
-    """``overloaded``, ``server_error``, ``disconnect``, ``stream_error`` or None."""
+    """``overloaded``, ``server_error``, ``disconnect``, ``lost_reply``, ``stream_error`` or
+    None."""
     extra_latency_s: float = 0.0
     """Added before the first token (the ``slow`` fault)."""
 
@@ -67,19 +72,21 @@ class FaultInjector:
         self._rng = random.Random(seed ^ 0x5EED)
 
     def draw(self, *, stream: bool) -> FaultPlan:
-        """The faults of the next request (``stream_error`` only applies to streams)."""
+        """The faults of the next request (``stream_error`` only applies to streams,
+        ``lost_reply`` only to whole calls)."""
         if not self._active:
             return NO_FAULT
         f = self._faults
         u = self._rng.random()
         kind = None
         for name, rate in (("overloaded", f.overloaded), ("server_error", f.server_error),
-                           ("disconnect", f.disconnect), ("stream_error", f.stream_error)):
+                           ("disconnect", f.disconnect), ("lost_reply", f.lost_reply),
+                           ("stream_error", f.stream_error)):
             if u < rate:
                 kind = name
                 break
             u -= rate
-        if kind == "stream_error" and not stream:
+        if (kind == "stream_error" and not stream) or (kind == "lost_reply" and stream):
             kind = None
         slow = f.slow > 0 and self._rng.random() < f.slow
         if kind is None and not slow:

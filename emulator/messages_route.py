@@ -68,7 +68,12 @@ async def _create(request: web.Request, state: EmulatorState) -> web.StreamRespo
         _drop(request, state)
         return None
     if body.get("stream") is not True:
-        return _json(await state.run_whole(key, body, version, fault=fault))
+        outcome = await state.run_whole(key, body, version, fault=fault)
+        if fault.kind == "lost_reply" and outcome.status == 200:
+            state.stats.lost_replies += 1
+            _drop(request, state, counted=True)  # billed by run_whole: the reply is lost
+            return None
+        return _json(outcome)
     call: Call | None = None
     try:
         call = state.prepare(key, body, version)
@@ -99,9 +104,11 @@ def _too_large(limit: int) -> ApiError:
                     f"Request exceeds the maximum allowed number of bytes ({limit:,})")
 
 
-def _drop(request: web.Request, state: EmulatorState) -> None:
-    """The ``disconnect`` fault: close the socket before a byte of response (not billed)."""
-    state.stats.disconnects += 1
+def _drop(request: web.Request, state: EmulatorState, *, counted: bool = False) -> None:
+    """Close the socket before a byte of response: the ``disconnect`` fault (not billed), or
+    ``lost_reply`` (``counted``: billed and counted by the caller)."""
+    if not counted:
+        state.stats.disconnects += 1
     transport = request.transport
     if transport is not None:
         transport.abort()

@@ -52,6 +52,7 @@ class Stats:
         self.server_errors = 0
         self.overloaded = 0
         self.disconnects = 0
+        self.lost_replies = 0
         self.stream_errors = 0
         self.client_aborts = 0
         self.in_flight = 0
@@ -99,6 +100,7 @@ class Stats:
             "server_errors": self.server_errors,
             "overloaded": self.overloaded,
             "disconnects": self.disconnects,
+            "lost_replies": self.lost_replies,
             "stream_errors": self.stream_errors,
             "client_aborts": self.client_aborts,
             "in_flight": self.in_flight,

@@ -34,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.agent import Backend, spawn_agent
 from actors.agent_batch import AskBatcher
+from actors.errors import AgentLost, AgentUnavailable
 from actors.message_batches import BatchResult
 from actors.messages import AgentSpec, AskRequest, Reply
 from actors.tiers import Tier
@@ -148,7 +149,7 @@ class MapperPool:
             host.in_flight += 1
             try:
                 return await call(host)
-            except RayActorError as exc:
+            except (RayActorError, AgentLost, AgentUnavailable) as exc:  # batcher: our own
                 self.host_failures += 1
                 host.set_aside_until = time.monotonic() + _SET_ASIDE_S
                 log.warning("mapper host %s lost a call (%s); sending it to another host",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 
+from actors import agent_handle
 from actors.agent import Backend, spawn_agent
 from actors.errors import RaytroupeError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
@@ -201,7 +202,7 @@ class RunContext:
                 if final and self.stream_final:
                     reply = await self._stream(key, handle, request)
                 else:
-                    reply = await handle.ask.remote(request)
+                    reply = await agent_handle.ask(handle, request, key)
         except Exception as exc:
             error = unwrap(exc)
             await self.crew.report_tools()
@@ -234,19 +235,14 @@ class RunContext:
                                   + turns)
 
     async def _stream(self, key: str, handle: Any, request: AskRequest) -> Reply:
-        generator = handle.stream.remote(request)
         reply: Reply | None = None
-        try:
-            async for ref in generator:
-                item = await ref
-                if isinstance(item, TextDelta):
-                    await self.emit(TextChunk(agent=key, text=item.text))
-                else:
-                    reply = item
-        except BaseException:
-            # A dropped generator keeps the model (and its bill) running: cancel it.
-            ray.cancel(generator)
-            raise
+        # agent_handle.stream cancels the generator if we stop early (a dropped one keeps the
+        # model, and its bill, running) and turns the agent's death into our own error.
+        async for item in agent_handle.stream(handle, request, key):
+            if isinstance(item, TextDelta):
+                await self.emit(TextChunk(agent=key, text=item.text))
+            elif isinstance(item, Reply):
+                reply = item
         assert reply is not None, "Agent.stream ends with a Reply"
         return reply
 

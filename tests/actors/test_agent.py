@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,7 @@ from actors.errors import BudgetExceeded, ConfigError, PromptTooLongError, Reque
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta
 from emulator import ScriptedError
 from tests.actors.agent_fixtures import Rig, bill, ledger_tokens
-from tests.actors.tool_fixtures import explode, lookup
+from tests.actors.tool_fixtures import MEET_DIR, explode, lookup
 
 
 def _ask(agent: Any, prompt: str = "Name three uses of an actor model.", **kw: Any) -> Reply:
@@ -50,13 +51,16 @@ def test_stream_yields_deltas_then_the_reply(rig: Rig) -> None:
 
 
 def test_tools_run_concurrently_and_a_failing_tool_is_reported_to_the_model(rig: Rig) -> None:
+    meet = uuid.uuid4().hex  # the two tools wait for each other: run in turn, they time out
+
     def responder(body: dict[str, Any]) -> Any:
         last = body["messages"][-1]["content"]
         if isinstance(last, list) and last and last[0].get("type") == "tool_result":
             return "results: " + " | ".join(
                 f"{b.get('is_error', False)}:{b['content']}" for b in last)
-        return [{"type": "tool_use", "name": "lookup", "input": {"city": "Oslo"}},
-                {"type": "tool_use", "name": "explode", "input": {"reason": "boom"}}]
+        return [{"type": "tool_use", "name": "lookup", "input": {"city": "Oslo", "meet": meet}},
+                {"type": "tool_use", "name": "explode", "input": {"reason": "boom",
+                                                                  "meet": meet}}]
 
     rig.emulator.set_responder(responder)
     try:
@@ -64,6 +68,8 @@ def test_tools_run_concurrently_and_a_failing_tool_is_reported_to_the_model(rig:
         reply = _ask(agent, "weather?")
     finally:
         rig.emulator.set_responder(None)
+        for marker in MEET_DIR.glob(f"{meet}.*"):
+            marker.unlink()
     assert reply.calls == 2 and reply.stop_reason == "end_turn"
     assert "False:sunny in Oslo" in reply.text
     assert "True:explode failed: RuntimeError: boom" in reply.text

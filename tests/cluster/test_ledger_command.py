@@ -51,9 +51,10 @@ def test_lists_runs_with_exact_costs(data_dir: Path) -> None:
     code, out, _ = _ledger("--data-dir", str(data_dir))
     assert code == 0
     # key, calls, attempts, errors, 429s, retries, input, output, cache w, cache r, USD, p50..,
-    # cache hits, saved USD, prompt-cache read %
+    # cache hits, saved USD, prompt-cache read %, possibly billed attempts and USD
     assert row(out, "r1") == ["r1", "2", "3", "1", "1", "1", "2,000", "200", "0", "0",
-                               "$0.003150", "1.500", "2.500", "2.500", "0", "$0.000000", "0%"]
+                               "$0.003150", "1.500", "2.500", "2.500", "0", "$0.000000", "0%",
+                               "0", "$0.000000"]
     assert row(out, "r2")[10] == "$0.100000"
     assert out.index("r1") < out.index("r2")  # oldest run first
 
@@ -128,6 +129,8 @@ def test_cache_hits_show_what_they_saved_and_prompt_cache_reads_their_share(
                         usage=Usage(input_tokens=1_000, cache_read=3_000, output_tokens=100)),
             make_record("b", 0, run_id="rc", status="cache_hit", source="cache",
                         http_status=None, latency_s=0.001),
+            make_record("c", 0, run_id="rc", status="possibly_billed", http_status=None,
+                        usage=Usage(input_tokens=1_000, output_tokens=100)),
         ])
         await ledger.close()
 
@@ -135,5 +138,7 @@ def test_cache_hits_show_what_they_saved_and_prompt_cache_reads_their_share(
     code, out, _ = _ledger("rc", "--data-dir", str(tmp_path))
     cells = row(out, "rc/research/lead")
     # billed: 1,000 x $0.10 + 3,000 x $0.01 + 100 x $0.50 per MTok; the hit's 1,000 in + 100 out
-    # would have cost $0.000150 and is billed 0
-    assert (code, cells[10], cells[-3:]) == (0, "$0.000180", ["1", "$0.000150", "75%"])
+    # would have cost $0.000150 and is billed 0; the possibly-billed attempt (a lost reply at
+    # its reservation, 1,000 in + 100 out) is shown apart, not in USD
+    assert (code, cells[10], cells[-5:]) == (0, "$0.000180", ["1", "$0.000150", "75%",
+                                                              "1", "$0.000150"])

@@ -73,6 +73,20 @@ def test_a_dropped_connection_is_a_connection_error_and_not_billed() -> None:
     assert stats["responses_by_status"] == {} and stats["billed"] == {}
 
 
+def test_a_lost_reply_is_a_connection_error_billed_in_full_and_spares_streams() -> None:
+    with run_emulator(faults=Faults(lost_reply=1.0)) as emu, _client(emu, retries=0) as sdk:
+        with pytest.raises(anthropic.APIConnectionError):
+            sdk.messages.create(model=HAIKU, max_tokens=50, messages=ASK)
+        lost = emu.stats()
+        with sdk.messages.stream(model=HAIKU, max_tokens=50, messages=ASK) as stream:
+            streamed = stream.get_final_message()
+        stats = emu.stats()
+    assert (lost["requests"], lost["lost_replies"], lost["disconnects"]) == (1, 1, 0)
+    billed = lost["billed"][HAIKU]  # the model ran: the bill holds the reply no one read
+    assert billed["requests"] == 1 and billed["input_tokens"] > 0 and billed["output_tokens"] > 0
+    assert streamed.content and stats["lost_replies"] == 1  # the stream was answered
+
+
 def test_a_stream_error_raises_mid_stream_and_bills_what_was_sent() -> None:
     received: list[str] = []
     with run_emulator(faults=Faults(stream_error=1.0)) as emu, _client(emu, retries=2) as sdk:
