@@ -142,6 +142,12 @@ def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str |
     return ConnectionFailed(f"no response from the API ({kind})", error_type=kind), {}, None
 
 
+_NOT_CONNECTED = (httpx2.ConnectError, httpx2.ConnectTimeout)
+"""Transport failures before a connection existed (refused, unresolvable, connect timeout):
+the request never left, so such an attempt is not possibly billed. A failure on a pooled
+connection (reset, read error) may come after the server read the request: it stays sent."""
+
+
 @contextmanager
 def _translated(attempt: Attempt) -> Iterator[None]:
     """Record any SDK or transport failure on ``attempt`` instead of raising it.
@@ -157,6 +163,8 @@ def _translated(attempt: Attempt) -> Iterator[None]:
                                         status=exc.status_code, error_type="invalid_response")
     except anthropic.APIError as exc:
         attempt.error, headers, attempt.error_code = _failure(exc)
+        if isinstance(exc.__cause__, _NOT_CONNECTED):
+            attempt.sent = False  # no connection, so no request: the server cannot bill it
         attempt.headers.update(headers)
         if isinstance(exc, anthropic.APIStatusError) and exc.status_code == 200:
             # An ``event: error`` inside a 200 stream: the SDK reports the stream's status;
@@ -164,6 +172,7 @@ def _translated(attempt: Attempt) -> Iterator[None]:
             attempt.error = _in_stream_error(attempt.error)
     except httpx2.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx2.TimeoutException) else "connection_error"
+        attempt.sent = attempt.sent and not isinstance(exc, _NOT_CONNECTED)
         attempt.error = ConnectionFailed(f"the connection failed ({kind})", error_type=kind)
 
 

@@ -181,5 +181,10 @@ def test_a_base_url_nothing_answers_at_is_named_in_the_error(ray_session: None,
         agent = spawn_agent(AgentSpec(name="bad-url/agent", run_id="bad-url"), backend)
         with pytest.raises(ConnectionFailed) as failed:
             ray.get(agent.ask.remote(AskRequest(prompt="Hi", max_tokens=10)))
+        ray.get(agent.flush.remote())
+        totals = ray.get(runtime.ledger.totals.remote("bad-url"))
     assert f"ANTHROPIC_BASE_URL {url}" in str(failed.value)
+    # Refused before a request could leave: not billed, and not counted as maybe billed.
+    assert "possibly-billed" not in str(failed.value)
+    assert totals.possibly_billed == 0 and totals.cost_usd == 0
     assert KEY not in str(failed.value) and KEY not in repr(failed.value)
