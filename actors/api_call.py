@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import anthropic
 import httpx2
 
@@ -142,10 +143,22 @@ def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str |
     return ConnectionFailed(f"no response from the API ({kind})", error_type=kind), {}, None
 
 
-_NOT_CONNECTED = (httpx2.ConnectError, httpx2.ConnectTimeout)
+_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 """Transport failures before a connection existed (refused, unresolvable, connect timeout):
-the request never left, so such an attempt is not possibly billed. A failure on a pooled
-connection (reset, read error) may come after the server read the request: it stays sent."""
+the request never left, so such an attempt is not possibly billed. The SDK's transport wraps
+them and a server that drops a connection alike (``ConnectError``), so the cause is read."""
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) failed before a connection."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the SDK's, the transport's and aiohttp's own: a short chain
+        if seen is None:
+            return False
+        if isinstance(seen, _NOT_CONNECTED):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextmanager
@@ -163,7 +176,7 @@ def _translated(attempt: Attempt) -> Iterator[None]:
                                         status=exc.status_code, error_type="invalid_response")
     except anthropic.APIError as exc:
         attempt.error, headers, attempt.error_code = _failure(exc)
-        if isinstance(exc.__cause__, _NOT_CONNECTED):
+        if _never_connected(exc):
             attempt.sent = False  # no connection, so no request: the server cannot bill it
         attempt.headers.update(headers)
         if isinstance(exc, anthropic.APIStatusError) and exc.status_code == 200:
@@ -172,7 +185,7 @@ def _translated(attempt: Attempt) -> Iterator[None]:
             attempt.error = _in_stream_error(attempt.error)
     except httpx2.HTTPError as exc:
         kind = "timeout" if isinstance(exc, httpx2.TimeoutException) else "connection_error"
-        attempt.sent = attempt.sent and not isinstance(exc, _NOT_CONNECTED)
+        attempt.sent = attempt.sent and not _never_connected(exc)
         attempt.error = ConnectionFailed(f"the connection failed ({kind})", error_type=kind)
 
 
