@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import anthropic
 import ray
 from pydantic import SecretStr
 
@@ -191,6 +190,8 @@ class Agent:
         # The SDK's aiohttp transport: httpcore's pool scans every connection for expiry on
         # each request, which made the default transport ~40 % slower at 32 calls in flight
         # (1.7x fewer calls/s against the emulator, measured; benchmarks/overhead.py).
+        import anthropic  # here: the driver imports this module, never the SDK (~1.5 s)
+
         self.client = anthropic.AsyncAnthropic(
             api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
             max_retries=0, timeout=backend.timeout_s,

@@ -17,10 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import anthropic
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from actors.errors import (
     CallFailed,
@@ -32,6 +29,9 @@ from actors.errors import (
 )
 from actors.messages import ContentBlock, TextBlock, TextDelta, ToolUseBlock, Usage
 from actors.retry_policy import server_retry_after
+
+if TYPE_CHECKING:  # imported where used: a driver imports this module but never calls the API,
+    import anthropic  # and the SDK takes ~1.5 s to import on 2 cores (docs/performance.md)
 
 _KEPT_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
 
@@ -103,6 +103,8 @@ _BY_STATUS: dict[int, type[CallFailed]] = {402: QuotaExhausted, 429: RateLimited
 
 def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str | None]:
     """Translate one SDK exception into our error, its kept headers and its error code."""
+    import anthropic
+
     if isinstance(exc, anthropic.APIStatusError):
         headers = keep_headers(exc.response.headers)
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -133,6 +135,9 @@ def _translated(attempt: Attempt) -> Iterator[None]:
     Transport errors (``httpx2``) are caught too: the SDK does not wrap those raised while a
     stream is read, and they hold the request, so the key, in ``.request.headers``.
     """
+    import anthropic
+    import httpx2
+
     try:
         yield
     except anthropic.APIResponseValidationError as exc:
