@@ -181,7 +181,8 @@ class Agent:
     """
 
     def __init__(self, spec: AgentSpec, backend: Backend,
-                 tools: Sequence[Callable[..., Any]] = ()) -> None:
+                 tools: Sequence[Callable[..., Any]] = (), *,
+                 clients: tuple[LimiterLease, LedgerClient] | None = None) -> None:
         install_key_redaction()
         self.spec = spec
         self.backend = backend
@@ -196,8 +197,10 @@ class Agent:
             api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
             max_retries=0, timeout=backend.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
-        self.lease = LimiterLease(backend.singleton(backend.limiter_name))
-        self.ledger = LedgerClient(backend.singleton(backend.ledger_name))
+        # A warm host (actors/agent_host.py) passes its process's one lease and Ledger client.
+        self.lease, self.ledger = clients or (
+            LimiterLease(backend.singleton(backend.limiter_name)),
+            LedgerClient(backend.singleton(backend.ledger_name)))
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
