@@ -17,6 +17,8 @@ agents of one actor always did). Agents with tools are never hosted: a user's ca
 only in the run's own actors. An agent whose run died without closing it is dropped once idle.
 
 Example:
+    >>> host_name("haiku", 0)
+    'agent-host/haiku-0'
     >>> lead = spawn(AgentSpec(name="r1/research/lead", tier="sonnet"), backend)  # doctest: +SKIP
     >>> reply = await lead.ask.remote(AskRequest(prompt="Hi", run_id="r1"))      # doctest: +SKIP
     >>> stop(lead)                                                              # doctest: +SKIP

@@ -6,7 +6,9 @@ Prints one JSON line:
   (user + system), which a loaded machine does not inflate.
 * ``cold_first_call_s``: ``raytroupe run research "q"`` with nothing up (it starts a private
   Ray), from launch to the emulator receiving its first request.
-* ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it).
+* ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it and its
+  agents live on the runtime's warm Agent hosts); ``first_after_up_s``: the first such run
+  after ``up`` (the median leaves it out).
 * ``sdk_first_call_s``: a bare ``AsyncAnthropic`` script's first request, the floor that the
   others are compared with (``warm_over_sdk``).
 * ``up_s``: how long ``raytroupe up`` took (paid once per machine, not per run).
@@ -107,7 +109,7 @@ def measure(runs: int) -> dict[str, Any]:
                        capture_output=True, timeout=300)
         up_s = time.perf_counter() - started
         try:
-            _first_call_s(run, env, emu.base_url)  # the first run also starts the workers
+            first_after_up = _first_call_s(run, env, emu.base_url)
             for _ in range(runs):
                 figures["warm_first_call_s"].append(_first_call_s(run, env, emu.base_url))
         finally:
@@ -115,7 +117,10 @@ def measure(runs: int) -> dict[str, Any]:
                            capture_output=True, timeout=120)
     result: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
     result["up_s"] = round(up_s, 2)
-    result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 1)
+    result["first_after_up_s"] = round(first_after_up, 3)
+    result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 2)
+    result["cold_over_sdk"] = round(result["cold_first_call_s"] / result["sdk_first_call_s"], 2)
+    result["load_avg_1m"] = round(os.getloadavg()[0], 1)
     result["runs"] = runs
     return result
 
