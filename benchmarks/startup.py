@@ -11,6 +11,9 @@ Prints one JSON line:
   after ``up`` (the median leaves it out).
 * ``sdk_first_call_s``: a bare ``AsyncAnthropic`` script's first request, the floor that the
   others are compared with (``warm_over_sdk``).
+* ``cold_cpu_s``, ``warm_cpu_s``: CPU seconds of the run's process from launch to exit (the
+  cold one with the private Ray it started and reaped; not the joined runtime's workers):
+  what a loaded machine does not inflate.
 * ``up_s``: how long ``raytroupe up`` took (paid once per machine, not per run).
 
 Everything runs in a private ``RAY_TMPDIR`` on free ports, against an emulator in this process
@@ -62,9 +65,10 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
-    """Seconds from launching ``args`` to the emulator's next request; waits for the exit."""
-    seen = _requests(base_url)
+def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> tuple[float, float]:
+    """Seconds from launching ``args`` to the emulator's next request, and the CPU seconds the
+    process (with what it started and reaped: a private Ray) used until it exited."""
+    seen, cpu = _requests(base_url), _children_cpu_s()
     started = time.perf_counter()
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -76,9 +80,14 @@ def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
             raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call")
         time.sleep(0.01)
     process.wait(timeout=600)
-    return first
+    return first, _children_cpu_s() - cpu
 
 
+
+
+def _add(figures: dict[str, list[float]], kind: str, measured: tuple[float, float]) -> None:
+    figures[f"{kind}_first_call_s"].append(measured[0])
+    figures[f"{kind}_cpu_s"].append(measured[1])
 
 
 def measure(runs: int) -> dict[str, Any]:
@@ -93,7 +102,8 @@ def measure(runs: int) -> dict[str, Any]:
         figures: dict[str, list[float]] = {k: [] for k in ("help_s", "help_cpu_s",
                                                            "sdk_first_call_s",
                                                            "cold_first_call_s",
-                                                           "warm_first_call_s")}
+                                                           "warm_first_call_s", "cold_cpu_s",
+                                                           "warm_cpu_s")}
         for _ in range(runs):
             started, cpu = time.perf_counter(), _children_cpu_s()
             subprocess.run([str(BIN / "raytroupe"), "--help"], env=env, check=True,
@@ -101,17 +111,18 @@ def measure(runs: int) -> dict[str, Any]:
             figures["help_s"].append(time.perf_counter() - started)
             figures["help_cpu_s"].append(_children_cpu_s() - cpu)
             figures["sdk_first_call_s"].append(_first_call_s(
-                [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url))
-            figures["cold_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+                [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url)[0])
+            _add(figures, "cold", _first_call_s(run, env, emu.base_url))
         started = time.perf_counter()
-        subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
-                       env=env, check=True,
-                       capture_output=True, timeout=300)
+        up = subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
+                            env=env, check=False, capture_output=True, text=True, timeout=300)
         up_s = time.perf_counter() - started
         try:
-            first_after_up = _first_call_s(run, env, emu.base_url)
+            if up.returncode != 0:
+                raise RuntimeError(f"raytroupe up failed: {(up.stdout + up.stderr)[-2000:]}")
+            first_after_up, _ = _first_call_s(run, env, emu.base_url)
             for _ in range(runs):
-                figures["warm_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+                _add(figures, "warm", _first_call_s(run, env, emu.base_url))
         finally:
             subprocess.run([str(BIN / "raytroupe"), "down"], env=env, check=False,
                            capture_output=True, timeout=120)
