@@ -11,9 +11,9 @@ Prints one JSON line:
   after ``up`` (the median leaves it out).
 * ``sdk_first_call_s``: a bare ``AsyncAnthropic`` script's first request, the floor that the
   others are compared with (``warm_over_sdk``).
-* ``cold_cpu_s``, ``warm_cpu_s``: CPU seconds of the run's process from launch to exit (the
-  cold one with the private Ray it started and reaped; not the joined runtime's workers):
-  what a loaded machine does not inflate.
+* ``cold_cpu_s``, ``warm_cpu_s``, ``sdk_cpu_s``: CPU seconds of each process from launch to
+  exit (the cold run with the private Ray it started and reaped; not the joined runtime's
+  workers): what a loaded machine does not inflate; ``warm_cpu_over_sdk`` compares them.
 * ``up_s``: how long ``raytroupe up`` took (paid once per machine, not per run).
 
 Everything runs in a private ``RAY_TMPDIR`` on free ports, against an emulator in this process
@@ -70,14 +70,16 @@ def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> tuple[
     process (with what it started and reaped: a private Ray) used until it exited."""
     seen, cpu = _requests(base_url), _children_cpu_s()
     started = time.perf_counter()
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile()  # its stderr, read only if the run fails
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
     first = None
     while process.poll() is None or first is None:
         if first is None and _requests(base_url) > seen:
             first = time.perf_counter() - started
         if process.poll() is not None and first is None:
-            raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call")
+            log.seek(0)
+            raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call: "
+                               f"{log.read().decode(errors='replace')[-2000:]}")
         time.sleep(0.01)
     process.wait(timeout=600)
     return first, _children_cpu_s() - cpu
@@ -103,15 +105,15 @@ def measure(runs: int) -> dict[str, Any]:
                                                            "sdk_first_call_s",
                                                            "cold_first_call_s",
                                                            "warm_first_call_s", "cold_cpu_s",
-                                                           "warm_cpu_s")}
+                                                           "warm_cpu_s", "sdk_cpu_s")}
         for _ in range(runs):
             started, cpu = time.perf_counter(), _children_cpu_s()
             subprocess.run([str(BIN / "raytroupe"), "--help"], env=env, check=True,
                            capture_output=True)
             figures["help_s"].append(time.perf_counter() - started)
             figures["help_cpu_s"].append(_children_cpu_s() - cpu)
-            figures["sdk_first_call_s"].append(_first_call_s(
-                [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url)[0])
+            _add(figures, "sdk", _first_call_s(
+                [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url))
             _add(figures, "cold", _first_call_s(run, env, emu.base_url))
         started = time.perf_counter()
         up = subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
@@ -131,6 +133,7 @@ def measure(runs: int) -> dict[str, Any]:
     result["first_after_up_s"] = round(first_after_up, 3)
     result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 2)
     result["cold_over_sdk"] = round(result["cold_first_call_s"] / result["sdk_first_call_s"], 2)
+    result["warm_cpu_over_sdk"] = round(result["warm_cpu_s"] / result["sdk_cpu_s"], 2)
     result["load_avg_1m"] = round(os.getloadavg()[0], 1)
     result["runs"] = runs
     return result
