@@ -51,6 +51,7 @@ MAX_HOSTS_PER_TIER = 8
 IDLE_TTL_S = 900.0
 """An agent no call used for this long is dropped (its run ended without closing it)."""
 _SWEEP_EVERY_S = 60.0
+_RUNS_KEPT = 1000
 
 
 def host_name(tier: Tier, index: int) -> str:
@@ -117,6 +118,8 @@ class AgentHost:
                                                     clients=(self.lease, self.ledger))
         run_id = request.run_id or spec.run_id
         self.served[run_id] = self.served.get(run_id, 0) + 1
+        if len(self.served) > _RUNS_KEPT:  # a long-lived host: forget the oldest runs
+            del self.served[next(iter(self.served))]
         self._busy[spec.name] = self._busy.get(spec.name, 0) + 1
         try:
             yield agent
