@@ -70,21 +70,19 @@ def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> tuple[
     process (with what it started and reaped: a private Ray) used until it exited."""
     seen, cpu = _requests(base_url), _children_cpu_s()
     started = time.perf_counter()
-    log = tempfile.TemporaryFile()  # its stderr, read only if the run fails
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    first = None
-    while process.poll() is None or first is None:
-        if first is None and _requests(base_url) > seen:
-            first = time.perf_counter() - started
-        if process.poll() is not None and first is None:
-            log.seek(0)
-            raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call: "
-                               f"{log.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.01)
-    process.wait(timeout=600)
+    with tempfile.TemporaryFile() as log:  # its stderr, read only if the run fails
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        first = None
+        while process.poll() is None or first is None:
+            if first is None and _requests(base_url) > seen:
+                first = time.perf_counter() - started
+            if process.poll() is not None and first is None:
+                log.seek(0)
+                raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any "
+                                   f"call: {log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.01)
+        process.wait(timeout=600)
     return first, _children_cpu_s() - cpu
-
-
 
 
 def _add(figures: dict[str, list[float]], kind: str, measured: tuple[float, float]) -> None:
