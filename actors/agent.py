@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import anthropic
 import ray
 from pydantic import SecretStr
 
@@ -190,7 +189,8 @@ class Agent:
     """
 
     def __init__(self, spec: AgentSpec, backend: Backend,
-                 tools: Sequence[Callable[..., Any]] = ()) -> None:
+                 tools: Sequence[Callable[..., Any]] = (), *,
+                 clients: tuple[LimiterLease, LedgerClient] | None = None) -> None:
         install_key_redaction()
         self.spec = spec
         self.backend = backend
@@ -199,12 +199,16 @@ class Agent:
         # The SDK's aiohttp transport: httpcore's pool scans every connection for expiry on
         # each request, which made the default transport ~40 % slower at 32 calls in flight
         # (1.7x fewer calls/s against the emulator, measured; benchmarks/overhead.py).
+        import anthropic  # here: the driver imports this module, never the SDK (~1.5 s)
+
         self.client = anthropic.AsyncAnthropic(
             api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
             max_retries=0, timeout=backend.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
-        self.lease = LimiterLease(backend.singleton(backend.limiter_name))
-        self.ledger = LedgerClient(backend.singleton(backend.ledger_name))
+        # A warm host (actors/agent_host.py) passes its process's one lease and Ledger client.
+        self.lease, self.ledger = clients or (
+            LimiterLease(backend.singleton(backend.limiter_name)),
+            LedgerClient(backend.singleton(backend.ledger_name)))
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]

@@ -17,11 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
-import anthropic
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from actors.errors import (
     CallFailed,
@@ -33,6 +29,9 @@ from actors.errors import (
 )
 from actors.messages import ContentBlock, TextBlock, TextDelta, ToolUseBlock, Usage
 from actors.retry_policy import server_retry_after
+
+if TYPE_CHECKING:  # imported where used: a driver imports this module but never calls the API,
+    import anthropic  # and the SDK takes ~1.5 s to import on 2 cores (docs/performance.md)
 
 _KEPT_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
 
@@ -120,6 +119,8 @@ _BY_STATUS: dict[int, type[CallFailed]] = {402: QuotaExhausted, 429: RateLimited
 
 def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str | None]:
     """Translate one SDK exception into our error, its kept headers and its error code."""
+    import anthropic
+
     if isinstance(exc, anthropic.APIStatusError):
         headers = keep_headers(exc.response.headers)
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -143,19 +144,19 @@ def _failure(exc: anthropic.APIError) -> tuple[CallFailed, dict[str, str], str |
     return ConnectionFailed(f"no response from the API ({kind})", error_type=kind), {}, None
 
 
-_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-"""Transport failures before a connection existed (refused, unresolvable, connect timeout):
-the request never left, so such an attempt is not possibly billed. The SDK's transport wraps
-them and a server that drops a connection alike (``ConnectError``), so the cause is read."""
-
-
 def _never_connected(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) failed before a connection."""
+    """Whether ``exc`` failed before a connection existed (refused, unresolvable, connect
+    timeout): then the request never left and cannot have been billed. The SDK's transport
+    wraps those and a server that drops a connection alike (``ConnectError``), so the cause
+    chain is read for aiohttp's own connector errors."""
+    import aiohttp  # where used: a driver imports this module, and aiohttp costs ~0.5 s
+
+    kinds = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
     seen: BaseException | None = exc
     for _ in range(5):  # the SDK's, the transport's and aiohttp's own: a short chain
         if seen is None:
             return False
-        if isinstance(seen, _NOT_CONNECTED):
+        if isinstance(seen, kinds):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -168,6 +169,9 @@ def _translated(attempt: Attempt) -> Iterator[None]:
     Transport errors (``httpx2``) are caught too: the SDK does not wrap those raised while a
     stream is read, and they hold the request, so the key, in ``.request.headers``.
     """
+    import anthropic
+    import httpx2
+
     try:
         yield
     except anthropic.APIResponseValidationError as exc:

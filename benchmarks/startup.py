@@ -6,9 +6,14 @@ Prints one JSON line:
   (user + system), which a loaded machine does not inflate.
 * ``cold_first_call_s``: ``raytroupe run research "q"`` with nothing up (it starts a private
   Ray), from launch to the emulator receiving its first request.
-* ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it).
+* ``warm_first_call_s``: the same with ``raytroupe up`` running (the run joins it and its
+  agents live on the runtime's warm Agent hosts); ``first_after_up_s``: the first such run
+  after ``up`` (the median leaves it out).
 * ``sdk_first_call_s``: a bare ``AsyncAnthropic`` script's first request, the floor that the
   others are compared with (``warm_over_sdk``).
+* ``cold_cpu_s``, ``warm_cpu_s``, ``sdk_cpu_s``: CPU seconds of each process from launch to
+  exit (the cold run with the private Ray it started and reaped; not the joined runtime's
+  workers): what a loaded machine does not inflate; ``warm_cpu_over_sdk`` compares them.
 * ``up_s``: how long ``raytroupe up`` took (paid once per machine, not per run).
 
 Everything runs in a private ``RAY_TMPDIR`` on free ports, against an emulator in this process
@@ -60,23 +65,29 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> float:
-    """Seconds from launching ``args`` to the emulator's next request; waits for the exit."""
-    seen = _requests(base_url)
+def _first_call_s(args: list[str], env: dict[str, str], base_url: str) -> tuple[float, float]:
+    """Seconds from launching ``args`` to the emulator's next request, and the CPU seconds the
+    process (with what it started and reaped: a private Ray) used until it exited."""
+    seen, cpu = _requests(base_url), _children_cpu_s()
     started = time.perf_counter()
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    first = None
-    while process.poll() is None or first is None:
-        if first is None and _requests(base_url) > seen:
-            first = time.perf_counter() - started
-        if process.poll() is not None and first is None:
-            raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any call")
-        time.sleep(0.01)
-    process.wait(timeout=600)
-    return first
+    with tempfile.TemporaryFile() as log:  # its stderr, read only if the run fails
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        first = None
+        while process.poll() is None or first is None:
+            if first is None and _requests(base_url) > seen:
+                first = time.perf_counter() - started
+            if process.poll() is not None and first is None:
+                log.seek(0)
+                raise RuntimeError(f"{args[:3]} exited with {process.returncode} before any "
+                                   f"call: {log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.01)
+        process.wait(timeout=600)
+    return first, _children_cpu_s() - cpu
 
 
+def _add(figures: dict[str, list[float]], kind: str, measured: tuple[float, float]) -> None:
+    figures[f"{kind}_first_call_s"].append(measured[0])
+    figures[f"{kind}_cpu_s"].append(measured[1])
 
 
 def measure(runs: int) -> dict[str, Any]:
@@ -91,31 +102,37 @@ def measure(runs: int) -> dict[str, Any]:
         figures: dict[str, list[float]] = {k: [] for k in ("help_s", "help_cpu_s",
                                                            "sdk_first_call_s",
                                                            "cold_first_call_s",
-                                                           "warm_first_call_s")}
+                                                           "warm_first_call_s", "cold_cpu_s",
+                                                           "warm_cpu_s", "sdk_cpu_s")}
         for _ in range(runs):
             started, cpu = time.perf_counter(), _children_cpu_s()
             subprocess.run([str(BIN / "raytroupe"), "--help"], env=env, check=True,
                            capture_output=True)
             figures["help_s"].append(time.perf_counter() - started)
             figures["help_cpu_s"].append(_children_cpu_s() - cpu)
-            figures["sdk_first_call_s"].append(_first_call_s(
+            _add(figures, "sdk", _first_call_s(
                 [sys.executable, "-c", _SDK_SCRIPT, emu.base_url], env, emu.base_url))
-            figures["cold_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+            _add(figures, "cold", _first_call_s(run, env, emu.base_url))
         started = time.perf_counter()
-        subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
-                       env=env, check=True,
-                       capture_output=True, timeout=300)
+        up = subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
+                            env=env, check=False, capture_output=True, text=True, timeout=300)
         up_s = time.perf_counter() - started
         try:
-            _first_call_s(run, env, emu.base_url)  # the first run also starts the workers
+            if up.returncode != 0:
+                raise RuntimeError(f"raytroupe up failed: {(up.stdout + up.stderr)[-2000:]}")
+            first_after_up, _ = _first_call_s(run, env, emu.base_url)
             for _ in range(runs):
-                figures["warm_first_call_s"].append(_first_call_s(run, env, emu.base_url))
+                _add(figures, "warm", _first_call_s(run, env, emu.base_url))
         finally:
             subprocess.run([str(BIN / "raytroupe"), "down"], env=env, check=False,
                            capture_output=True, timeout=120)
     result: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in figures.items()}
     result["up_s"] = round(up_s, 2)
-    result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 1)
+    result["first_after_up_s"] = round(first_after_up, 3)
+    result["warm_over_sdk"] = round(result["warm_first_call_s"] / result["sdk_first_call_s"], 2)
+    result["cold_over_sdk"] = round(result["cold_first_call_s"] / result["sdk_first_call_s"], 2)
+    result["warm_cpu_over_sdk"] = round(result["warm_cpu_s"] / result["sdk_cpu_s"], 2)
+    result["load_avg_1m"] = round(os.getloadavg()[0], 1)
     result["runs"] = runs
     return result
 

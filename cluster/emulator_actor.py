@@ -9,12 +9,14 @@ node, bound to loopback.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
-from aiohttp import web
 
 from cluster.settings import Settings
+
+if TYPE_CHECKING:  # imported where the server starts: drivers only look the actor up, and
+    from aiohttp import web  # aiohttp (with its TLS context) is ~0.3 s of their start-up
 
 
 class EmulatorServer:
@@ -40,6 +42,8 @@ class EmulatorServer:
 
     async def _start(self) -> None:
         """Serve the app on a free loopback port."""
+        from aiohttp import web
+
         from emulator import EmulatorConfig, build_app
 
         self._runner = web.AppRunner(build_app(EmulatorConfig(profile=self.profile)),

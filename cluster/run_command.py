@@ -82,7 +82,9 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
         from cluster.report_command import check_output
 
         check_output(report, "--report", (".html", ".htm", ".png"))
-    runtime = cluster.init(address=address, settings=settings)
+    # A private Ray lives as long as this run: no one opens its dashboard, which costs ten
+    # processes and ~0.6 s of a cold start on 2 cores (`raytroupe up` keeps one that has it).
+    runtime = cluster.init(address=address, settings=settings, include_dashboard=False)
     try:
         session = create_session(architecture, runtime=runtime, budget_usd=budget)
         result = asyncio.run(_drive(session, task, stream=stream, quiet=quiet or as_json,

@@ -24,6 +24,9 @@ from actors.errors import ConfigError
 from cluster.discovery import ray_temp_dir, running_cluster
 from cluster.local_head import UpRecord, free_ports, start_head, stop, wait_until_up
 
+_MAX_WARM_HOSTS = 8
+"""``actors.agent_host.MAX_HOSTS_PER_TIER``, not imported: it loads Ray, and `down` is quick."""
+
 
 def up(
     address: Annotated[str | None, typer.Option(
@@ -36,6 +39,10 @@ def up(
         help="The dashboard's port on 127.0.0.1 (0: a free one).")] = 8265,
     num_cpus: Annotated[int | None, typer.Option(
         "--num-cpus", min=0, help="CPUs the head offers. Default: all.")] = None,
+    warm_hosts: Annotated[int, typer.Option(
+        "--warm-hosts", min=0, max=_MAX_WARM_HOSTS,
+        help="Warm Agent hosts kept per tier for runs that join (0: none, every run starts "
+        "its own agent actors).")] = 1,
 ) -> None:
     """Start a long-lived local runtime that runs and jobs join."""
     record = UpRecord.load()
@@ -51,7 +58,7 @@ def up(
     auth_mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     os.environ["RAY_AUTH_MODE"] = auth_mode
     if address is not None:
-        _join(address, auth_mode)
+        _join(address, auth_mode, warm_hosts)
         return
     if port == 0 or dashboard_port == 0:
         free = free_ports(2)
@@ -65,7 +72,7 @@ def up(
     record.save()
     (ray_temp_dir() / "ray_current_cluster").write_text(gcs, encoding="utf-8")
     try:
-        _create_singletons(gcs)
+        _create_singletons(gcs, warm_hosts)
     except BaseException:
         stop(head.pid)
         record.forget()
@@ -94,31 +101,35 @@ def down() -> None:
                f"the runtime at {record.address} had already stopped")
 
 
-def _join(address: str, auth_mode: str) -> None:
+def _join(address: str, auth_mode: str, warm_hosts: int) -> None:
     from cluster.discovery import resolve
 
     gcs = resolve(address)
     if gcs is None:
         raise ConfigError("--address local starts nothing to join: drop --address to start a "
                           "local head")
-    _create_singletons(gcs)
+    _create_singletons(gcs, warm_hosts)
     UpRecord(pid=None, address=gcs, dashboard_url=None, temp_dir=None, auth_mode=auth_mode,
              version=_version()).save()
     typer.echo(f"raytroupe is up on the cluster at {gcs}: its singletons are detached there; "
                "`raytroupe down` forgets it and leaves the cluster running")
 
 
-def _create_singletons(gcs: str) -> None:
+def _create_singletons(gcs: str, warm_hosts: int) -> None:
     """Join the head and get-or-create the detached singletons with this environment's
-    settings (written as the runtime's record); then disconnect: they stay."""
+    settings (written as the runtime's record) and the warm Agent hosts that runs joining it
+    use (``actors/agent_host.py``); then disconnect: they stay."""
     import ray
 
     import cluster
+    from actors.agent_host import start_hosts
     from cluster import runtime_info
 
     runtime = cluster.init(address=gcs, detached=True)
     runtime_info.claim(runtime.backend.namespace)
     ray.get([runtime.limiter.status.remote(), runtime.ledger.stats.remote()], timeout=120)
+    if warm_hosts:
+        start_hosts(runtime.backend.namespace, per_tier=warm_hosts)
     cluster.shutdown()
 
 

@@ -32,10 +32,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import ray
-
 from actors import agent_handle
-from actors.agent import Backend, spawn_agent
+from actors.agent import Backend
+from actors.agent_host import spawn, stop
 from actors.errors import RaytroupeError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
 from actors.token_estimate import text_tokens
@@ -104,7 +103,7 @@ class Crew:
             spec = AgentSpec(name=actor_name(self.run_id, arch.name, key), role=key, tier=tier,
                              model=model, run_id=self.run_id, topology=arch.name,
                              router="auto" if arch.routed(key) else None)
-            self.handles[key] = spawn_agent(spec, self.backend, self._tools_of(key, role.name))
+            self.handles[key] = spawn(spec, self.backend, self._tools_of(key, role.name))
             await self.plugins.fire("on_agent_spawn", key, spec)
         return self.handles[key]
 
@@ -141,7 +140,7 @@ class Crew:
             await self.flush()
         finally:
             for handle in [*self.handles.values(), *([self.recorder] if self.recorder else [])]:
-                ray.kill(handle, no_restart=True)
+                stop(handle)  # a warm host's agent is dropped, an actor of the run killed
             self.handles.clear()
             self.recorder = None
 

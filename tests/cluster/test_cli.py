@@ -23,6 +23,17 @@ def test_importing_the_cli_loads_neither_ray_nor_the_sdk() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_drivers_run_path_does_not_import_the_sdk() -> None:
+    """A driver never calls the API (its agents do), and the SDK takes ~1.5 s to import."""
+    code = ("import sys, cluster, cluster.runtime, cluster.run_command, cluster.emulator_actor, "
+            "topologies, topologies.session, topologies.run_context; "
+            "from topologies.architecture import get_architecture; get_architecture('research'); "
+            "print(sorted(m for m in ('anthropic', 'httpx2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_top_help_lists_every_command_without_importing_them() -> None:
     code = ("import sys; from typer.testing import CliRunner; from cluster.cli import build_app; "
             "r = CliRunner().invoke(build_app(), ['--help']); print(r.exit_code); print(r.output);"

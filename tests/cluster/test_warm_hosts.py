@@ -1,0 +1,113 @@
+"""Warm Agent hosts: a run on a runtime that keeps them starts no actor of its own, and two runs
+served by one host at once keep their Ledger attribution and their budgets apart.
+
+The first test runs in-process on the suite's Ray (hosts started as ``up`` starts them); the
+second is the user's view, a ``raytroupe run`` joining ``raytroupe up`` (slow: it pays an
+``up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import ray
+
+import cluster
+from actors.agent_host import _found, start_hosts
+from actors.errors import BudgetExceeded
+from cluster.settings import Settings
+from tests.cluster.test_up import _raytroupe, up  # noqa: F401 - the `up` fixture, reused
+from topologies import create_session
+
+TIGHT_USD = Decimal("0.0015")
+"""Room for the lead's and the researchers' haiku calls, never for the synthesizer's
+worst case (8,000 output tokens at $0.50/M = $0.004): that run must stop there."""
+
+
+@pytest.fixture(scope="module")
+def warm(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from emulator import run_emulator
+
+    with run_emulator() as emu:
+        settings = Settings(anthropic_base_url=emu.base_url,
+                            data_dir=tmp_path_factory.mktemp("ledger"), _env_file=None)
+        runtime = cluster.init(settings=settings, namespace=f"w-{uuid.uuid4().hex[:6]}")
+        [host] = start_hosts(runtime.backend.namespace, tiers=("haiku",))
+        try:
+            yield runtime, host, emu
+        finally:
+            ray.kill(host, no_restart=True)  # detached: it would outlive the test run
+            _found.clear()
+
+
+async def _run(runtime: Any, budget: Decimal) -> tuple[str, Any]:
+    session = create_session("research", runtime=runtime, model="haiku", budget_usd=budget,
+                             config={"max_parallel_agents": 2},
+                             agent_configs={"synthesizer": {"max_tokens": 8000}})
+    try:
+        async with session:
+            return session.run_id, await session.query("How do actor runtimes schedule work?")
+    except BudgetExceeded as exc:
+        return session.run_id, exc
+
+
+def _bill(base_url: str) -> Decimal:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(base_url + "/_emulator/stats", timeout=10) as response:
+        return Decimal(json.loads(response.read())["total_cost_usd"])
+
+
+def test_two_runs_on_one_warm_host_keep_their_ledger_and_budgets_apart(warm: Any) -> None:
+    runtime, host, emu = warm
+    runs = asyncio.run(_gather(runtime))
+    (tight_id, stopped), (free_id, result) = runs
+    assert isinstance(stopped, BudgetExceeded), stopped
+    assert result.output and len(result.findings) == len(result.subtopics) >= 1
+
+    # Served by the warm host: both runs called it, and neither started an actor of its own.
+    served = ray.get(host.stats.remote())["served"]
+    assert served[tight_id] >= 2 and served[free_id] >= 4  # lead + researchers (+ synthesizer)
+    for run_id in (tight_id, free_id):
+        with pytest.raises(ValueError):
+            ray.get_actor(f"{run_id}/research/lead", namespace=runtime.backend.namespace)
+    assert ray.get(host.stats.remote())["agents"] == []  # closed sessions dropped theirs
+
+    ledger = runtime.ledger
+    tight, free = (ray.get(ledger.rollup.remote(r, "run"))[0] for r in (tight_id, free_id))
+    assert Decimal(0) < tight.cost_usd <= TIGHT_USD  # it ran, and stopped before its cap
+    assert free.cost_usd == result.cost_usd  # every call of the run, none of the other's
+    for run_id in (tight_id, free_id):
+        agents = [r.key for r in ray.get(ledger.rollup.remote(run_id, "agent"))]
+        assert agents and all(a.startswith(f"{run_id}/research/") for a in agents)
+    assert tight.cost_usd + free.cost_usd == _bill(emu.base_url)
+
+
+async def _gather(runtime: Any) -> list[tuple[str, Any]]:
+    return list(await asyncio.gather(_run(runtime, TIGHT_USD), _run(runtime, Decimal("1"))))
+
+
+_HOST_STATS = ("import json, ray; ray.init(address='auto', namespace='raytroupe', "
+               "logging_level='error', log_to_driver=False); print(json.dumps({t: ray.get("
+               "ray.get_actor(f'agent-host/{t}-0').stats.remote()) for t in "
+               "('haiku', 'sonnet', 'opus')}))")
+
+
+@pytest.mark.slow
+def test_a_cli_run_joining_up_has_its_agents_on_the_warm_hosts(up: dict[str, Any]) -> None:  # noqa: F811
+    run = _raytroupe(up["env"], "run", "research", "q", "--json", timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_id = json.loads(run.stdout)["run_id"]
+    stats = subprocess.run([sys.executable, "-c", _HOST_STATS], env=up["env"], text=True,
+                           capture_output=True, timeout=120, check=True).stdout
+    hosts = json.loads(stats.strip().splitlines()[-1])
+    assert hosts["sonnet"]["served"][run_id] == 2  # the lead and the synthesizer
+    assert hosts["haiku"]["served"][run_id] >= 1  # the researchers
+    assert all(h["agents"] == [] for h in hosts.values())  # dropped when the run ended
