@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from actors.errors import ConfigError
@@ -111,14 +112,17 @@ class LimiterLease:
         idle_ttl_s: Unused stock and spare slots go back after this long without a call.
         give_up_after_s: How long to retry a limiter that cannot be reached before raising.
         clock: Time source and timers (tests pass a fake one).
+        job: Whose share this lease draws from when several jobs wait for one limit; by
+            default the Ray job of this process (an actor's is its creator's: the driver).
     """
 
     def __init__(self, limiter: Any, *, batch_size: int = 16, flush_interval_s: float = 0.05,
                  idle_ttl_s: float = 1.0, give_up_after_s: float = 120.0,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, job: str | None = None) -> None:
         self._limiter = limiter if isinstance(limiter, Singleton) else \
             Singleton(None, None, handle=limiter, give_up_after_s=give_up_after_s)
         self.lease_id = uuid.uuid4().hex
+        self.job = job if job is not None else _ray_job_id()
         self._batch, self._flush_interval = batch_size, flush_interval_s
         self._idle_ttl, self._give_up_after = idle_ttl_s, give_up_after_s
         self._clock: Clock = clock or LoopClock()
@@ -418,7 +422,7 @@ class LimiterLease:
         self._dirty_since, self._unflushed_settles = None, 0
         self._last_sent = now
         return SettleBatch(lease_id=self.lease_id, session=self._session, seq=next(self._seq),
-                           holdings=holdings, reports=reports, closing=closing)
+                           holdings=holdings, reports=reports, job=self.job, closing=closing)
 
     def _adopt(self, reply: SettleReply) -> None:
         """Take in a settle reply; a new session means our old stock no longer exists."""
@@ -468,3 +472,11 @@ class LimiterLease:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _ray_job_id() -> str | None:
+    """The Ray job of this process: what a user calls a job (one driver, one ``ray job
+    submit``, one ``raytroupe run``); None outside Ray."""
+    if not ray.is_initialized():
+        return None
+    return str(ray.get_runtime_context().get_job_id())

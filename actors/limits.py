@@ -198,6 +198,9 @@ class SettleBatch(_Frozen):
     holdings: list[Holding] = Field(default_factory=list)
     """Every slot the lease holds, so a new registration starts from the truth."""
     reports: list[KeyReport] = Field(default_factory=list)
+    job: str | None = None
+    """The lease's job (its process's Ray job id): waiters of different jobs take turns.
+    None: the lease is a job of its own."""
     closing: bool = False
     """The lease is closing: forget it (after applying the reports)."""
 

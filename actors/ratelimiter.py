@@ -19,8 +19,11 @@ in lease stocks):
   from; grants in any window of ``w`` seconds are at most ``capacity + refill * w``.
 * A slot is granted only while ``in_use`` (slots held by live leases) is below
   ``max_concurrency``; slots that leases re-register after a restart count even above it.
-* A grant waits in a FIFO queue: the head blocks everything behind it, so a large request is
-  never starved by small ones. A request larger than a bucket is refused at once.
+* A grant waits in its job's FIFO queue, and jobs take turns (start-time fair queueing by each
+  need's largest share of a bucket, :mod:`actors.limiter_fair`): while several jobs wait,
+  each gets an equal share of the limit that binds, however many requests the others park.
+  The waiter whose turn it is blocks everything behind it, so a large request is never
+  starved by small ones. A request larger than a bucket is refused at once.
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
 * Waiting is a future, never an occupied loop: settles always get through (docs/ray-facts.md §2's
   measured deadlock), and a lease parks at most one grant request per key.
@@ -51,6 +54,7 @@ from ray.util.metrics import Counter, Gauge, Histogram
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.limiter_buckets import Cancellable, Clock, KeyBuckets, LoopClock, amounts
+from actors.limiter_fair import dominant_cost
 from actors.limits import (
     Amount,
     BucketKey,
@@ -113,6 +117,8 @@ class _Lease:
     session: str
     expires_at: float
     last_seq: int
+    job: str
+    """The Ray job the lease's process belongs to: the unit of fairness."""
     slots: dict[BucketKey, int] = field(default_factory=dict)
     held: dict[BucketKey, list[float]] = field(default_factory=dict)
     acquires: dict[BucketKey, tuple[int, asyncio.Future[Grant]]] = field(default_factory=dict)
@@ -200,7 +206,7 @@ class RateLimiter:
             future.set_result(Grant(session=lease.session, extra=extra, rejected=rejected,
                                     view=self._view(state, lease)))
             return future.result()
-        state.waiters.append(_Waiter(lease, needs, request.extra, future, now))
+        state.waiters.push(lease.job, _Waiter(lease, needs, request.extra, future, now))
         self._dispatch(state)
         return await future
 
@@ -280,32 +286,32 @@ class RateLimiter:
             state.timer = None
         now = self._clock.now()
         state.refill(now)
-        while state.waiters:
-            waiter = state.waiters[0]
-            if waiter.future.done():  # cancelled by its caller, or its lease expired
-                state.waiters.popleft()
-                continue
+        while (waiter := state.waiters.turn(_dead)) is not None:
             wake_at = state.blocked_until(waiter.needs[0], now, self._grace_until)
             if wake_at is not None:
                 if wake_at < math.inf:
                     state.timer = self._clock.call_at(wake_at, partial(self._dispatch, state))
                 break
-            state.waiters.popleft()
             self._grant(state, waiter, now)
         self._metrics.depth.set(sum(len(w.needs) for w in state.waiters),
                                 tags={"tier": state.key.tier})
 
     def _grant(self, state: KeyBuckets, waiter: _Waiter, now: float) -> None:
-        granted = 0
+        """Grant the waiter the prefix of its needs that fits and its job's turn allows."""
+        granted, spent = 0, 0.0
+        allowance = state.waiters.allowance(waiter)
         for need in waiter.needs:
-            if granted and state.blocked_until(need, now, self._grace_until) is not None:
+            if granted and (spent > allowance - 1e-9  # another job's turn
+                            or state.blocked_until(need, now, self._grace_until) is not None):
                 break
+            spent += dominant_cost(need, state.limits)
             state.move_to_stock(waiter.lease.held.setdefault(state.key, [0.0, 0.0, 0.0]),
                                 amounts(need))
             if need.slot:
                 state.in_use += 1
                 waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
             granted += 1
+        state.waiters.served(waiter, spent)
         whole = granted == len(waiter.needs) and not self._has_waiters(state)
         extra = self._extra(state, waiter.lease, waiter.extra, now) if whole else Amount()
         tags = {"tier": state.key.tier}
@@ -375,7 +381,8 @@ class RateLimiter:
 
     def _register(self, batch: SettleBatch, now: float) -> _Lease:
         lease = _Lease(batch.lease_id, f"{self.incarnation}-{next(self._sessions)}",
-                       expires_at=now + self.lease_ttl_s, last_seq=batch.seq)
+                       expires_at=now + self.lease_ttl_s, last_seq=batch.seq,
+                       job=batch.job or batch.lease_id)
         for holding in batch.holdings:
             # Slots a lease still holds count even above the cap: their calls are in flight.
             self._bucket(holding.key).in_use += holding.slots
@@ -474,6 +481,11 @@ def get_rate_limiter(default_limits: TierLimits,
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
     return ray.remote(RateLimiter).options(**options).remote(
         default_limits, per_tier if per_tier is not None else {}, lease_ttl_s=lease_ttl_s)
+
+
+def _dead(waiter: _Waiter) -> bool:
+    """Cancelled by its caller, or its lease expired: skipped, never granted."""
+    return waiter.future.done()
 
 
 def _head_node_id() -> str | None:
