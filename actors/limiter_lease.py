@@ -128,6 +128,9 @@ class LimiterLease:
         self._clock: Clock = clock or LoopClock()
         self._session: str | None = None
         self._lease_ttl = DEFAULT_LEASE_TTL_S
+        self._valid_until = -1.0
+        """Stock is served only before then: the limiter may forget us (and refill the
+        buckets in place of our stock) a lease TTL after the last call it answered."""
         self._keys: dict[BucketKey, KeyStock] = {}
         self._seq = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
@@ -188,7 +191,8 @@ class LimiterLease:
             raise ConfigError(reason)
         now = self._clock.now()
         local.note_call(input_tokens, output_tokens, now)
-        if not local.waiters and local.servable(input_tokens, output_tokens, now):
+        if not local.waiters and now < self._valid_until and \
+                local.servable(input_tokens, output_tokens, now):
             permit = self._serve(local, input_tokens, output_tokens)
             self._pump(local)  # top up the stock in the background if it runs low
             return permit
@@ -244,7 +248,8 @@ class LimiterLease:
             waiter = local.waiters[0]
             if waiter.future.done():
                 local.waiters.popleft()
-            elif local.servable(waiter.input_tokens, waiter.output_tokens, self._clock.now()):
+            elif self._clock.now() < self._valid_until and \
+                    local.servable(waiter.input_tokens, waiter.output_tokens, self._clock.now()):
                 local.waiters.popleft()
                 waiter.future.set_result(self._serve(local, waiter.input_tokens,
                                                      waiter.output_tokens))
@@ -296,13 +301,20 @@ class LimiterLease:
         request = GrantRequest(lease_id=self.lease_id, session=self._session or "",
                                seq=next(self._seq), key=local.key, needs=needs,
                                extra=self._headroom(local))
+        sent = self._clock.now()
         grant: Grant = await self._rpc("acquire", request)
         if grant.session is None:  # the limiter forgot us (restart or expiry): register again
             self._session = None
             return None
         if grant.session != self._session:
             return None  # from a registration we have since replaced: its stock is gone
+        self._renewed(sent)
         return grant
+
+    def _renewed(self, sent: float) -> None:
+        """The limiter answered a call we sent at ``sent`` for our session: it keeps our
+        stock until at least a TTL after that (less a margin for clocks and delivery)."""
+        self._valid_until = max(self._valid_until, sent + 0.8 * self._lease_ttl)
 
     def _take(self, local: KeyStock, grant: Grant, needs: list[Need],
               waiters: list[Waiter]) -> None:
@@ -407,8 +419,13 @@ class LimiterLease:
             try:
                 while True:
                     self._again = False
+                    sent = self._clock.now()
                     reply: SettleReply = await self._rpc("settle", self._build_batch(closing))
                     self._adopt(reply)
+                    self._renewed(sent)
+                    for local in self._keys.values():
+                        if local.waiters:  # they may have waited for a renewal only
+                            self._pump(local)
                     if not (self._again and self._dirty_since is not None) or closing:
                         break
             finally:

@@ -461,7 +461,7 @@ async def test_reprs_show_live_state_and_never_a_key() -> None:
         BucketKey(account=api_key, tier="sonnet")
 
 
-@pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets",
+@pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets", "actors.limiter_fair",
                                   "actors.limiter_stock", "actors.frozen", "tests.fake_clock"])
 def test_docstring_examples_hold(name: str) -> None:
     import doctest
@@ -480,3 +480,27 @@ async def test_a_retried_headroom_request_is_granted_once() -> None:
     again = await ask(limiter, "a", session, 2, extra=Amount(requests=4, input_tokens=400))
     assert first == again and first.extra.input_tokens == 400
     assert (await limiter.status()).buckets[0].held.input_tokens == pytest.approx(400)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_lease_the_limiter_forgot_does_not_spend_its_written_off_stock() -> None:
+    """Issue 8's occasional 429: a process stalled past the lease TTL (a loaded machine) came
+    back and served calls from stock that the limiter had written off and refilled."""
+    limiter, clock = make(lease_ttl_s=6.0)
+    lease_clock = FakeClock(start=clock.now())  # the lease's process keeps its own time
+    lease, _ = lease_on(limiter, lease_clock)
+    await _enter_and_leave(lease, 1_000)  # the grant came with headroom for later calls
+    clock.advance(0.05)
+    lease_clock.advance(0.05)  # the call is reported
+    await spin()
+    assert limiter._buckets[KEY].held[1] >= 1_000  # stock the lease holds
+    clock.advance(10)  # the limiter forgets the silent lease and refills in its stock's place
+    lease_clock.t += 10  # ...while the lease's process was stalled (none of its timers ran)
+    level = (await available(limiter)).input_tokens
+    await asyncio.wait_for(_enter_and_leave(lease, 1_000), 1)
+    clock.advance(0.05)
+    lease_clock.advance(0.05)
+    await spin()
+    status = (await limiter.status()).buckets[0]
+    # The call after the stall is counted: the bucket lost its 1,000 tokens.
+    assert status.available.input_tokens + status.held.input_tokens <= level - 1_000 + 10
