@@ -65,6 +65,10 @@ class KeyBuckets:
         self.held = [0.0, 0.0, 0.0]
         self.in_use = 0
         self.paused_until = 0.0
+        self.probing = False
+        """Since a 429: one call (the probe) at a time until the server answers one."""
+        self.probe_until = 0.0
+        """The probe out now is given up on then (its answer lost), and another goes."""
         self.waiters = FairQueue()
         """Grant requests (the limiter's ``_Waiter``): fair between jobs, FIFO within one."""
         self.timer: Cancellable | None = None
@@ -99,6 +103,8 @@ class KeyBuckets:
         """None if ``need`` fits now; else when to look again (``inf``: on an event only)."""
         if now < self.paused_until:
             return self.paused_until
+        if self.probing and now < self.probe_until:
+            return self.probe_until
         if need.slot:
             if now < grace_until:
                 return grace_until

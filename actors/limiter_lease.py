@@ -319,6 +319,10 @@ class LimiterLease:
     def _take(self, local: KeyStock, grant: Grant, needs: list[Need],
               waiters: list[Waiter]) -> None:
         local.add(grant, needs)
+        if grant.granted and grant.view is not None and not grant.view.paused_for_s:
+            # The limiter's pause is over (it granted): ours, a hair later, must not hold the
+            # grant back while the cluster waits for this call as its probe.
+            local.paused_until = min(local.paused_until, self._clock.now())
         if grant.rejected is not None and waiters:
             refused = waiters[0]  # the limiter only ever refuses the first need
             if refused in local.waiters:
@@ -334,8 +338,11 @@ class LimiterLease:
         local = permit._stock
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
+        local.answered += 1
         self._unflushed_settles += 1
         self._mark_dirty()
+        if local.probing:
+            self._start_flush()  # the probe got through: the cluster waits to hear it
         # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
         # the limiter then hears from each process about 20 times a second at most.
         rate = sum(x.rate for x in self._keys.values())
@@ -455,7 +462,10 @@ class LimiterLease:
     def _see(self, view: KeyView) -> None:
         local = self._local(view.key)
         local.see(view, self._clock.now())
-        if view.waiting_others and (any(local.stock) or local.spare_slots):
+        # A 429 pause: no stock may go out after it, or every process sends what it holds at
+        # once. While probing, only a lease with calls queued keeps stock (the probe's grant).
+        halted = view.paused_for_s > 0 or (view.probing and not local.waiters)
+        if (view.waiting_others or halted) and (any(local.stock) or local.spare_slots):
             self._give_back(local)
             self._start_flush()  # others are waiting for exactly this
 

@@ -66,6 +66,7 @@ class KeyStock:
         self.returned = [0.0, 0.0, 0.0]
         self.charged = [0.0, 0.0, 0.0]
         self.released = 0
+        self.answered = 0
         self.headers: tuple[HeaderReading, float] | None = None
         self.retry_after: tuple[float, float] | None = None
 
@@ -76,12 +77,17 @@ class KeyStock:
         """Other processes are waiting for this key (as of our last word from the limiter)."""
         return self.view is not None and self.view.waiting_others > 0
 
+    @property
+    def probing(self) -> bool:
+        """Since a 429 the limiter lets one call out at a time: keep no stock."""
+        return self.view is not None and self.view.probing
+
     def holds_anything(self) -> bool:
         return bool(self.inflight or self.spare_slots or any(self.stock) or self.waiters)
 
     def unreported(self) -> bool:
         return bool(any(self.used) or any(self.returned) or any(self.charged) or self.released
-                    or self.headers or self.retry_after)
+                    or self.headers or self.retry_after or self.answered)
 
     def servable(self, input_tokens: int, output_tokens: int, now: float) -> bool:
         stock = self.stock
@@ -214,9 +220,10 @@ class KeyStock:
             retry = max(0.0, pause - (now - seen))
         report = KeyReport(key=self.key, used=Amount.of(self.used),
                            returned=Amount.of(self.returned), charged=Amount.of(self.charged),
-                           released_slots=self.released, headers=headers, retry_after_s=retry)
+                           released_slots=self.released, headers=headers, retry_after_s=retry,
+                           answered=self.answered)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
-        self.released, self.headers, self.retry_after = 0, None, None
+        self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
         return report
 
     def __repr__(self) -> str:

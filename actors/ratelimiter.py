@@ -24,6 +24,8 @@ in lease stocks):
   each gets an equal share of the limit that binds, however many requests the others park.
   The waiter whose turn it is blocks everything behind it, so a large request is never
   starved by small ones. A request larger than a bucket is refused at once.
+* A 429 pauses the key for everyone for its ``retry-after``; then one call (the probe) is
+  granted at a time until the server answers one, and leases hold no stock meanwhile.
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
 * Waiting is a future, never an occupied loop: settles always get through (docs/ray-facts.md §2's
   measured deadlock), and a lease parks at most one grant request per key.
@@ -78,6 +80,8 @@ _EXTRA_SHARE = 0.25
 """Headroom for a lease's stock takes at most this share of what a bucket has left, so one
 process cannot drain a bucket into its stock while others have yet to ask."""
 _WAIT_BOUNDS = [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60]
+PROBE_TIMEOUT_S = 5.0
+"""After a 429 pause one probe goes out; with no answer in this long, the next one does."""
 
 
 class BucketStatus(BaseModel):
@@ -94,6 +98,8 @@ class BucketStatus(BaseModel):
     in_use: int
     waiting: int
     paused_for_s: float
+    probing: bool = False
+    """One call at a time since a 429, until the server answers one."""
 
 
 class LimiterStatus(BaseModel):
@@ -273,7 +279,7 @@ class RateLimiter:
                 key=state.key, limits=state.limits, available=Amount.of(state.level),
                 held=Amount.of(state.held), in_use=state.in_use,
                 waiting=sum(len(w.needs) for w in state.waiters if not w.future.done()),
-                paused_for_s=max(0.0, state.paused_until - now)))
+                paused_for_s=max(0.0, state.paused_until - now), probing=state.probing))
         return LimiterStatus(incarnation=self.incarnation, restarted=self.restarted,
                              pid=os.getpid(), leases=len(self._leases), buckets=buckets)
 
@@ -305,12 +311,16 @@ class RateLimiter:
                             or state.blocked_until(need, now, self._grace_until) is not None):
                 break
             spent += dominant_cost(need, state.limits)
+            if state.probing:  # the one call that asks the server whether the storm is over
+                state.probe_until = now + PROBE_TIMEOUT_S
             state.move_to_stock(waiter.lease.held.setdefault(state.key, [0.0, 0.0, 0.0]),
                                 amounts(need))
             if need.slot:
                 state.in_use += 1
                 waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
             granted += 1
+            if state.probing:
+                break
         state.waiters.served(waiter, spent)
         whole = granted == len(waiter.needs) and not self._has_waiters(state)
         extra = self._extra(state, waiter.lease, waiter.extra, now) if whole else Amount()
@@ -322,7 +332,7 @@ class RateLimiter:
 
     def _extra(self, state: KeyBuckets, lease: _Lease, asked: Amount, now: float) -> Amount:
         """Headroom for a lease's stock, from idle capacity only (see ``_EXTRA_SHARE``)."""
-        if not asked or now < state.paused_until:
+        if not asked or now < state.paused_until or state.probing:
             return Amount()
         give = [float(math.floor(min(want, max(0.0, level) * _EXTRA_SHARE)))
                 for want, level in zip(asked.as_tuple(), state.level, strict=True)]
@@ -372,10 +382,15 @@ class RateLimiter:
         if report.headers is not None:
             state.correct(report.headers)
         if report.retry_after_s is not None:
+            # Pause for everyone, then send one probe; the rest wait for its answer rather
+            # than all retrying at the end of the pause into the same 429 (issue 12, D2).
+            state.probing, state.probe_until = True, 0.0
             until = now + max(0.0, report.retry_after_s)
             if until > state.paused_until:
                 state.paused_until = until
                 self._metrics.pauses.inc(1, tags={"tier": state.key.tier})
+        elif report.answered:
+            state.probing = False
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -441,7 +456,8 @@ class RateLimiter:
     def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
-                       paused_for_s=max(0.0, state.paused_until - self._clock.now()))
+                       paused_for_s=max(0.0, state.paused_until - self._clock.now()),
+                       probing=state.probing)
 
 
 def get_rate_limiter(default_limits: TierLimits,
