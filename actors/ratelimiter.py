@@ -389,7 +389,9 @@ class RateLimiter:
             if until > state.paused_until:
                 state.paused_until = until
                 self._metrics.pauses.inc(1, tags={"tier": state.key.tier})
-        elif report.answered:
+        elif report.answered and state.probe_until > 0 and now >= state.paused_until:
+            # Answers of calls sent before the pause say nothing of the storm: only one that
+            # lands once a probe went out ends it (a slow old call may pass for it, rarely).
             state.probing = False
 
     # -- leases ------------------------------------------------------------------------------

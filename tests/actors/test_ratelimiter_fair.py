@@ -117,3 +117,31 @@ async def test_in_a_429_storm_one_probe_goes_out_per_retry_after_and_no_call_fai
     # every waiting call went at the end of each pause: 120.)
     assert len(in_storm) <= 40 + (STORM[1] - STORM[0]) / RETRY_AFTER_S, sorted(in_storm)
     assert sum(c.result() for c in calls) == 400  # no call failed
+
+
+@pytest.mark.asyncio
+async def test_after_a_pause_one_probe_is_granted_and_an_old_calls_answer_does_not_end_it(
+        ) -> None:
+    limiter, clock = make()
+    a = (await limiter.settle(SettleBatch(lease_id="a", session=None, seq=1))).session
+    b = (await limiter.settle(SettleBatch(lease_id="b", session=None, seq=1))).session
+    await limiter.settle(SettleBatch(lease_id="a", session=a, seq=2, reports=[
+        KeyReport(key=KEY, retry_after_s=2)]))
+    # A call sent before the 429 is answered during the pause: it says nothing of the storm.
+    await limiter.settle(SettleBatch(lease_id="b", session=b, seq=2, reports=[
+        KeyReport(key=KEY, answered=1)]))
+    asks = [asyncio.ensure_future(limiter.acquire(GrantRequest(
+        lease_id=lease, session=session, seq=3, key=KEY, needs=[Need(input_tokens=10,
+                                                                    output_tokens=0)])))
+        for lease, session in (("a", a), ("b", b))]
+    clock.advance(2)
+    await spin()
+    assert [t.done() for t in asks].count(True) == 1  # the probe
+    clock.advance(1)
+    await spin()
+    assert [t.done() for t in asks].count(True) == 1  # the others wait for its answer
+    prober = "a" if asks[0].done() else "b"
+    await limiter.settle(SettleBatch(lease_id=prober, session=a if prober == "a" else b, seq=4,
+                                     reports=[KeyReport(key=KEY, answered=1)]))
+    await spin()
+    assert all(t.done() for t in asks)
