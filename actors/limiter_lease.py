@@ -62,13 +62,13 @@ class Permit:
     may have been billed) and frees the concurrency slot.
     """
 
-    __slots__ = ("_done", "_lease", "_stock", "input_tokens", "output_tokens")
+    __slots__ = ("_done", "_landed", "_lease", "_stock", "input_tokens", "output_tokens")
 
     def __init__(self, lease: LimiterLease, stock: KeyStock, input_tokens: int,
                  output_tokens: int) -> None:
         self._lease, self._stock = lease, stock
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
-        self._done = False
+        self._done = self._landed = False
 
     def __repr__(self) -> str:
         return (f"Permit({self._stock.key.tier}, in={self.input_tokens}, "
@@ -97,7 +97,7 @@ class Permit:
         """
         if not self._done:
             self._done = True
-            self._lease._rate_limited(self._stock, retry_after_s, headers)
+            self._lease._rate_limited(self, retry_after_s, headers)
 
 
 class LimiterLease:
@@ -218,7 +218,7 @@ class LimiterLease:
         return Permit(self, local, input_tokens, output_tokens)
 
     def _undo(self, permit: Permit) -> None:
-        permit._done = True
+        permit._done = permit._landed = True
         permit._stock.put_back(permit.input_tokens, permit.output_tokens)
         self._pump(permit._stock)
 
@@ -336,6 +336,7 @@ class LimiterLease:
     def _settled(self, permit: Permit, input_tokens: int, output_tokens: int,
                  headers: Mapping[str, str] | None) -> None:
         local = permit._stock
+        self._land(permit)
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
         local.answered += 1
@@ -353,8 +354,10 @@ class LimiterLease:
             self._give_back(local)  # others wait for these tokens: send them now
             self._start_flush()
 
-    def _rate_limited(self, local: KeyStock, retry_after_s: float | None,
+    def _rate_limited(self, permit: Permit, retry_after_s: float | None,
                       headers: Mapping[str, str] | None) -> None:
+        local = permit._stock
+        self._land(permit)
         now = self._clock.now()
         pause = DEFAULT_PAUSE_S if retry_after_s is None else max(0.0, retry_after_s)
         local.paused_until = max(local.paused_until, now + pause)
@@ -371,6 +374,7 @@ class LimiterLease:
     def _finished(self, permit: Permit) -> None:
         """The call left its ``reserve`` block: its slot serves the next call or goes back."""
         permit._done = True  # if it was not settled, the reservation stays spent
+        self._land(permit)
         local = permit._stock
         local.inflight -= 1
         if not local.contended and (local.waiters or local.spare_slots < self._batch):
@@ -382,6 +386,13 @@ class LimiterLease:
                 self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)
+
+    def _land(self, permit: Permit) -> None:
+        """The call's reservation counts as used from now (see ``KeyStock.sent``)."""
+        if not permit._landed:
+            permit._landed = True
+            permit._stock.landed(permit.input_tokens, permit.output_tokens)
+            self._mark_dirty()
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -45,6 +45,10 @@ class KeyStock:
         self.key = key
         self.stock = [0.0, 0.0, 0.0]
         """Requests, input tokens, output tokens: granted to us, not used yet."""
+        self.sent = [0.0, 0.0, 0.0]
+        """Reserved by calls in flight: reported as used only once they are answered (or
+        given up on), so the limiter's buckets refill no earlier than the server's, whose
+        refill starts when a request *arrives*, after we took its permit (issue 8's 429)."""
         self.spare_slots = 0
         self.inflight = 0
         self.waiters: deque[Waiter] = deque()
@@ -146,10 +150,10 @@ class KeyStock:
                             0.8 * self.typical[1] + 0.2 * output_tokens)
 
     def take(self, input_tokens: int, output_tokens: int, now: float) -> None:
-        """Serve a call from stock: it holds a slot and its reservation is used."""
+        """Serve a call from stock: it holds a slot and its reservation is in flight."""
         for i, amount in enumerate((1, input_tokens, output_tokens)):
             self.stock[i] -= amount
-            self.used[i] += amount
+            self.sent[i] += amount
         self.spare_slots -= 1
         self.inflight += 1
         started, calls = self._window
@@ -163,9 +167,15 @@ class KeyStock:
         """Undo ``take`` for a call that never started (its caller was cancelled)."""
         for i, amount in enumerate((1, input_tokens, output_tokens)):
             self.stock[i] += amount
-            self.used[i] -= amount
+            self.sent[i] -= amount
         self.inflight -= 1
         self.spare_slots += 1
+
+    def landed(self, input_tokens: int, output_tokens: int) -> None:
+        """A call in flight was answered or given up on: its reservation is used."""
+        for i, amount in enumerate((1, input_tokens, output_tokens)):
+            self.sent[i] -= amount
+            self.used[i] += amount
 
     def refund(self, reserved: tuple[int, int], actual: tuple[int, int]) -> None:
         """Settle a call: keep what it over-reserved in stock, owe what it under-reserved."""
