@@ -17,6 +17,8 @@ Prints ONE JSON line:
 * ``server_429``: 429s the emulator sent (goal 0).
 * ``ceiling_fraction``: billed mapper input tokens beyond the full bucket, over what the
   refill allowed from the first job's map start to the last job's end (goal >= 0.97).
+* ``binding_fraction``: billed mapper input over the refill, by answer time, from 10 s after
+  the first answer to the last: how much of a binding limit is used once the burst is spent.
 * ``min_share_while_all_ran``: while all three jobs ran, the smallest job's share of the
   mapper input tokens billed in that window (fair = 0.333; goal >= 0.25).
 * ``ledger_equals_bill``: the one Ledger's USD equals the emulator's bill.
@@ -47,6 +49,8 @@ SHARES = (0.45, 0.45, 0.10)
 NOTE_TOKENS = 16
 START_LINE_TIMEOUT_S = 600.0
 """A job whose siblings never arrive (one failed to start) gives up instead of waiting on."""
+BURST_S = 10.0
+"""``binding_fraction`` starts this long after the first answer: the full bucket is spent."""
 SMALL_JOB = "job2"
 """The short job (``ray job submit``): it starts once both big jobs have mapped a chunk."""
 
@@ -136,11 +140,26 @@ def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
     return {
         "server_429": stats["responses_by_status"].get("429", 0),
         "ceiling_fraction": round(max(0, billed - itpm) / allowed, 3) if allowed else None,
+        "binding_fraction": _binding_fraction(rows, itpm),
         "min_share_while_all_ran": round(min(per_job.values()) / total, 3) if total else None,
         "all_ran_s": round(together[1] - together[0], 1),
         "ledger_equals_bill": ledger_usd == Decimal(stats["total_cost_usd"]),
         "wall_s": round(last - first, 1),
     }
+
+
+def _binding_fraction(rows: list[Any], itpm: int) -> float | None:
+    """Mapper input billed over the refill, by answer time, from ``BURST_S`` after the first
+    answer to the last: the limit's use once the burst is spent, with no start-up or reduce
+    at either end (``ceiling_fraction`` subtracts the bucket in reserved tokens, which are
+    estimates, from billed ones, and counts both ends)."""
+    answers = [(r.started_at + (r.latency_s or 0.0), r.input_tokens) for r in rows
+               if "haiku" in r.model and r.http_status == 200]
+    if not answers:
+        return None
+    start, end = min(t for t, _ in answers) + BURST_S, max(t for t, _ in answers)
+    inside = sum(n for t, n in answers if start < t <= end)
+    return round(inside / (itpm / 60 * (end - start)), 3) if end > start else None
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
