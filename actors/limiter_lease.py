@@ -91,7 +91,8 @@ class Permit:
 
     def rate_limited(self, *, retry_after_s: float | None = None,
                      headers: Mapping[str, str] | None = None) -> None:
-        """Report a 429: the bucket pauses cluster-wide for ``retry_after_s`` (1 s if unknown).
+        """Report a 429: the bucket pauses cluster-wide for ``retry_after_s`` (1 s if unknown),
+        then lets one call (the probe) out at a time until the server answers one.
 
         The reservation stays spent.
         """
