@@ -1,4 +1,4 @@
-"""One key's token buckets, concurrency count and FIFO queue, and the clock they read.
+"""One key's token buckets, concurrency count and queue of grant requests, and their clock.
 
 The arithmetic of :class:`~actors.ratelimiter.RateLimiter`, kept apart so that the actor class
 reads as the protocol it speaks. Levels are recomputed lazily from the clock on each look.
@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
+from actors.limiter_fair import FairQueue
 from actors.limits import BucketKey, HeaderReading, Need, TierLimits
 
 _ROUNDING = (2.0, 1000.0, 1000.0)
@@ -56,7 +56,7 @@ class LoopClock:
 
 
 class KeyBuckets:
-    """One key's three buckets, its concurrency count and its FIFO queue of grant requests."""
+    """One key's three buckets, its concurrency count and its queue of grant requests."""
 
     def __init__(self, key: BucketKey, limits: TierLimits, *, level: list[float],
                  stamp: float) -> None:
@@ -65,8 +65,12 @@ class KeyBuckets:
         self.held = [0.0, 0.0, 0.0]
         self.in_use = 0
         self.paused_until = 0.0
-        self.waiters: deque[Any] = deque()
-        """Grant requests (the limiter's ``_Waiter``), first come first served."""
+        self.probing = False
+        """Since a 429: one call (the probe) at a time until the server answers one."""
+        self.probe_until = 0.0
+        """The probe out now is given up on then (its answer lost), and another goes."""
+        self.waiters = FairQueue()
+        """Grant requests (the limiter's ``_Waiter``): fair between jobs, FIFO within one."""
         self.timer: Cancellable | None = None
 
     def refill(self, now: float) -> None:
@@ -99,6 +103,8 @@ class KeyBuckets:
         """None if ``need`` fits now; else when to look again (``inf``: on an event only)."""
         if now < self.paused_until:
             return self.paused_until
+        if self.probing and now < self.probe_until:
+            return self.probe_until
         if need.slot:
             if now < grace_until:
                 return grace_until

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from actors.errors import ConfigError
@@ -61,13 +62,13 @@ class Permit:
     may have been billed) and frees the concurrency slot.
     """
 
-    __slots__ = ("_done", "_lease", "_stock", "input_tokens", "output_tokens")
+    __slots__ = ("_done", "_landed", "_lease", "_stock", "input_tokens", "output_tokens")
 
     def __init__(self, lease: LimiterLease, stock: KeyStock, input_tokens: int,
                  output_tokens: int) -> None:
         self._lease, self._stock = lease, stock
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
-        self._done = False
+        self._done = self._landed = False
 
     def __repr__(self) -> str:
         return (f"Permit({self._stock.key.tier}, in={self.input_tokens}, "
@@ -90,13 +91,14 @@ class Permit:
 
     def rate_limited(self, *, retry_after_s: float | None = None,
                      headers: Mapping[str, str] | None = None) -> None:
-        """Report a 429: the bucket pauses cluster-wide for ``retry_after_s`` (1 s if unknown).
+        """Report a 429: the bucket pauses cluster-wide for ``retry_after_s`` (1 s if unknown),
+        then lets one call (the probe) out at a time until the server answers one.
 
         The reservation stays spent.
         """
         if not self._done:
             self._done = True
-            self._lease._rate_limited(self._stock, retry_after_s, headers)
+            self._lease._rate_limited(self, retry_after_s, headers)
 
 
 class LimiterLease:
@@ -111,19 +113,25 @@ class LimiterLease:
         idle_ttl_s: Unused stock and spare slots go back after this long without a call.
         give_up_after_s: How long to retry a limiter that cannot be reached before raising.
         clock: Time source and timers (tests pass a fake one).
+        job: Whose share this lease draws from when several jobs wait for one limit; by
+            default the Ray job of this process (an actor's is its creator's: the driver).
     """
 
     def __init__(self, limiter: Any, *, batch_size: int = 16, flush_interval_s: float = 0.05,
                  idle_ttl_s: float = 1.0, give_up_after_s: float = 120.0,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, job: str | None = None) -> None:
         self._limiter = limiter if isinstance(limiter, Singleton) else \
             Singleton(None, None, handle=limiter, give_up_after_s=give_up_after_s)
         self.lease_id = uuid.uuid4().hex
+        self.job = job if job is not None else _ray_job_id()
         self._batch, self._flush_interval = batch_size, flush_interval_s
         self._idle_ttl, self._give_up_after = idle_ttl_s, give_up_after_s
         self._clock: Clock = clock or LoopClock()
         self._session: str | None = None
         self._lease_ttl = DEFAULT_LEASE_TTL_S
+        self._valid_until = -1.0
+        """Stock is served only before then: the limiter may forget us (and refill the
+        buckets in place of our stock) a lease TTL after the last call it answered."""
         self._keys: dict[BucketKey, KeyStock] = {}
         self._seq = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
@@ -184,7 +192,8 @@ class LimiterLease:
             raise ConfigError(reason)
         now = self._clock.now()
         local.note_call(input_tokens, output_tokens, now)
-        if not local.waiters and local.servable(input_tokens, output_tokens, now):
+        if not local.waiters and now < self._valid_until and \
+                local.servable(input_tokens, output_tokens, now):
             permit = self._serve(local, input_tokens, output_tokens)
             self._pump(local)  # top up the stock in the background if it runs low
             return permit
@@ -210,7 +219,7 @@ class LimiterLease:
         return Permit(self, local, input_tokens, output_tokens)
 
     def _undo(self, permit: Permit) -> None:
-        permit._done = True
+        permit._done = permit._landed = True
         permit._stock.put_back(permit.input_tokens, permit.output_tokens)
         self._pump(permit._stock)
 
@@ -240,7 +249,8 @@ class LimiterLease:
             waiter = local.waiters[0]
             if waiter.future.done():
                 local.waiters.popleft()
-            elif local.servable(waiter.input_tokens, waiter.output_tokens, self._clock.now()):
+            elif self._clock.now() < self._valid_until and \
+                    local.servable(waiter.input_tokens, waiter.output_tokens, self._clock.now()):
                 local.waiters.popleft()
                 waiter.future.set_result(self._serve(local, waiter.input_tokens,
                                                      waiter.output_tokens))
@@ -292,17 +302,28 @@ class LimiterLease:
         request = GrantRequest(lease_id=self.lease_id, session=self._session or "",
                                seq=next(self._seq), key=local.key, needs=needs,
                                extra=self._headroom(local))
+        sent = self._clock.now()
         grant: Grant = await self._rpc("acquire", request)
         if grant.session is None:  # the limiter forgot us (restart or expiry): register again
             self._session = None
             return None
         if grant.session != self._session:
             return None  # from a registration we have since replaced: its stock is gone
+        self._renewed(sent)
         return grant
+
+    def _renewed(self, sent: float) -> None:
+        """The limiter answered a call we sent at ``sent`` for our session: it keeps our
+        stock until at least a TTL after that (less a margin for clocks and delivery)."""
+        self._valid_until = max(self._valid_until, sent + 0.8 * self._lease_ttl)
 
     def _take(self, local: KeyStock, grant: Grant, needs: list[Need],
               waiters: list[Waiter]) -> None:
         local.add(grant, needs)
+        if grant.granted and grant.view is not None and not grant.view.paused_for_s:
+            # The limiter's pause is over (it granted): ours, a hair later, must not hold the
+            # grant back while the cluster waits for this call as its probe.
+            local.paused_until = min(local.paused_until, self._clock.now())
         if grant.rejected is not None and waiters:
             refused = waiters[0]  # the limiter only ever refuses the first need
             if refused in local.waiters:
@@ -316,10 +337,14 @@ class LimiterLease:
     def _settled(self, permit: Permit, input_tokens: int, output_tokens: int,
                  headers: Mapping[str, str] | None) -> None:
         local = permit._stock
+        self._land(permit)
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
+        local.answered += 1
         self._unflushed_settles += 1
         self._mark_dirty()
+        if local.probing:
+            self._start_flush()  # the probe got through: the cluster waits to hear it
         # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
         # the limiter then hears from each process about 20 times a second at most.
         rate = sum(x.rate for x in self._keys.values())
@@ -330,8 +355,10 @@ class LimiterLease:
             self._give_back(local)  # others wait for these tokens: send them now
             self._start_flush()
 
-    def _rate_limited(self, local: KeyStock, retry_after_s: float | None,
+    def _rate_limited(self, permit: Permit, retry_after_s: float | None,
                       headers: Mapping[str, str] | None) -> None:
+        local = permit._stock
+        self._land(permit)
         now = self._clock.now()
         pause = DEFAULT_PAUSE_S if retry_after_s is None else max(0.0, retry_after_s)
         local.paused_until = max(local.paused_until, now + pause)
@@ -348,6 +375,7 @@ class LimiterLease:
     def _finished(self, permit: Permit) -> None:
         """The call left its ``reserve`` block: its slot serves the next call or goes back."""
         permit._done = True  # if it was not settled, the reservation stays spent
+        self._land(permit)
         local = permit._stock
         local.inflight -= 1
         if not local.contended and (local.waiters or local.spare_slots < self._batch):
@@ -359,6 +387,13 @@ class LimiterLease:
                 self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)
+
+    def _land(self, permit: Permit) -> None:
+        """The call's reservation counts as used from now (see ``KeyStock.sent``)."""
+        if not permit._landed:
+            permit._landed = True
+            permit._stock.landed(permit.input_tokens, permit.output_tokens)
+            self._mark_dirty()
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -403,8 +438,13 @@ class LimiterLease:
             try:
                 while True:
                     self._again = False
+                    sent = self._clock.now()
                     reply: SettleReply = await self._rpc("settle", self._build_batch(closing))
                     self._adopt(reply)
+                    self._renewed(sent)
+                    for local in self._keys.values():
+                        if local.waiters:  # they may have waited for a renewal only
+                            self._pump(local)
                     if not (self._again and self._dirty_since is not None) or closing:
                         break
             finally:
@@ -418,7 +458,7 @@ class LimiterLease:
         self._dirty_since, self._unflushed_settles = None, 0
         self._last_sent = now
         return SettleBatch(lease_id=self.lease_id, session=self._session, seq=next(self._seq),
-                           holdings=holdings, reports=reports, closing=closing)
+                           holdings=holdings, reports=reports, job=self.job, closing=closing)
 
     def _adopt(self, reply: SettleReply) -> None:
         """Take in a settle reply; a new session means our old stock no longer exists."""
@@ -434,7 +474,10 @@ class LimiterLease:
     def _see(self, view: KeyView) -> None:
         local = self._local(view.key)
         local.see(view, self._clock.now())
-        if view.waiting_others and (any(local.stock) or local.spare_slots):
+        # A 429 pause: no stock may go out after it, or every process sends what it holds at
+        # once. While probing, only a lease with calls queued keeps stock (the probe's grant).
+        halted = view.paused_for_s > 0 or (view.probing and not local.waiters)
+        if (view.waiting_others or halted) and (any(local.stock) or local.spare_slots):
             self._give_back(local)
             self._start_flush()  # others are waiting for exactly this
 
@@ -468,3 +511,11 @@ class LimiterLease:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _ray_job_id() -> str | None:
+    """The Ray job of this process: what a user calls a job (one driver, one ``ray job
+    submit``, one ``raytroupe run``); None outside Ray."""
+    if not ray.is_initialized():
+        return None
+    return str(ray.get_runtime_context().get_job_id())

@@ -45,6 +45,10 @@ class KeyStock:
         self.key = key
         self.stock = [0.0, 0.0, 0.0]
         """Requests, input tokens, output tokens: granted to us, not used yet."""
+        self.sent = [0.0, 0.0, 0.0]
+        """Reserved by calls in flight: reported as used only once they are answered (or
+        given up on), so the limiter's buckets refill no earlier than the server's, whose
+        refill starts when a request *arrives*, after we took its permit (issue 8's 429)."""
         self.spare_slots = 0
         self.inflight = 0
         self.waiters: deque[Waiter] = deque()
@@ -66,6 +70,7 @@ class KeyStock:
         self.returned = [0.0, 0.0, 0.0]
         self.charged = [0.0, 0.0, 0.0]
         self.released = 0
+        self.answered = 0
         self.headers: tuple[HeaderReading, float] | None = None
         self.retry_after: tuple[float, float] | None = None
 
@@ -76,12 +81,17 @@ class KeyStock:
         """Other processes are waiting for this key (as of our last word from the limiter)."""
         return self.view is not None and self.view.waiting_others > 0
 
+    @property
+    def probing(self) -> bool:
+        """Since a 429 the limiter lets one call out at a time: keep no stock."""
+        return self.view is not None and self.view.probing
+
     def holds_anything(self) -> bool:
         return bool(self.inflight or self.spare_slots or any(self.stock) or self.waiters)
 
     def unreported(self) -> bool:
         return bool(any(self.used) or any(self.returned) or any(self.charged) or self.released
-                    or self.headers or self.retry_after)
+                    or self.headers or self.retry_after or self.answered)
 
     def servable(self, input_tokens: int, output_tokens: int, now: float) -> bool:
         stock = self.stock
@@ -140,10 +150,10 @@ class KeyStock:
                             0.8 * self.typical[1] + 0.2 * output_tokens)
 
     def take(self, input_tokens: int, output_tokens: int, now: float) -> None:
-        """Serve a call from stock: it holds a slot and its reservation is used."""
+        """Serve a call from stock: it holds a slot and its reservation is in flight."""
         for i, amount in enumerate((1, input_tokens, output_tokens)):
             self.stock[i] -= amount
-            self.used[i] += amount
+            self.sent[i] += amount
         self.spare_slots -= 1
         self.inflight += 1
         started, calls = self._window
@@ -157,9 +167,15 @@ class KeyStock:
         """Undo ``take`` for a call that never started (its caller was cancelled)."""
         for i, amount in enumerate((1, input_tokens, output_tokens)):
             self.stock[i] += amount
-            self.used[i] -= amount
+            self.sent[i] -= amount
         self.inflight -= 1
         self.spare_slots += 1
+
+    def landed(self, input_tokens: int, output_tokens: int) -> None:
+        """A call in flight was answered or given up on: its reservation is used."""
+        for i, amount in enumerate((1, input_tokens, output_tokens)):
+            self.sent[i] -= amount
+            self.used[i] += amount
 
     def refund(self, reserved: tuple[int, int], actual: tuple[int, int]) -> None:
         """Settle a call: keep what it over-reserved in stock, owe what it under-reserved."""
@@ -214,9 +230,10 @@ class KeyStock:
             retry = max(0.0, pause - (now - seen))
         report = KeyReport(key=self.key, used=Amount.of(self.used),
                            returned=Amount.of(self.returned), charged=Amount.of(self.charged),
-                           released_slots=self.released, headers=headers, retry_after_s=retry)
+                           released_slots=self.released, headers=headers, retry_after_s=retry,
+                           answered=self.answered)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
-        self.released, self.headers, self.retry_after = 0, None, None
+        self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
         return report
 
     def __repr__(self) -> str:

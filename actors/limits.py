@@ -134,6 +134,8 @@ class KeyView(_Frozen):
     """Parked grant requests of *other* leases: when above 0, give stock back."""
     paused_for_s: float = 0.0
     """Seconds left of a 429 pause; no call may start before then."""
+    probing: bool = False
+    """After a 429 pause, one call at a time goes out until one is answered: hold no stock."""
 
 
 class Grant(_Frozen):
@@ -186,6 +188,8 @@ class KeyReport(_Frozen):
     headers: HeaderReading | None = None
     retry_after_s: float | None = None
     """Set when a call got a 429: the bucket pauses cluster-wide for this long."""
+    answered: int = Field(default=0, ge=0)
+    """Calls the server answered (anything but a 429): after a pause, the probe got through."""
 
 
 class SettleBatch(_Frozen):
@@ -198,6 +202,9 @@ class SettleBatch(_Frozen):
     holdings: list[Holding] = Field(default_factory=list)
     """Every slot the lease holds, so a new registration starts from the truth."""
     reports: list[KeyReport] = Field(default_factory=list)
+    job: str | None = None
+    """The lease's job (its process's Ray job id): waiters of different jobs take turns.
+    None: the lease is a job of its own."""
     closing: bool = False
     """The lease is closing: forget it (after applying the reports)."""
 

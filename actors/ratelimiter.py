@@ -19,8 +19,13 @@ in lease stocks):
   from; grants in any window of ``w`` seconds are at most ``capacity + refill * w``.
 * A slot is granted only while ``in_use`` (slots held by live leases) is below
   ``max_concurrency``; slots that leases re-register after a restart count even above it.
-* A grant waits in a FIFO queue: the head blocks everything behind it, so a large request is
-  never starved by small ones. A request larger than a bucket is refused at once.
+* A grant waits in its job's FIFO queue, and jobs take turns (start-time fair queueing by each
+  need's largest share of a bucket, :mod:`actors.limiter_fair`): while several jobs wait,
+  each gets an equal share of the limit that binds, however many requests the others park.
+  The waiter whose turn it is blocks everything behind it, so a large request is never
+  starved by small ones. A request larger than a bucket is refused at once.
+* A 429 pauses the key for everyone for its ``retry-after``; then one call (the probe) is
+  granted at a time until the server answers one, and leases hold no stock meanwhile.
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
 * Waiting is a future, never an occupied loop: settles always get through (docs/ray-facts.md §2's
   measured deadlock), and a lease parks at most one grant request per key.
@@ -51,6 +56,7 @@ from ray.util.metrics import Counter, Gauge, Histogram
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.limiter_buckets import Cancellable, Clock, KeyBuckets, LoopClock, amounts
+from actors.limiter_fair import dominant_cost
 from actors.limits import (
     Amount,
     BucketKey,
@@ -74,6 +80,8 @@ _EXTRA_SHARE = 0.25
 """Headroom for a lease's stock takes at most this share of what a bucket has left, so one
 process cannot drain a bucket into its stock while others have yet to ask."""
 _WAIT_BOUNDS = [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60]
+PROBE_TIMEOUT_S = 5.0
+"""After a 429 pause one probe goes out; with no answer in this long, the next one does."""
 
 
 class BucketStatus(BaseModel):
@@ -90,6 +98,8 @@ class BucketStatus(BaseModel):
     in_use: int
     waiting: int
     paused_for_s: float
+    probing: bool = False
+    """One call at a time since a 429, until the server answers one."""
 
 
 class LimiterStatus(BaseModel):
@@ -113,6 +123,8 @@ class _Lease:
     session: str
     expires_at: float
     last_seq: int
+    job: str
+    """The Ray job the lease's process belongs to: the unit of fairness."""
     slots: dict[BucketKey, int] = field(default_factory=dict)
     held: dict[BucketKey, list[float]] = field(default_factory=dict)
     acquires: dict[BucketKey, tuple[int, asyncio.Future[Grant]]] = field(default_factory=dict)
@@ -200,7 +212,7 @@ class RateLimiter:
             future.set_result(Grant(session=lease.session, extra=extra, rejected=rejected,
                                     view=self._view(state, lease)))
             return future.result()
-        state.waiters.append(_Waiter(lease, needs, request.extra, future, now))
+        state.waiters.push(lease.job, _Waiter(lease, needs, request.extra, future, now))
         self._dispatch(state)
         return await future
 
@@ -267,7 +279,7 @@ class RateLimiter:
                 key=state.key, limits=state.limits, available=Amount.of(state.level),
                 held=Amount.of(state.held), in_use=state.in_use,
                 waiting=sum(len(w.needs) for w in state.waiters if not w.future.done()),
-                paused_for_s=max(0.0, state.paused_until - now)))
+                paused_for_s=max(0.0, state.paused_until - now), probing=state.probing))
         return LimiterStatus(incarnation=self.incarnation, restarted=self.restarted,
                              pid=os.getpid(), leases=len(self._leases), buckets=buckets)
 
@@ -280,32 +292,36 @@ class RateLimiter:
             state.timer = None
         now = self._clock.now()
         state.refill(now)
-        while state.waiters:
-            waiter = state.waiters[0]
-            if waiter.future.done():  # cancelled by its caller, or its lease expired
-                state.waiters.popleft()
-                continue
+        while (waiter := state.waiters.turn(_dead)) is not None:
             wake_at = state.blocked_until(waiter.needs[0], now, self._grace_until)
             if wake_at is not None:
                 if wake_at < math.inf:
                     state.timer = self._clock.call_at(wake_at, partial(self._dispatch, state))
                 break
-            state.waiters.popleft()
             self._grant(state, waiter, now)
         self._metrics.depth.set(sum(len(w.needs) for w in state.waiters),
                                 tags={"tier": state.key.tier})
 
     def _grant(self, state: KeyBuckets, waiter: _Waiter, now: float) -> None:
-        granted = 0
+        """Grant the waiter the prefix of its needs that fits and its job's turn allows."""
+        granted, spent = 0, 0.0
+        allowance = state.waiters.allowance(waiter)
         for need in waiter.needs:
-            if granted and state.blocked_until(need, now, self._grace_until) is not None:
+            if granted and (spent > allowance - 1e-9  # another job's turn
+                            or state.blocked_until(need, now, self._grace_until) is not None):
                 break
+            spent += dominant_cost(need, state.limits)
+            if state.probing:  # the one call that asks the server whether the storm is over
+                state.probe_until = now + PROBE_TIMEOUT_S
             state.move_to_stock(waiter.lease.held.setdefault(state.key, [0.0, 0.0, 0.0]),
                                 amounts(need))
             if need.slot:
                 state.in_use += 1
                 waiter.lease.slots[state.key] = waiter.lease.slots.get(state.key, 0) + 1
             granted += 1
+            if state.probing:
+                break
+        state.waiters.served(waiter, spent)
         whole = granted == len(waiter.needs) and not self._has_waiters(state)
         extra = self._extra(state, waiter.lease, waiter.extra, now) if whole else Amount()
         tags = {"tier": state.key.tier}
@@ -316,7 +332,7 @@ class RateLimiter:
 
     def _extra(self, state: KeyBuckets, lease: _Lease, asked: Amount, now: float) -> Amount:
         """Headroom for a lease's stock, from idle capacity only (see ``_EXTRA_SHARE``)."""
-        if not asked or now < state.paused_until:
+        if not asked or now < state.paused_until or state.probing:
             return Amount()
         give = [float(math.floor(min(want, max(0.0, level) * _EXTRA_SHARE)))
                 for want, level in zip(asked.as_tuple(), state.level, strict=True)]
@@ -366,16 +382,24 @@ class RateLimiter:
         if report.headers is not None:
             state.correct(report.headers)
         if report.retry_after_s is not None:
+            # Pause for everyone, then send one probe; the rest wait for its answer rather
+            # than all retrying at the end of the pause into the same 429 (issue 12, D2).
+            state.probing, state.probe_until = True, 0.0
             until = now + max(0.0, report.retry_after_s)
             if until > state.paused_until:
                 state.paused_until = until
                 self._metrics.pauses.inc(1, tags={"tier": state.key.tier})
+        elif report.answered and state.probe_until > 0 and now >= state.paused_until:
+            # Answers of calls sent before the pause say nothing of the storm: only one that
+            # lands once a probe went out ends it (a slow old call may pass for it, rarely).
+            state.probing = False
 
     # -- leases ------------------------------------------------------------------------------
 
     def _register(self, batch: SettleBatch, now: float) -> _Lease:
         lease = _Lease(batch.lease_id, f"{self.incarnation}-{next(self._sessions)}",
-                       expires_at=now + self.lease_ttl_s, last_seq=batch.seq)
+                       expires_at=now + self.lease_ttl_s, last_seq=batch.seq,
+                       job=batch.job or batch.lease_id)
         for holding in batch.holdings:
             # Slots a lease still holds count even above the cap: their calls are in flight.
             self._bucket(holding.key).in_use += holding.slots
@@ -434,7 +458,8 @@ class RateLimiter:
     def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
-                       paused_for_s=max(0.0, state.paused_until - self._clock.now()))
+                       paused_for_s=max(0.0, state.paused_until - self._clock.now()),
+                       probing=state.probing)
 
 
 def get_rate_limiter(default_limits: TierLimits,
@@ -474,6 +499,11 @@ def get_rate_limiter(default_limits: TierLimits,
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
     return ray.remote(RateLimiter).options(**options).remote(
         default_limits, per_tier if per_tier is not None else {}, lease_ttl_s=lease_ttl_s)
+
+
+def _dead(waiter: _Waiter) -> bool:
+    """Cancelled by its caller, or its lease expired: skipped, never granted."""
+    return waiter.future.done()
 
 
 def _head_node_id() -> str | None:

@@ -5,7 +5,11 @@ subprocess whose input-tokens/min limit on the mappers' tier binds (the runtime'
 given the same number). Three driver processes start together, two as plain processes and one
 through real ``ray job submit``; each maps its part of a ``--chunks`` corpus on one key (two
 take 45 % each, one 10 %: it finishes much earlier, and its end must not take the others'
-limiter or Ledger with it). A start line (a named actor) releases them at once.
+limiter or Ledger with it). A start line (a named actor) releases them at once; the short job
+then starts once both big ones have mapped a chunk (a second line): it joins a limit that
+already binds, the case fairness is about. (Released together, whichever job had its mapper
+hosts up first took the full bucket, and a short job that was first could finish inside that
+burst, leaving no time with all three running to measure a share in.)
 
 Prints ONE JSON line:
 
@@ -13,6 +17,8 @@ Prints ONE JSON line:
 * ``server_429``: 429s the emulator sent (goal 0).
 * ``ceiling_fraction``: billed mapper input tokens beyond the full bucket, over what the
   refill allowed from the first job's map start to the last job's end (goal >= 0.97).
+* ``binding_fraction``: billed mapper input over the refill, by answer time, from 10 s after
+  the first answer to the last: how much of a binding limit is used once the burst is spent.
 * ``min_share_while_all_ran``: while all three jobs ran, the smallest job's share of the
   mapper input tokens billed in that window (fair = 0.333; goal >= 0.25).
 * ``ledger_equals_bill``: the one Ledger's USD equals the emulator's bill.
@@ -43,6 +49,10 @@ SHARES = (0.45, 0.45, 0.10)
 NOTE_TOKENS = 16
 START_LINE_TIMEOUT_S = 600.0
 """A job whose siblings never arrive (one failed to start) gives up instead of waiting on."""
+BURST_S = 10.0
+"""``binding_fraction`` starts this long after the first answer: the full bucket is spent."""
+SMALL_JOB = "job2"
+"""The short job (``ray job submit``): it starts once both big jobs have mapped a chunk."""
 
 
 def _corpus(chunks: int, job: str) -> str:
@@ -64,8 +74,10 @@ def driver(job: str, chunks: int, in_flight: int) -> None:
     from topologies.mapreduce import MapReduceTask
 
     runtime = cluster.init()
-    line = ray.remote(StartLine).options(name="jobs-start-line", get_if_exists=True,
-                                         lifetime="detached", num_cpus=0).remote(3)
+    line, mapping = (ray.remote(StartLine).options(name=name, get_if_exists=True,
+                                                   lifetime="detached", num_cpus=0).remote(n)
+                     for name, n in (("jobs-start-line", 3), ("jobs-big-mapping", 3)))
+    arrived: list[Any] = []
 
     async def run() -> dict[str, Any]:
         session = create_session("mapreduce", runtime=runtime, config={
@@ -75,10 +87,15 @@ def driver(job: str, chunks: int, in_flight: int) -> None:
         result, started = None, None
         async with session:
             await asyncio.wait_for(line.arrive_and_wait.remote(), START_LINE_TIMEOUT_S)
+            if job == SMALL_JOB:
+                await asyncio.wait_for(mapping.arrive_and_wait.remote(), START_LINE_TIMEOUT_S)
             async for event in session.run(MapReduceTask(question="What did the gauge show?",
                                                          text=_corpus(chunks, job))):
                 if event.kind == "phase" and event.name == "map" and started is None:
                     started = time.time()
+                elif event.kind == "agent_completed" and not arrived and job != SMALL_JOB:
+                    # Our first chunk is mapped: calls flow. (The reference is never awaited.)
+                    arrived.append(mapping.arrive_and_wait.remote())
                 elif event.kind == "run_completed":
                     result = event.result
         return {"job": job, "run_id": session.run_id, "started": started, "ended": time.time(),
@@ -123,11 +140,26 @@ def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
     return {
         "server_429": stats["responses_by_status"].get("429", 0),
         "ceiling_fraction": round(max(0, billed - itpm) / allowed, 3) if allowed else None,
+        "binding_fraction": _binding_fraction(rows, itpm),
         "min_share_while_all_ran": round(min(per_job.values()) / total, 3) if total else None,
         "all_ran_s": round(together[1] - together[0], 1),
         "ledger_equals_bill": ledger_usd == Decimal(stats["total_cost_usd"]),
         "wall_s": round(last - first, 1),
     }
+
+
+def _binding_fraction(rows: list[Any], itpm: int) -> float | None:
+    """Mapper input billed over the refill, by answer time, from ``BURST_S`` after the first
+    answer to the last: the limit's use once the burst is spent, with no start-up or reduce
+    at either end (``ceiling_fraction`` subtracts the bucket in reserved tokens, which are
+    estimates, from billed ones, and counts both ends)."""
+    answers = [(r.started_at + (r.latency_s or 0.0), r.input_tokens) for r in rows
+               if "haiku" in r.model and r.http_status == 200]
+    if not answers:
+        return None
+    start, end = min(t for t, _ in answers) + BURST_S, max(t for t, _ in answers)
+    inside = sum(n for t, n in answers if start < t <= end)
+    return round(inside / (itpm / 60 * (end - start)), 3) if end > start else None
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,8 +175,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                "RAYTROUPE_OTPM": "100000000", "RAYTROUPE_MAX_CONCURRENCY": "10000",
                "RAYTROUPE_DATA_DIR": str(data), "PYTHONPATH": str(HERE.parents[1])}
         env.pop("RAY_ADDRESS", None)
-        subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
-                       env=env, check=True, capture_output=True, timeout=300)
+        up = subprocess.run([str(BIN / "raytroupe"), "up", "--port=0", "--dashboard-port=0"],
+                            env=env, check=False, capture_output=True, text=True, timeout=300)
+        if up.returncode != 0:
+            raise SystemExit(f"raytroupe up failed ({up.returncode}): {up.stderr[-2000:]}")
         record = json.loads((Path(temp) / "ray" / "raytroupe-up.json").read_text())
         try:
             sizes = [max(1, round(args.chunks * share)) for share in SHARES]

@@ -461,7 +461,7 @@ async def test_reprs_show_live_state_and_never_a_key() -> None:
         BucketKey(account=api_key, tier="sonnet")
 
 
-@pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets",
+@pytest.mark.parametrize("name", ["actors.limits", "actors.limiter_buckets", "actors.limiter_fair",
                                   "actors.limiter_stock", "actors.frozen", "tests.fake_clock"])
 def test_docstring_examples_hold(name: str) -> None:
     import doctest
@@ -480,3 +480,60 @@ async def test_a_retried_headroom_request_is_granted_once() -> None:
     again = await ask(limiter, "a", session, 2, extra=Amount(requests=4, input_tokens=400))
     assert first == again and first.extra.input_tokens == 400
     assert (await limiter.status()).buckets[0].held.input_tokens == pytest.approx(400)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_lease_the_limiter_forgot_does_not_spend_its_written_off_stock() -> None:
+    """Issue 8's occasional 429: a process stalled past the lease TTL (a loaded machine) came
+    back and served calls from stock that the limiter had written off and refilled."""
+    limiter, clock = make(lease_ttl_s=6.0)
+    lease_clock = FakeClock(start=clock.now())  # the lease's process keeps its own time
+    lease, _ = lease_on(limiter, lease_clock)
+    await _enter_and_leave(lease, 1_000)  # the grant came with headroom for later calls
+    clock.advance(0.05)
+    lease_clock.advance(0.05)  # the call is reported
+    await spin()
+    assert limiter._buckets[KEY].held[1] >= 1_000  # stock the lease holds
+    clock.advance(10)  # the limiter forgets the silent lease and refills in its stock's place
+    lease_clock.t += 10  # ...while the lease's process was stalled (none of its timers ran)
+    level = (await available(limiter)).input_tokens
+    await asyncio.wait_for(_enter_and_leave(lease, 1_000), 1)
+    clock.advance(0.05)
+    lease_clock.advance(0.05)
+    await spin()
+    status = (await limiter.status()).buckets[0]
+    # The call after the stall is counted: the bucket lost its 1,000 tokens.
+    assert status.available.input_tokens + status.held.input_tokens <= level - 1_000 + 10
+
+
+@pytest.mark.asyncio
+async def test_the_buckets_refill_after_a_burst_no_earlier_than_the_servers() -> None:
+    """Issue 8's single 429: a burst's permits were reported used when taken, so the limiter's
+    bucket refilled from then, while the server's refills from when the requests *arrive*
+    (later, on a loaded machine): the first call after the burst beat the server's refill."""
+    limiter, clock = make(TierLimits(rpm=20, itpm=1_000_000, otpm=1_000_000,
+                                     max_concurrency=100))
+    lease, _ = lease_on(limiter, clock)
+    landed = asyncio.Event()
+
+    async def slow_call() -> None:  # the request reaches the server up to 2 s after its permit
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as permit:
+            await landed.wait()
+            permit.settle(input_tokens=10, output_tokens=0)
+
+    burst = [asyncio.ensure_future(slow_call()) for _ in range(20)]  # the whole bucket
+    await spin()
+    late = asyncio.ensure_future(_enter_and_leave(lease, 10))
+    for _ in range(40):  # 2 s with the burst in flight
+        clock.advance(0.05)
+        await spin()
+    landed.set()
+    await until(lambda: all(b.done() for b in burst))
+    for _ in range(58):  # 2.9 s after they landed: the server may not have refilled one yet
+        clock.advance(0.05)
+        await spin()
+    assert not late.done()
+    for _ in range(4):
+        clock.advance(0.05)
+        await spin()
+    await until(late.done)
