@@ -129,6 +129,10 @@ class Backend:
     """The response cache for agents and requests that do not say (``RAYTROUPE_CACHE``)."""
     cache_ttl: str = "1d"
     """Their entries' lifetime (``RAYTROUPE_CACHE_TTL``)."""
+    job: str | None = None
+    """The Ray job the calls are made for (the driver's, set by ``cluster.init``): the unit of
+    the RateLimiter's fair share. A warm host serving many runs draws each run's calls from its
+    job's share; None: the job of the process the agent lives in."""
 
     @property
     def limiter(self) -> Any:

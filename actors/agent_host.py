@@ -12,9 +12,10 @@ its run's ``Backend`` (API key, base URL, retry policy) and its ``AskRequest`` (
 so each agent has its own client, memory and budget check, and the Ledger attributes every
 record to its run and agent exactly as with an actor of its own. What a run shares with the
 others on a host (``docs/cluster.md``): the process and its event loop (a crash or a blocking
-call hurts every run on it), the process's one RateLimiter lease and one Ledger client (as
-agents of one actor always did). Agents with tools are never hosted: a user's callables run
-only in the run's own actors. An agent whose run died without closing it is dropped once idle.
+call hurts every run on it) and one Ledger client (as agents of one actor always did); the
+RateLimiter lease is one per Ray job served, so each driver keeps its fair share of a limit.
+Agents with tools are never hosted: a user's callables run only in the run's own actors. An
+agent whose run died without closing it is dropped once idle.
 
 Example:
     >>> host_name("haiku", 0)
@@ -70,7 +71,10 @@ class AgentHost:
 
         install_key_redaction()
         self.namespace = namespace
-        self.lease = LimiterLease(singletons.Singleton(LIMITER_NAME, namespace))
+        self._leases: dict[str | None, LimiterLease] = {}
+        """One RateLimiter lease per job served: jobs take turns for a binding limit (its fair
+        share), so runs on one host must not draw from one share."""
+        self._job_of: dict[str, str | None] = {}
         self.ledger = LedgerClient(singletons.Singleton(LEDGER_NAME, namespace))
         singletons.lookup(LEDGER_NAME, namespace)  # here, not on the loop by a first call
         self._agents: dict[str, Agent] = {}
@@ -85,8 +89,10 @@ class AgentHost:
         return True
 
     def stats(self) -> dict[str, Any]:
-        """The agents held now and the calls served per run since the host started."""
-        return {"agents": sorted(self._agents), "served": dict(self.served)}
+        """The agents held now, the calls served per run since the host started, and the
+        jobs whose leases it holds (one per job with an agent here)."""
+        return {"agents": sorted(self._agents), "served": dict(self.served),
+                "jobs": sorted(str(job) for job in self._leases)}
 
     async def ask(self, spec: AgentSpec, backend: Backend, request: AskRequest) -> Reply:
         """``Agent.ask`` of the agent ``spec`` names (made on its first call)."""
@@ -115,7 +121,9 @@ class AgentHost:
         agent = self._agents.get(spec.name)
         if agent is None:
             agent = self._agents[spec.name] = Agent(spec, backend,
-                                                    clients=(self.lease, self.ledger))
+                                                    clients=(self._lease(backend.job),
+                                                             self.ledger))
+            self._job_of[spec.name] = backend.job
         run_id = request.run_id or spec.run_id
         self.served[run_id] = self.served.get(run_id, 0) + 1
         if len(self.served) > _RUNS_KEPT:  # a long-lived host: forget the oldest runs
@@ -137,12 +145,25 @@ class AgentHost:
                      if now - t > IDLE_TTL_S and not self._busy.get(n)]:
             self._drop(name)
 
+    def _lease(self, job: str | None) -> LimiterLease:
+        """The lease of ``job``'s calls (made on its first agent here)."""
+        lease = self._leases.get(job)
+        if lease is None:
+            lease = self._leases[job] = LimiterLease(
+                singletons.Singleton(LIMITER_NAME, self.namespace),
+                **({"job": job} if job is not None else {}))
+        return lease
+
     def _drop(self, name: str) -> None:
         agent = self._agents.pop(name, None)
         self._busy.pop(name, None)
         self._used.pop(name, None)
-        if agent is not None:  # close its HTTP client off the caller's path
-            task = asyncio.get_running_loop().create_task(agent.client.close())
+        job = self._job_of.pop(name, None)
+        closing = [agent.client.close()] if agent is not None else []
+        if job in self._leases and job not in self._job_of.values():
+            closing.append(self._leases.pop(job).close())  # the job's last agent here
+        for step in closing:  # off the caller's path
+            task = asyncio.get_running_loop().create_task(step)
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 

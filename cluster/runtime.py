@@ -116,7 +116,8 @@ def init(address: str | None = None, settings: Settings | None = None, *,
                       price_table=str(settings.price_table) if settings.price_table else None,
                       namespace=namespace, cache_url=settings.response_cache_url(),
                       cache_shared=settings.cache_shared, cache=settings.cache,
-                      cache_ttl=settings.cache_ttl)
+                      cache_ttl=settings.cache_ttl,
+                      job=str(ray.get_runtime_context().get_job_id()))
     _current = Runtime(settings=settings, backend=backend, started_ray=started, emulator=emulator,
                        joined=joined)
     return _current

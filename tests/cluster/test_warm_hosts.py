@@ -90,6 +90,26 @@ def test_two_runs_on_one_warm_host_keep_their_ledger_and_budgets_apart(warm: Any
     assert tight.cost_usd + free.cost_usd == _bill(emu.base_url)
 
 
+def test_each_job_on_a_warm_host_draws_from_its_own_share_of_the_limit(warm: Any) -> None:
+    # The RateLimiter's fair share is per Ray job: runs of two drivers served by one host
+    # must hold a lease each, or the host's jobs would take one turn between them.
+    import dataclasses
+
+    from actors.messages import AgentSpec, AskRequest
+
+    runtime, host, _ = warm
+    names = []
+    for job in ("0a000000", "0b000000"):
+        backend = dataclasses.replace(runtime.backend, job=job)
+        spec = AgentSpec(name=f"job-{job}/agent", tier="haiku", run_id=f"job-{job}")
+        ray.get(host.ask.remote(spec, backend, AskRequest(prompt="Hi", max_tokens=5,
+                                                          run_id=spec.run_id)))
+        names.append(spec.name)
+    assert ray.get(host.stats.remote())["jobs"] == ["0a000000", "0b000000"]
+    ray.get(host.close.remote(names))
+    assert ray.get(host.stats.remote())["jobs"] == []  # a job's lease goes with its last agent
+
+
 async def _gather(runtime: Any) -> list[tuple[str, Any]]:
     return list(await asyncio.gather(_run(runtime, TIGHT_USD), _run(runtime, Decimal("1"))))
 
