@@ -188,3 +188,22 @@ def test_limits_set_changes_the_runtimes_limits_for_everyone(up: dict[str, Any])
     assert f"default: rpm {RPM}," in shown.stdout and "opus: rpm 33," in shown.stdout
     bad = _raytroupe(up["env"], "limits", "set", "--tier", "gpt", "--rpm", "1")
     assert bad.returncode == 2 and "--tier 'gpt': choose one of haiku, sonnet, opus" in bad.stderr
+
+
+_HOST_STATS = ("import json, ray; ray.init(address='auto', namespace='raytroupe', "
+               "logging_level='error', log_to_driver=False); print(json.dumps({t: ray.get("
+               "ray.get_actor(f'agent-host/{t}-0').stats.remote()) for t in "
+               "('haiku', 'sonnet', 'opus')}))")
+
+
+@pytest.mark.slow
+def test_a_cli_run_joining_up_has_its_agents_on_the_warm_hosts(up: dict[str, Any]) -> None:
+    run = _raytroupe(up["env"], "run", "research", "q", "--json", timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_id = json.loads(run.stdout)["run_id"]
+    stats = subprocess.run([sys.executable, "-c", _HOST_STATS], env=up["env"], text=True,
+                           capture_output=True, timeout=120, check=True).stdout
+    hosts = json.loads(stats.strip().splitlines()[-1])
+    assert hosts["sonnet"]["served"][run_id] == 2  # the lead and the synthesizer
+    assert hosts["haiku"]["served"][run_id] >= 1  # the researchers
+    assert all(h["agents"] == [] for h in hosts.values())  # dropped when the run ended

@@ -1,16 +1,14 @@
 """Warm Agent hosts: a run on a runtime that keeps them starts no actor of its own, and two runs
 served by one host at once keep their Ledger attribution and their budgets apart.
 
-The first test runs in-process on the suite's Ray (hosts started as ``up`` starts them); the
-second is the user's view, a ``raytroupe run`` joining ``raytroupe up`` (slow: it pays an
-``up``)."""
+The tests run in-process on the suite's Ray (hosts started as ``up`` starts them); the user's
+view, a ``raytroupe run`` joining ``raytroupe up``, is in ``test_up.py`` (it shares that
+module's ``up``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,6 @@ import cluster
 from actors.agent_host import _found, start_hosts
 from actors.errors import BudgetExceeded
 from cluster.settings import Settings
-from tests.cluster.test_up import _raytroupe, up  # noqa: F401 - the `up` fixture, reused
 from topologies import create_session
 
 TIGHT_USD = Decimal("0.0015")
@@ -112,22 +109,3 @@ def test_each_job_on_a_warm_host_draws_from_its_own_share_of_the_limit(warm: Any
 
 async def _gather(runtime: Any) -> list[tuple[str, Any]]:
     return list(await asyncio.gather(_run(runtime, TIGHT_USD), _run(runtime, Decimal("1"))))
-
-
-_HOST_STATS = ("import json, ray; ray.init(address='auto', namespace='raytroupe', "
-               "logging_level='error', log_to_driver=False); print(json.dumps({t: ray.get("
-               "ray.get_actor(f'agent-host/{t}-0').stats.remote()) for t in "
-               "('haiku', 'sonnet', 'opus')}))")
-
-
-@pytest.mark.slow
-def test_a_cli_run_joining_up_has_its_agents_on_the_warm_hosts(up: dict[str, Any]) -> None:  # noqa: F811
-    run = _raytroupe(up["env"], "run", "research", "q", "--json", timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    run_id = json.loads(run.stdout)["run_id"]
-    stats = subprocess.run([sys.executable, "-c", _HOST_STATS], env=up["env"], text=True,
-                           capture_output=True, timeout=120, check=True).stdout
-    hosts = json.loads(stats.strip().splitlines()[-1])
-    assert hosts["sonnet"]["served"][run_id] == 2  # the lead and the synthesizer
-    assert hosts["haiku"]["served"][run_id] >= 1  # the researchers
-    assert all(h["agents"] == [] for h in hosts.values())  # dropped when the run ended
