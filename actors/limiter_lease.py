@@ -100,6 +100,15 @@ class Permit:
             self._done = True
             self._lease._rate_limited(self, retry_after_s, headers)
 
+    def overloaded(self, *, retry_after_s: float | None = None,
+                   headers: Mapping[str, str] | None = None) -> None:
+        """Report a 529/5xx answer: nothing is charged but the request, and the limiter counts
+        it toward the key's circuit breaker (``actors/limiter_breaker.py``), in the next batch.
+        """
+        if not self._done:
+            self._done = True
+            self._lease._settled(self, 0, 0, headers, overloaded=True, retry_after_s=retry_after_s)
+
 
 class LimiterLease:
     """The per-process client of the RateLimiter actor; one per process (an Agent holds one).
@@ -335,16 +344,24 @@ class LimiterLease:
     # -- settling ----------------------------------------------------------------------------
 
     def _settled(self, permit: Permit, input_tokens: int, output_tokens: int,
-                 headers: Mapping[str, str] | None) -> None:
+                 headers: Mapping[str, str] | None, *, overloaded: bool = False,
+                 retry_after_s: float | None = None) -> None:
         local = permit._stock
         self._land(permit)
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
-        local.answered += 1
+        if overloaded:
+            local.overloaded += 1
+            if retry_after_s is not None:
+                local.overload_retry_after = max(local.overload_retry_after or 0.0,
+                                                 retry_after_s)
+        else:
+            local.answered += 1
         self._unflushed_settles += 1
         self._mark_dirty()
-        if local.probing:
-            self._start_flush()  # the probe got through: the cluster waits to hear it
+        if local.probing or (overloaded and not local.paused_until > self._clock.now()):
+            # The probe's answer, or an outage starting: the cluster waits to hear it.
+            self._start_flush()
         # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
         # the limiter then hears from each process about 20 times a second at most.
         rate = sum(x.rate for x in self._keys.values())
