@@ -160,19 +160,21 @@ class LimiterLease:
     # -- the caller's side -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def reserve(self, key: BucketKey, *, input_tokens: int,
-                      output_tokens: int) -> AsyncIterator[Permit]:
+    async def reserve(self, key: BucketKey, *, input_tokens: int, output_tokens: int,
+                      timeout_s: float | None = None) -> AsyncIterator[Permit]:
         """Wait (first come, first served) for a permit for one call to ``key``'s tier.
 
         Args:
             key: The account and tier the call draws from.
             input_tokens: The estimate of tokens counting toward the input limit.
             output_tokens: The call's ``max_tokens``.
+            timeout_s: Longest to wait for the permit (a retry's time budget), None: no limit.
 
         Raises:
             ConfigError: The call is larger than a bucket's whole per-minute capacity.
+            TimeoutError: No permit within ``timeout_s`` (nothing was taken).
         """
-        permit = await self._acquire(key, int(input_tokens), int(output_tokens))
+        permit = await self._acquire(key, int(input_tokens), int(output_tokens), timeout_s)
         try:
             yield permit
         finally:
@@ -192,7 +194,8 @@ class LimiterLease:
         if self._tick_timer is not None:
             self._tick_timer.cancel()
 
-    async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int) -> Permit:
+    async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int,
+                       timeout_s: float | None = None) -> Permit:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("token counts must be >= 0")
         local = self._local(key)
@@ -211,14 +214,15 @@ class LimiterLease:
         local.waiters.append(waiter)
         self._arm_tick()  # renews the lease while we wait, however long
         self._pump(local)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._undo(future.result())  # served just as we were cancelled: give it back
-            elif waiter in local.waiters:
-                local.waiters.remove(waiter)
-            raise
+        async with asyncio.timeout(timeout_s):  # raises TimeoutError once we gave all back
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self._undo(future.result())  # served just as we were cancelled: give back
+                elif waiter in local.waiters:
+                    local.waiters.remove(waiter)
+                raise
 
     # -- serving from stock ------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ in lease stocks):
   starved by small ones. A request larger than a bucket is refused at once.
 * A 429 pauses the key for everyone for its ``retry-after``; then one call (the probe) is
   granted at a time until the server answers one, and leases hold no stock meanwhile.
-* Three overloaded answers (529/5xx) in a row open the key's circuit breaker: the same pause
+* Five overloaded answers (529/5xx) in a row open the key's circuit breaker: the same pause
   and probe, with a backoff that doubles per failed probe, then a ramp-up of the concurrency
   (:mod:`actors.limiter_breaker`).
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
@@ -388,9 +388,10 @@ class RateLimiter:
             # Pause for everyone, then send one probe; the rest wait for its answer rather
             # than all retrying at the end of the pause into the same 429 (issue 12, D2).
             self._pause(state, now + max(0.0, report.retry_after_s), self._metrics.pauses)
-        elif report.overloaded and now >= state.paused_until:
+        elif report.overloaded and not report.answered and now >= state.paused_until:
             # Overloaded answers of calls sent before a pause say nothing new: only those
             # after it count, and the probe's own reopens the breaker at once (issue 12, D16).
+            # A report with answers in it breaks the streak (its order is lost in the batch).
             probe_failed = state.probing and state.probe_until > 0
             pause = state.breaker.overloaded(report.overloaded, report.overload_retry_after_s,
                                              probe_failed)
