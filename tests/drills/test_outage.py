@@ -21,11 +21,12 @@ import ray
 
 from actors.agent import spawn_agent
 from actors.errors import Overloaded
-from actors.messages import AgentSpec, AskRequest, Reply
+from actors.messages import AgentSpec, Reply
 from actors.retry_policy import RetryPolicy
 from emulator import EmulatorConfig
 from emulator.responders import ScriptedError
 from tests.drills.conftest import Drill
+from tests.drills.test_storm import ask_all
 
 EMULATOR = EmulatorConfig(latency_s=0.05)
 OUTAGE_S, IN_FLIGHT, CALLS, AGENTS = 2.0, 30, 90, 2
@@ -52,20 +53,6 @@ class Outage:
         return "The pump was restarted at noon."
 
 
-async def _ask_all(agents: list[Any], calls: int) -> list[Reply | BaseException]:
-    gate = asyncio.Semaphore(IN_FLIGHT)
-
-    async def one(i: int) -> Reply | BaseException:
-        async with gate:
-            try:
-                return await agents[i % len(agents)].ask.remote(
-                    AskRequest(prompt=f"Outage call {i}", max_tokens=20))
-            except Exception as exc:
-                return exc
-
-    return await asyncio.gather(*(one(i) for i in range(calls)))
-
-
 def test_d16_an_outage_sends_a_few_probes_and_fails_only_calls_past_their_time_budget(
         drill: Drill) -> None:
     run_id = f"outage-{uuid.uuid4().hex[:6]}"
@@ -76,7 +63,7 @@ def test_d16_an_outage_sends_a_few_probes_and_fails_only_calls_past_their_time_b
                                   run_id=run_id), short)  # starts while the others work
     outage = Outage(after=IN_FLIGHT, length_s=OUTAGE_S)
     drill.emulator.set_responder(outage)
-    outcomes = asyncio.run(_ask_all(agents, CALLS))
+    outcomes = asyncio.run(ask_all(agents, CALLS, IN_FLIGHT))
     ray.get([a.flush.remote() for a in agents])
     failed = [o for o in outcomes if not isinstance(o, Reply)]
     assert outage.started is not None
@@ -88,7 +75,7 @@ def test_d16_an_outage_sends_a_few_probes_and_fails_only_calls_past_their_time_b
     # An outage longer than the calls' time budget: one clear line each, soon after it.
     drill.emulator.set_responder(Outage(after=0, length_s=60))
     started = time.monotonic()
-    errors = asyncio.run(_ask_all([agent], 4))
+    errors = asyncio.run(ask_all([agent], 4, IN_FLIGHT))
     took = time.monotonic() - started
     ray.get(agent.flush.remote())
     drill.emulator.set_responder(None)
