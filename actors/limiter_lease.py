@@ -363,9 +363,11 @@ class LimiterLease:
             local.answered += 1
         self._unflushed_settles += 1
         self._mark_dirty()
-        if local.probing or (overloaded and not local.paused_until > self._clock.now()):
-            # The probe's answer, or an outage starting: the cluster waits to hear it.
-            self._start_flush()
+        if local.probing:
+            self._start_flush()  # the probe's answer: the cluster waits to hear it
+        # Overloaded answers go in the usual batches, with the answers around them: sent
+        # alone at once, they would reach the limiter as a streak that the batched answers
+        # in between never break (D1's random 529s opened the breaker).
         # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
         # the limiter then hears from each process about 20 times a second at most.
         rate = sum(x.rate for x in self._keys.values())
@@ -399,12 +401,16 @@ class LimiterLease:
         self._land(permit)
         local = permit._stock
         local.inflight -= 1
-        if not local.contended and (local.waiters or local.spare_slots < self._batch):
+        # While probing or ramping up after a breaker (``local.probing``) a slot kept spare
+        # here would be one of the few the cluster has, idle while our own grant request
+        # parked at the limiter waits for it: give it back at once.
+        if not local.contended and not local.probing and \
+                (local.waiters or local.spare_slots < self._batch):
             local.spare_slots += 1
         else:
             local.released += 1
             self._mark_dirty()
-            if local.contended:
+            if local.contended or local.probing:
                 self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)

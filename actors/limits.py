@@ -135,7 +135,8 @@ class KeyView(_Frozen):
     paused_for_s: float = 0.0
     """Seconds left of a 429 pause; no call may start before then."""
     probing: bool = False
-    """After a 429 pause, one call at a time goes out until one is answered: hold no stock."""
+    """After a pause (429 or circuit breaker), one call at a time goes out until one is
+    answered, then a breaker ramps up: hold no stock and no spare slot."""
 
 
 class Grant(_Frozen):

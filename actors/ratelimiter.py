@@ -477,7 +477,7 @@ class RateLimiter:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()),
-                       probing=state.probing)
+                       probing=state.probing or state.breaker.ramp is not None)
 
 
 def get_rate_limiter(default_limits: TierLimits,
