@@ -83,10 +83,13 @@ async def test_overloaded_reports_open_the_breaker_only_after_k_in_a_row() -> No
     reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=4, reports=[
         KeyReport(key=KEY, overloaded=1)]))
     assert reply.views[0].paused_for_s == FIRST_PAUSE_S
-    asks = [asyncio.ensure_future(limiter.acquire(GrantRequest(
-        lease_id="a", session=a, seq=5 + i, key=KEY, needs=[Need(input_tokens=1,
-                                                                 output_tokens=0)])))
-        for i in range(1)]
+    probe = asyncio.ensure_future(limiter.acquire(GrantRequest(
+        lease_id="a", session=a, seq=5, key=KEY, needs=[Need(input_tokens=1, output_tokens=0)]
+        * 3)))
     clock.advance(FIRST_PAUSE_S)
     await spin()
-    assert asks[0].done() and asks[0].result().granted == 1  # the probe
+    assert probe.done() and probe.result().granted == 1  # one call: the probe
+    # The probe is answered 529: the breaker reopens at once, for twice as long.
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=6, reports=[
+        KeyReport(key=KEY, overloaded=1, released_slots=1)]))
+    assert reply.views[0].paused_for_s == 2 * FIRST_PAUSE_S
