@@ -54,6 +54,7 @@ from actors.errors import (
     ConfigError,
     ConnectionFailed,
     InvalidReply,
+    Overloaded,
     PromptTooLongError,
     RaytroupeError,
 )
@@ -78,7 +79,7 @@ from actors.ratelimiter import LIMITER_NAME
 from actors.redaction import install_key_redaction
 from actors.response_cache import CACHE_FILE, CachedReply, cache_key, parse_ttl
 from actors.response_cache_stores import CacheStore, open_store
-from actors.retry_policy import RetryPolicy
+from actors.retry_policy import RetryPolicy, server_retry_after
 from actors.router import reply_problem, route, tier_above
 from actors.tiers import TIERS, ModelSpec, Tier, load_price_table
 from actors.token_estimate import estimate_input_tokens
@@ -514,17 +515,27 @@ class Agent:
         estimate = estimate_input_tokens(params)
         self._check_request(ctx, estimate)
         policy = self.backend.retry
+        overloaded_since: float | None = None  # the time budget runs from the first 529/5xx
         for retry in range(policy.max_retries + 1):
             reserved = await self._reserve(ctx, retry, estimate)
-            attempt = await self._attempt(ctx, params, estimate, retry, on_text, reserved)
+            left = policy.time_left(overloaded_since, time.monotonic())
+            try:
+                attempt = await self._attempt(ctx, params, estimate, retry, on_text, reserved,
+                                              left)
+            except TimeoutError:
+                break  # the limiter's circuit breaker stayed open past the time budget
             if attempt.error is None:
                 return
-            if not policy.should_retry(retry=retry, status=attempt.status,
-                                       headers=attempt.headers, error_code=attempt.error_code,
-                                       delivered=attempt.delivered and not ctx.restart_on_error):
+            if (attempt.status or 0) >= 500 and overloaded_since is None:
+                overloaded_since = time.monotonic()
+            left = policy.time_left(overloaded_since, time.monotonic())
+            if (left is not None and left <= 0) or not policy.should_retry(
+                    retry=retry, status=attempt.status, headers=attempt.headers,
+                    error_code=attempt.error_code,
+                    delivered=attempt.delivered and not ctx.restart_on_error):
                 break
-            await asyncio.sleep(policy.delay(retry=retry, status=attempt.status,
-                                             headers=attempt.headers))
+            delay = policy.delay(retry=retry, status=attempt.status, headers=attempt.headers)
+            await asyncio.sleep(delay if left is None else min(delay, left))
             if attempt.delivered and on_text is not None:  # the caller discards what it showed
                 on_text(StreamRestarted(attempt=retry + 1, reason=str(attempt.error)))
         error = ctx.attempts[-1].error
@@ -532,6 +543,9 @@ class Agent:
             error.message += f" at ANTHROPIC_BASE_URL {self.client.base_url}"
         assert error is not None
         error.attempts = len(ctx.attempts)
+        if isinstance(error, Overloaded) and overloaded_since is not None \
+                and not ctx.attempts[-1].delivered:  # a cut stream says so instead
+            error.message = policy.gave_up(time.monotonic() - overloaded_since, error.attempts)
         error.possibly_billed = sum(a.possibly_billed for a in ctx.attempts)
         error.message += self._stream_policy(ctx, policy)
         raise error
@@ -603,7 +617,7 @@ class Agent:
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
                        retry: int, on_text: OnText | None,
-                       reserved: bool) -> Attempt:
+                       reserved: bool, wait_s: float | None = None) -> Attempt:
         """One HTTP attempt inside a limiter permit, recorded in the Ledger if it was sent.
 
         Nothing sent (the limiter refused, or the caller cancelled while queued): the budget
@@ -615,7 +629,8 @@ class Agent:
         attempt = Attempt()
         try:
             async with self.lease.reserve(key, input_tokens=estimate,
-                                          output_tokens=ctx.max_tokens) as permit:
+                                          output_tokens=ctx.max_tokens,
+                                          timeout_s=wait_s) as permit:
                 await self._send(params, on_text, attempt)
                 attempt.unanswered(estimate, ctx.max_tokens)
                 self._settle(permit, attempt)
@@ -676,6 +691,10 @@ class Agent:
         if attempt.status == 429:
             permit.rate_limited(retry_after_s=getattr(attempt.error, "retry_after", None),
                                 headers=attempt.headers)
+        elif (attempt.status or 0) >= 500:
+            # Counted toward the limiter's circuit breaker (actors/limiter_breaker.py).
+            permit.overloaded(retry_after_s=server_retry_after(attempt.headers),
+                              headers=attempt.headers)
         elif attempt.status is not None or attempt.sent:
             permit.settle(input_tokens=attempt.usage.limited_input_tokens,
                           output_tokens=attempt.usage.output_tokens, headers=attempt.headers)

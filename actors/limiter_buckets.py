@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from actors.limiter_breaker import Breaker
 from actors.limiter_fair import FairQueue
 from actors.limits import BucketKey, HeaderReading, Need, TierLimits
 
@@ -69,6 +70,8 @@ class KeyBuckets:
         """Since a 429: one call (the probe) at a time until the server answers one."""
         self.probe_until = 0.0
         """The probe out now is given up on then (its answer lost), and another goes."""
+        self.breaker = Breaker()
+        """Repeated overloaded answers pause the key, then it ramps up (``limiter_breaker``)."""
         self.waiters = FairQueue()
         """Grant requests (the limiter's ``_Waiter``): fair between jobs, FIFO within one."""
         self.timer: Cancellable | None = None
@@ -108,7 +111,7 @@ class KeyBuckets:
         if need.slot:
             if now < grace_until:
                 return grace_until
-            if self.in_use >= self.limits.max_concurrency:
+            if self.in_use >= self.breaker.concurrency(self.limits.max_concurrency):
                 return math.inf
         wait = 0.0
         for i, amount in enumerate(amounts(need)):

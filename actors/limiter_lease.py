@@ -100,6 +100,15 @@ class Permit:
             self._done = True
             self._lease._rate_limited(self, retry_after_s, headers)
 
+    def overloaded(self, *, retry_after_s: float | None = None,
+                   headers: Mapping[str, str] | None = None) -> None:
+        """Report a 529/5xx answer: nothing is charged but the request, and the limiter counts
+        it toward the key's circuit breaker (``actors/limiter_breaker.py``), in the next batch.
+        """
+        if not self._done:
+            self._done = True
+            self._lease._settled(self, 0, 0, headers, overloaded=True, retry_after_s=retry_after_s)
+
 
 class LimiterLease:
     """The per-process client of the RateLimiter actor; one per process (an Agent holds one).
@@ -151,19 +160,21 @@ class LimiterLease:
     # -- the caller's side -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def reserve(self, key: BucketKey, *, input_tokens: int,
-                      output_tokens: int) -> AsyncIterator[Permit]:
+    async def reserve(self, key: BucketKey, *, input_tokens: int, output_tokens: int,
+                      timeout_s: float | None = None) -> AsyncIterator[Permit]:
         """Wait (first come, first served) for a permit for one call to ``key``'s tier.
 
         Args:
             key: The account and tier the call draws from.
             input_tokens: The estimate of tokens counting toward the input limit.
             output_tokens: The call's ``max_tokens``.
+            timeout_s: Longest to wait for the permit (a retry's time budget), None: no limit.
 
         Raises:
             ConfigError: The call is larger than a bucket's whole per-minute capacity.
+            TimeoutError: No permit within ``timeout_s`` (nothing was taken).
         """
-        permit = await self._acquire(key, int(input_tokens), int(output_tokens))
+        permit = await self._acquire(key, int(input_tokens), int(output_tokens), timeout_s)
         try:
             yield permit
         finally:
@@ -183,7 +194,8 @@ class LimiterLease:
         if self._tick_timer is not None:
             self._tick_timer.cancel()
 
-    async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int) -> Permit:
+    async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int,
+                       timeout_s: float | None = None) -> Permit:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("token counts must be >= 0")
         local = self._local(key)
@@ -202,14 +214,15 @@ class LimiterLease:
         local.waiters.append(waiter)
         self._arm_tick()  # renews the lease while we wait, however long
         self._pump(local)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._undo(future.result())  # served just as we were cancelled: give it back
-            elif waiter in local.waiters:
-                local.waiters.remove(waiter)
-            raise
+        async with asyncio.timeout(timeout_s):  # raises TimeoutError once we gave all back
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self._undo(future.result())  # served just as we were cancelled: give back
+                elif waiter in local.waiters:
+                    local.waiters.remove(waiter)
+                raise
 
     # -- serving from stock ------------------------------------------------------------------
 
@@ -335,16 +348,26 @@ class LimiterLease:
     # -- settling ----------------------------------------------------------------------------
 
     def _settled(self, permit: Permit, input_tokens: int, output_tokens: int,
-                 headers: Mapping[str, str] | None) -> None:
+                 headers: Mapping[str, str] | None, *, overloaded: bool = False,
+                 retry_after_s: float | None = None) -> None:
         local = permit._stock
         self._land(permit)
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
-        local.answered += 1
+        if overloaded:
+            local.overloaded += 1
+            if retry_after_s is not None:
+                local.overload_retry_after = max(local.overload_retry_after or 0.0,
+                                                 retry_after_s)
+        else:
+            local.answered += 1
         self._unflushed_settles += 1
         self._mark_dirty()
         if local.probing:
-            self._start_flush()  # the probe got through: the cluster waits to hear it
+            self._start_flush()  # the probe's answer: the cluster waits to hear it
+        # Overloaded answers go in the usual batches, with the answers around them: sent
+        # alone at once, they would reach the limiter as a streak that the batched answers
+        # in between never break (D1's random 529s opened the breaker).
         # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
         # the limiter then hears from each process about 20 times a second at most.
         rate = sum(x.rate for x in self._keys.values())
@@ -378,12 +401,16 @@ class LimiterLease:
         self._land(permit)
         local = permit._stock
         local.inflight -= 1
-        if not local.contended and (local.waiters or local.spare_slots < self._batch):
+        # While probing or ramping up after a breaker (``local.probing``) a slot kept spare
+        # here would be one of the few the cluster has, idle while our own grant request
+        # parked at the limiter waits for it: give it back at once.
+        if not local.contended and not local.probing and \
+                (local.waiters or local.spare_slots < self._batch):
             local.spare_slots += 1
         else:
             local.released += 1
             self._mark_dirty()
-            if local.contended:
+            if local.contended or local.probing:
                 self._start_flush()
         local.last_active = self._clock.now()
         self._pump(local)

@@ -73,6 +73,8 @@ class KeyStock:
         self.answered = 0
         self.headers: tuple[HeaderReading, float] | None = None
         self.retry_after: tuple[float, float] | None = None
+        self.overloaded = 0
+        self.overload_retry_after: float | None = None
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -91,7 +93,7 @@ class KeyStock:
 
     def unreported(self) -> bool:
         return bool(any(self.used) or any(self.returned) or any(self.charged) or self.released
-                    or self.headers or self.retry_after or self.answered)
+                    or self.headers or self.retry_after or self.answered or self.overloaded)
 
     def servable(self, input_tokens: int, output_tokens: int, now: float) -> bool:
         stock = self.stock
@@ -231,9 +233,11 @@ class KeyStock:
         report = KeyReport(key=self.key, used=Amount.of(self.used),
                            returned=Amount.of(self.returned), charged=Amount.of(self.charged),
                            released_slots=self.released, headers=headers, retry_after_s=retry,
-                           answered=self.answered)
+                           answered=self.answered, overloaded=self.overloaded,
+                           overload_retry_after_s=self.overload_retry_after)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
         self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
+        self.overloaded, self.overload_retry_after = 0, None
         return report
 
     def __repr__(self) -> str:

@@ -135,7 +135,8 @@ class KeyView(_Frozen):
     paused_for_s: float = 0.0
     """Seconds left of a 429 pause; no call may start before then."""
     probing: bool = False
-    """After a 429 pause, one call at a time goes out until one is answered: hold no stock."""
+    """After a pause (429 or circuit breaker), one call at a time goes out until one is
+    answered, then a breaker ramps up: hold no stock and no spare slot."""
 
 
 class Grant(_Frozen):
@@ -189,7 +190,12 @@ class KeyReport(_Frozen):
     retry_after_s: float | None = None
     """Set when a call got a 429: the bucket pauses cluster-wide for this long."""
     answered: int = Field(default=0, ge=0)
-    """Calls the server answered (anything but a 429): after a pause, the probe got through."""
+    """Calls the server answered (not a 429, not overloaded): after a pause, the probe got
+    through."""
+    overloaded: int = Field(default=0, ge=0)
+    """Calls answered 529/5xx (overloaded): enough in a row open the key's circuit breaker."""
+    overload_retry_after_s: float | None = None
+    """The longest ``retry-after`` those overloaded answers asked for, if any."""
 
 
 class SettleBatch(_Frozen):

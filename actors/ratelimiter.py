@@ -26,6 +26,9 @@ in lease stocks):
   starved by small ones. A request larger than a bucket is refused at once.
 * A 429 pauses the key for everyone for its ``retry-after``; then one call (the probe) is
   granted at a time until the server answers one, and leases hold no stock meanwhile.
+* Five overloaded answers (529/5xx) in a row open the key's circuit breaker: the same pause
+  and probe, with a backoff that doubles per failed probe, then a ramp-up of the concurrency
+  (:mod:`actors.limiter_breaker`).
 * Leases expire ``lease_ttl_s`` after their last call; their slots and stock return.
 * Waiting is a future, never an occupied loop: settles always get through (docs/ray-facts.md §2's
   measured deadlock), and a lease parks at most one grant request per key.
@@ -384,15 +387,30 @@ class RateLimiter:
         if report.retry_after_s is not None:
             # Pause for everyone, then send one probe; the rest wait for its answer rather
             # than all retrying at the end of the pause into the same 429 (issue 12, D2).
-            state.probing, state.probe_until = True, 0.0
-            until = now + max(0.0, report.retry_after_s)
-            if until > state.paused_until:
-                state.paused_until = until
-                self._metrics.pauses.inc(1, tags={"tier": state.key.tier})
-        elif report.answered and state.probe_until > 0 and now >= state.paused_until:
+            self._pause(state, now + max(0.0, report.retry_after_s), self._metrics.pauses)
+        elif report.overloaded and not report.answered and now >= state.paused_until:
+            # Overloaded answers of calls sent before a pause say nothing new: only those
+            # after it count, and the probe's own reopens the breaker at once (issue 12, D16).
+            # A report with answers in it breaks the streak (its order is lost in the batch).
+            probe_failed = state.probing and state.probe_until > 0
+            pause = state.breaker.overloaded(report.overloaded, report.overload_retry_after_s,
+                                             probe_failed)
+            if pause is not None:
+                self._pause(state, now + pause, self._metrics.breaker_opens)
+        elif report.answered and now >= state.paused_until:
             # Answers of calls sent before the pause say nothing of the storm: only one that
             # lands once a probe went out ends it (a slow old call may pass for it, rarely).
-            state.probing = False
+            probe_passed = state.probing and state.probe_until > 0
+            if probe_passed:
+                state.probing = False
+            state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency)
+
+    def _pause(self, state: KeyBuckets, until: float, counter: Counter) -> None:
+        """Pause the key for everyone, then let one probe out at a time."""
+        state.probing, state.probe_until = True, 0.0
+        if until > state.paused_until:
+            state.paused_until = until
+            counter.inc(1, tags={"tier": state.key.tier})
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -459,7 +477,7 @@ class RateLimiter:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()),
-                       probing=state.probing)
+                       probing=state.probing or state.breaker.ramp is not None)
 
 
 def get_rate_limiter(default_limits: TierLimits,
@@ -549,6 +567,9 @@ class _Metrics:
                               tag_keys=self.TAG_KEYS)
         self.pauses = Counter("raytroupe_limiter_429_pauses",
                               "Cluster-wide pauses after a 429.", tag_keys=self.TAG_KEYS)
+        self.breaker_opens = Counter("raytroupe_limiter_breaker_opens",
+                                     "Cluster-wide pauses after repeated overloaded answers.",
+                                     tag_keys=self.TAG_KEYS)
 
 
 @cache

@@ -40,6 +40,9 @@ class RetryPolicy(BaseModel):
     """Fraction of the backoff taken off at random, to spread retries of many agents."""
     max_retry_after_s: float = Field(default=120.0, gt=0)
     """Longest server-requested wait we honour; beyond it the call fails with RateLimited."""
+    max_wait_s: float = Field(default=60.0, gt=0)
+    """Longest a call keeps trying once the API answered it overloaded (529/5xx), waits in
+    the limiter's circuit breaker included; then it fails with ``Overloaded``."""
 
     def should_retry(self, *, retry: int, status: int | None, headers: Mapping[str, str],
                      error_code: str | None = None, delivered: bool = False) -> bool:
@@ -63,6 +66,16 @@ class RetryPolicy(BaseModel):
         if hint in ("true", "false"):
             return hint == "true"
         return status is None or status in RETRYABLE_STATUSES or status >= 500
+
+    def time_left(self, overloaded_since: float | None, now: float) -> float | None:
+        """Seconds of ``max_wait_s`` left since the call's first overloaded answer, or None."""
+        return None if overloaded_since is None else overloaded_since + self.max_wait_s - now
+
+    def gave_up(self, overloaded_for_s: float, attempts: int) -> str:
+        """The one line a call that stayed overloaded fails with."""
+        return (f"the API was overloaded for {overloaded_for_s:.0f} s; gave up after "
+                f"{attempts} attempt(s) (RetryPolicy max_retries={self.max_retries}, "
+                f"max_wait_s={self.max_wait_s:g})")
 
     def delay(self, *, retry: int, status: int | None, headers: Mapping[str, str]) -> float:
         """Seconds to wait before retry number ``retry + 1``."""

@@ -22,12 +22,14 @@ The drills:
 * ``D14a``: 50 asks at once under a budget that fits about half of their worst cases.
 * ``D14b``: map-reduce with a budget that stops the map phase, then a re-run with room for
   everything: ``calls_ok`` chunks stored by the stopped run, the re-run's duplicates.
+* ``D16``: the API down (529 to every request) for ``--outage-s`` (30 s) with calls in flight;
+  ``outage_rate_ratio``: requests per second during the outage over the baseline's rate.
 * ``soak``: the 3-minute chaos soak of issue 12 (too long for the test suite's budget, so it
   is a drill here): ``--soak-s`` of calls with 529s, 500s and Ray's own ``WorkerKillerActor``
   killing agents mid-ask (``kills``); no baseline.
 
 Usage: ``python benchmarks/drills.py [--calls 200] [--in-flight 16] [--latency 0.05]
-[--only D1 D8 D9 D14a D14b]``
+[--outage-s 30] [--only D1 D8 D9 D14a D14b D16]``
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -58,6 +61,7 @@ from actors.errors import BudgetExceeded, RaytroupeError
 from actors.messages import AgentSpec, AskRequest
 from cluster.settings import Settings
 from emulator import EmulatorConfig, Faults, Limits, run_emulator
+from emulator.responders import ScriptedError
 from topologies import create_session
 from topologies.mapreduce import MapReduceTask
 
@@ -183,6 +187,38 @@ def _agent_drill(drill: str, args: argparse.Namespace, config: EmulatorConfig,
                      baseline_calls_hung=base.hung)
 
 
+def _outage_drill(args: argparse.Namespace) -> dict[str, Any]:
+    """D16: every request answered 529 for ``--outage-s`` once a quarter of the calls went.
+
+    ``outage_rate_ratio``: requests per second the emulator saw during the outage over the
+    baseline run's rate (the limiter's circuit breaker should make it a few probes)."""
+    config = EmulatorConfig(latency_s=args.latency)
+    with _rig(config) as (runtime, emu):
+        base = asyncio.run(_drive(_agents(runtime, "D16-base", 2), args.calls, args.in_flight,
+                                  "D16-base"))
+        base_rate = emu.stats()["requests"] / base.runtime_s
+    with _rig(config) as (runtime, emu):
+        seen, window = [0], [math.inf, math.inf]
+
+        def responder(body: dict[str, Any]) -> str:
+            seen[0] += 1
+            now = time.monotonic()
+            if seen[0] == args.calls // 4:
+                window[:] = [now, now + args.outage_s]
+            if window[0] <= now < window[1]:
+                raise ScriptedError("overloaded_error")
+            return "Fine."
+
+        workers = _agents(runtime, "D16", 2)
+        emu.set_responder(responder)
+        out = asyncio.run(_drive(workers, args.calls, args.in_flight, "D16"))
+        ray.get([w.flush.remote() for w in workers])
+        down = emu.stats()["responses_by_status"].get("529", 0)
+        return _line("D16", runtime, emu, ["D16"], out, base.runtime_s,
+                     outage_s=args.outage_s, server_529=down,
+                     outage_rate_ratio=round(down / args.outage_s / base_rate, 4))
+
+
 def _budget_drill(args: argparse.Namespace) -> dict[str, Any]:
     """D14a: 50 asks at once; the cap fits about half of their worst cases."""
     config = EmulatorConfig(latency_s=args.latency)
@@ -292,6 +328,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--soak-s", type=float, default=180.0)
+    parser.add_argument("--outage-s", type=float, default=30.0)
     parser.add_argument("--only", nargs="*", help="drills to run (default: all)")
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False,
@@ -306,6 +343,7 @@ def main() -> None:
             plain.model_copy(update={"limits": Limits(max_concurrency=4)}),
             kill=lambda rt: rt.limiter, agents=2, max_concurrency=4),
         "D14a": lambda: _budget_drill(args),
+        "D16": lambda: _outage_drill(args),
         "D14b": lambda: _mapreduce_drill(args),
         "soak": lambda: _soak_drill(args),
     }

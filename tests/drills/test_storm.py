@@ -61,8 +61,10 @@ def storm_runtime(ray_session: None, tmp_path_factory: pytest.TempPathFactory
         yield cluster.init(settings=settings, namespace=f"storm-{uuid.uuid4().hex[:6]}"), emu
 
 
-async def _ask_all(agents: list[Any]) -> list[Reply | BaseException]:
-    gate = asyncio.Semaphore(IN_FLIGHT)
+async def ask_all(agents: list[Any], calls: int = CALLS,
+                  in_flight: int = IN_FLIGHT) -> list[Reply | BaseException]:
+    """``calls`` asks over ``agents``, ``in_flight`` at a time; an error is returned, not raised."""
+    gate = asyncio.Semaphore(in_flight)
 
     async def one(i: int) -> Reply | BaseException:
         async with gate:
@@ -72,7 +74,7 @@ async def _ask_all(agents: list[Any]) -> list[Reply | BaseException]:
             except Exception as exc:
                 return exc
 
-    return await asyncio.gather(*(one(i) for i in range(CALLS)))
+    return await asyncio.gather(*(one(i) for i in range(calls)))
 
 
 def test_d2_a_429_storm_sends_one_probe_per_retry_after_and_fails_no_call(
@@ -84,7 +86,7 @@ def test_d2_a_429_storm_sends_one_probe_per_retry_after_and_fails_no_call(
     storm = Storm(after=IN_FLIGHT)
     emu.set_responder(storm)
     try:
-        outcomes = asyncio.run(_ask_all(agents))
+        outcomes = asyncio.run(ask_all(agents))
         ray.get([a.flush.remote() for a in agents])
     finally:
         emu.set_responder(None)

@@ -1,0 +1,95 @@
+"""The circuit breaker for overloaded answers (issue 12, D16), on a fake clock.
+
+The server answers 529 for three seconds while 40 calls are in flight over four processes.
+Before, every call retried on its own backoff, so the cluster kept sending at most of its normal
+rate into the outage. Now three overloaded answers open the key's breaker: one probe per pause
+(1 s, then 2 s), and once a probe gets through the concurrency ramps up from one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.limiter_breaker import FIRST_PAUSE_S, OPEN_AFTER
+from actors.limiter_lease import LimiterLease
+from actors.limits import GrantRequest, KeyReport, Need, SettleBatch, TierLimits
+from tests.actors.test_ratelimiter import KEY, InProcessHandle, make, spin
+from tests.actors.test_ratelimiter_fair import _sleep
+from tests.fake_clock import FakeClock
+
+OUTAGE = (1_001.0, 1_004.0)
+LATENCY_S, DELAY_S, ATTEMPTS = 0.2, 0.5, 5
+
+
+async def _call(lease: LimiterLease, clock: FakeClock, sent: list[tuple[float, int]],
+                inflight: list[int]) -> bool:
+    """One call as the Agent makes it: an attempt per permit, its own backoff on a 529."""
+    for _ in range(ATTEMPTS):
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as permit:
+            inflight[0] += 1
+            sent.append((clock.now(), inflight[0]))
+            await _sleep(clock, LATENCY_S)
+            inflight[0] -= 1
+            if OUTAGE[0] <= clock.now() < OUTAGE[1]:
+                permit.overloaded()
+            else:
+                permit.settle(input_tokens=10, output_tokens=0)
+                return True
+        await _sleep(clock, DELAY_S)
+    return False
+
+
+@pytest.mark.asyncio
+async def test_an_outage_opens_the_breaker_one_probe_per_pause_then_a_gradual_ramp() -> None:
+    limiter, clock = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                     max_concurrency=40))
+    leases = [LimiterLease(InProcessHandle(limiter), clock=clock) for _ in range(4)]
+    sent: list[tuple[float, int]] = []
+    inflight = [0]
+    calls = [asyncio.ensure_future(_call(leases[i % 4], clock, sent, inflight))
+             for i in range(400)]
+    for _ in range(1_500):  # 15 s in 10 ms steps: the outage and the recovery after it
+        clock.advance(0.01)
+        await spin()
+        if all(c.done() for c in calls):
+            break
+    assert all(c.done() for c in calls)
+    assert sum(c.result() for c in calls) == 400  # waiting in the breaker spent no attempts
+    in_outage = [t for t, _ in sent if OUTAGE[0] <= t + LATENCY_S < OUTAGE[1]]
+    # The 40 in flight when it began, then one probe per pause (1 s, 2 s) and a spare. With
+    # each call retrying on its own (the code before the breaker) this was 600.
+    assert len(in_outage) <= 40 + 3, sorted(in_outage)
+    # After the outage: the probe alone, then the concurrency grows round by round.
+    after = [(t, n) for t, n in sent if t + LATENCY_S >= OUTAGE[1]]
+    start = after[0][0]
+    peaks = [max((n for t, n in after if start + i * LATENCY_S <= t
+                  < start + (i + 1) * LATENCY_S), default=0) for i in range(6)]
+    assert peaks[0] == 1 and peaks[1] <= 2 and peaks[2] <= 4, peaks
+    assert max(n for _, n in after) == 40  # back to the limit
+
+
+@pytest.mark.asyncio
+async def test_overloaded_reports_open_the_breaker_only_after_k_in_a_row() -> None:
+    limiter, clock = make()
+    a = (await limiter.settle(SettleBatch(lease_id="a", session=None, seq=1))).session
+    await limiter.settle(SettleBatch(lease_id="a", session=a, seq=2, reports=[
+        KeyReport(key=KEY, overloaded=OPEN_AFTER - 1), KeyReport(key=KEY, answered=1)]))
+    await limiter.settle(SettleBatch(lease_id="a", session=a, seq=3, reports=[
+        KeyReport(key=KEY, overloaded=OPEN_AFTER - 1)]))
+    status = await limiter.status()
+    assert status.buckets[0].paused_for_s == 0  # an answer in between: no streak of K
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=4, reports=[
+        KeyReport(key=KEY, overloaded=1)]))
+    assert reply.views[0].paused_for_s == FIRST_PAUSE_S
+    probe = asyncio.ensure_future(limiter.acquire(GrantRequest(
+        lease_id="a", session=a, seq=5, key=KEY, needs=[Need(input_tokens=1, output_tokens=0)]
+        * 3)))
+    clock.advance(FIRST_PAUSE_S)
+    await spin()
+    assert probe.done() and probe.result().granted == 1  # one call: the probe
+    # The probe is answered 529: the breaker reopens at once, for twice as long.
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=6, reports=[
+        KeyReport(key=KEY, overloaded=1, released_slots=1)]))
+    assert reply.views[0].paused_for_s == 2 * FIRST_PAUSE_S
