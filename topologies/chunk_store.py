@@ -84,7 +84,13 @@ class ChunkStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            # Another run is switching this new file to WAL at this moment (two runs on one
+            # data dir): SQLite answers "locked" without waiting. WAL persists in the file, and
+            # until it lands the rollback journal is just as correct.
+            pass
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._db.execute(_BATCH_SCHEMA)

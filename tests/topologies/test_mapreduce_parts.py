@@ -140,3 +140,31 @@ def test_a_failed_combine_fails_the_reduce() -> None:
 
     with pytest.raises(RuntimeError, match="combiner failed"):
         asyncio.run(run())
+
+
+def _open_and_put(path: str, start: object, outcomes: object) -> None:
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        ChunkStore(Path(path)).put("k", "v")
+        outcomes.put("ok")  # type: ignore[attr-defined]
+    except Exception as exc:
+        outcomes.put(repr(exc))  # type: ignore[attr-defined]
+
+
+def test_runs_started_together_on_one_data_dir_all_open_its_chunk_store(tmp_path: Path) -> None:
+    # Two `raytroupe run mapreduce` at once on a fresh data dir: each process opens the new
+    # file and switches it to WAL; SQLite answered one of them "database is locked" at once.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(8):
+        path = str(tmp_path / f"try-{attempt}" / "chunks.sqlite3")
+        start, outcomes = context.Barrier(4), context.Queue()
+        openers = [context.Process(target=_open_and_put, args=(path, start, outcomes))
+                   for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(timeout=60)
+        assert [outcomes.get(timeout=10) for _ in openers] == ["ok"] * 4
+        assert ChunkStore(Path(path)).get("k") == "v"
