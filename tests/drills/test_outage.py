@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 import uuid
-from typing import Any
 
 import ray
 
@@ -26,31 +24,16 @@ from actors.retry_policy import RetryPolicy
 from emulator import EmulatorConfig
 from emulator.responders import ScriptedError
 from tests.drills.conftest import Drill
-from tests.drills.test_storm import ask_all
+from tests.drills.fault_window import FaultWindow, ask_all
 
 EMULATOR = EmulatorConfig(latency_s=0.05)
 OUTAGE_S, IN_FLIGHT, CALLS, AGENTS = 2.0, 30, 90, 2
 
 
-class Outage:
-    """A responder: plain replies, then 529s for ``length_s`` from the ``after``-th request."""
-
-    def __init__(self, after: int, length_s: float) -> None:
-        self.after, self.length_s, self.seen, self.in_outage = after, length_s, 0, 0
-        self.started: float | None = None
-        self.lock = threading.Lock()
-
-    def __call__(self, body: dict[str, Any]) -> str:
-        now = time.monotonic()
-        with self.lock:
-            self.seen += 1
-            if self.started is None and self.seen > self.after:
-                self.started = now
-            down = self.started is not None and now < self.started + self.length_s
-            self.in_outage += down
-        if down:
-            raise ScriptedError("overloaded_error")
-        return "The pump was restarted at noon."
+def outage(after: int, length_s: float) -> FaultWindow:
+    """529 ``overloaded_error`` for ``length_s`` from the ``after``-th request."""
+    return FaultWindow(after, length_s, lambda: ScriptedError("overloaded_error"),
+                       reply="The pump was restarted at noon.")
 
 
 def test_d16_an_outage_sends_a_few_probes_and_fails_only_calls_past_their_time_budget(
@@ -61,19 +44,19 @@ def test_d16_an_outage_sends_a_few_probes_and_fails_only_calls_past_their_time_b
     short = dataclasses.replace(drill.runtime.backend, retry=RetryPolicy(max_wait_s=1.5))
     agent = spawn_agent(AgentSpec(name=f"{run_id}/short-budget", tier="haiku",
                                   run_id=run_id), short)  # starts while the others work
-    outage = Outage(after=IN_FLIGHT, length_s=OUTAGE_S)
-    drill.emulator.set_responder(outage)
+    window = outage(after=IN_FLIGHT, length_s=OUTAGE_S)
+    drill.emulator.set_responder(window)
     outcomes = asyncio.run(ask_all(agents, CALLS, IN_FLIGHT))
     ray.get([a.flush.remote() for a in agents])
     failed = [o for o in outcomes if not isinstance(o, Reply)]
-    assert outage.started is not None
+    assert window.started is not None
     assert not failed, f"{len(failed)} calls failed: {failed[:1]}"
     # The 30 in flight when it began, then a probe per pause (1 s, 2 s) and a few spares
     # (processes still holding stock when it began). Each call retrying on its own: ~90.
-    assert outage.in_outage <= IN_FLIGHT + 8, outage.in_outage
+    assert window.in_window <= IN_FLIGHT + 8, window.in_window
 
     # An outage longer than the calls' time budget: one clear line each, soon after it.
-    drill.emulator.set_responder(Outage(after=0, length_s=60))
+    drill.emulator.set_responder(outage(after=0, length_s=60))
     started = time.monotonic()
     errors = asyncio.run(ask_all([agent], 4, IN_FLIGHT))
     took = time.monotonic() - started
