@@ -44,6 +44,7 @@ def compare_command(
 
     import cluster
     from cluster.compare import compare, load_prompts, load_scorer
+    from cluster.ray_messages import send_ray_messages_to_stderr
 
     checked = _configs(configs, arch, reference)
     questions = load_prompts(prompts)
@@ -52,6 +53,7 @@ def compare_command(
         from cluster.report_command import check_output
 
         check_output(png, "--png", (".png",))
+    send_ray_messages_to_stderr()
     runtime = cluster.init(address=address)
     try:
         rows = asyncio.run(compare(checked, questions, runtime, scorer=scorer,

@@ -87,7 +87,9 @@ def _run(plan: Any, address: str | None, *, live: bool) -> Any:
 
     import cluster
     from cluster.loadtest import run_load
+    from cluster.ray_messages import send_ray_messages_to_stderr
 
+    send_ray_messages_to_stderr()
     runtime = cluster.init(address=address)
     console = Console(stderr=True)
     try:

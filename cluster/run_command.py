@@ -68,6 +68,7 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
     import ray
 
     import cluster
+    from cluster.ray_messages import send_ray_messages_to_stderr
     from cluster.settings import Settings
     from topologies import create_session, get_architecture
 
@@ -84,6 +85,7 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
         check_output(report, "--report", (".html", ".htm", ".png"))
     # A private Ray lives as long as this run: no one opens its dashboard, which costs ten
     # processes and ~0.6 s of a cold start on 2 cores (`raytroupe up` keeps one that has it).
+    send_ray_messages_to_stderr()
     runtime = cluster.init(address=address, settings=settings, include_dashboard=False)
     try:
         session = create_session(architecture, runtime=runtime, budget_usd=budget)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,30 @@ def test_a_structured_answer_is_shown_as_a_summary_then_its_points(
     assert result.stdout.startswith(
         "Floods follow rain.\n\n- The river rose.\n- The town built a wall.\n"), result.stdout
     assert "key_points" not in result.stdout
+
+
+def test_rays_warnings_during_a_run_go_to_stderr_not_into_the_answer(
+        env: dict[str, str], emulator: Any) -> None:
+    # What happened in CI: the raylet warned every driver ("8 PYTHON worker processes have
+    # been started ...") while a run printed its answer, and Ray prints that to stdout.
+    import ray
+    from ray._private.utils import publish_error_to_driver
+
+    warned: list[bool] = []
+
+    def warn_then_answer(body: dict[str, Any]) -> str:
+        if not warned:
+            warned.append(True)
+            publish_error_to_driver("worker_pool_large", "WARNING: the raylet speaks",
+                                    ray._private.worker.global_worker.gcs_client)
+            time.sleep(2.0)  # the driver's listener thread prints it while the run goes on
+        return _structured(body)
+
+    emulator.set_responder(warn_then_answer)
+    result = _run(env, "research", "Why the flood?", "--max-parallel", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["architecture"] == "research", result.stdout
+    assert "the raylet speaks" in result.stderr
 
 
 def test_json_prints_the_raw_result_and_nothing_else(env: dict[str, str],
