@@ -140,11 +140,14 @@ class MapReduceResult(ArchitectureResult):
     """The node id each mapper host started on, by actor name."""
     host_failures: int = 0
     """Mapper calls lost with their host (a node died) and sent to another host."""
-    chunks_batched: int = 0
-    """Chunks answered through Message Batches, at the batch price (``batch=True``)."""
-    batches: int = 0
+    chunks_batched: int | None = None
+    """Chunks answered through Message Batches, at the batch price (``batch=True``).
+
+    The three batch counts are None on a run that neither created nor collected a batch, so
+    that its report does not list counters of a feature it did not use."""
+    batches: int | None = None
     """Message Batches created by this run (a resumed run collects earlier ones too)."""
-    batch_retries: int = 0
+    batch_retries: int | None = None
     """Batch requests that errored or expired, sent again as normal calls."""
 
 
@@ -227,8 +230,7 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             chunks_mapped=stats.mapped, chunks_reused=stats.reused,
             chunks_irrelevant=stats.irrelevant, skipped=task.corpus.skipped,
             combines=tree.combines, reduce_depth=tree.depth, mapper_nodes=nodes,
-            host_failures=pool.host_failures, chunks_batched=stats.batched,
-            batches=stats.batches, batch_retries=stats.batch_retries)
+            host_failures=pool.host_failures, **_batch_counts(self.config.batch, stats))
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -317,3 +319,11 @@ def _nothing_to_map(task: MapReduceTask, skipped: Sequence[SkippedFile]) -> str:
     return (f"mapreduce: nothing to map in {', '.join(task.inputs) or 'the text'}"
             + (f"; skipped {shown}{more}" if skipped else ""))
 
+
+
+def _batch_counts(batch: bool, stats: MapStats) -> dict[str, int | None]:
+    """The result's batch counters, or None for each on a run that touched no batch."""
+    if not (batch or stats.batches or stats.batched or stats.batch_retries):
+        return {"chunks_batched": None, "batches": None, "batch_retries": None}
+    return {"chunks_batched": stats.batched, "batches": stats.batches,
+            "batch_retries": stats.batch_retries}

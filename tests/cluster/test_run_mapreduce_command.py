@@ -72,6 +72,7 @@ def test_the_demo_prints_answer_ledger_and_skipped_files_then_resumes_for_free(
     assert row(first.stdout, "reducer")[1] == "1"
     assert (row(first.stdout, "haiku")[1], row(first.stdout, "sonnet")[1]) == (str(chunks),
                                                                                  "1")
+    assert "batches:" not in first.stdout  # counters of a feature the run did not use
     assert "harbour-map.png: binary (NUL bytes)" in first.stderr
     assert "letter-latin1.txt: not UTF-8 text (byte 15)" in first.stderr
 
