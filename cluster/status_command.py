@@ -1,8 +1,8 @@
 """``raytroupe status``: what the runtime that is up is doing, at a glance.
 
-It joins the runtime (never starts one) and shows the singletons and their processes, the
-limits per tier and what each bucket has left, the calls in flight, today's spend from the
-Ledger's journal, and the jobs connected now.
+It joins the runtime (never starts one) and shows the singletons and the warm Agent hosts with
+their processes, the limits per tier and what each bucket has left, the calls in flight,
+today's spend from the Ledger's journal, and the jobs connected now.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from rich.table import Table
 
 from cluster.discovery import attached
 
-_SINGLETONS = ("RateLimiter", "Ledger", "EmulatorServer")
+_RUNTIME_ACTORS = ("RateLimiter", "Ledger", "EmulatorServer", "AgentHost")
+"""What the runtime keeps running for every job: the singletons and the warm Agent hosts."""
 
 
 def status() -> None:
-    """Show the runtime: singletons, limits, calls in flight, today's spend, jobs."""
+    """Show the runtime: its actors, limits, calls in flight, today's spend, jobs."""
 
     from cluster import runtime_info
     from cluster.discovery import NAMESPACE
@@ -31,7 +32,7 @@ def status() -> None:
         console.print(f"runtime at [bold]{address}[/] (namespace {NAMESPACE}"
                       f"{', raytroupe ' + info.version if info else ''}"
                       f"{', started by ' + info.owner if info else ''})", highlight=False)
-        console.print(_singletons_table(address))
+        console.print(_actors_table(address))
         console.print(_limits_table(info))
         if info is not None:
             console.print(f"spent today: [bold]${_spent_today(info.data_dir)}[/] "
@@ -41,17 +42,18 @@ def status() -> None:
                       highlight=False)
 
 
-def _singletons_table(address: str) -> Table:
+def _actors_table(address: str) -> Table:
     from ray.util.state import list_actors
 
     from cluster.discovery import NAMESPACE
 
-    table = Table(title="Singletons", title_justify="left")
+    table = Table(title="Runtime actors (singletons, warm Agent hosts)", title_justify="left")
     for column in ("actor", "name", "state", "pid", "restarts"):
         table.add_column(column)
     actors = [a for a in list_actors(address=address, detail=True, limit=10_000)
-              if a.ray_namespace == NAMESPACE and a.class_name in _SINGLETONS]
-    for actor in sorted(actors, key=lambda a: (a.class_name, a.state != "ALIVE")):
+              if a.ray_namespace == NAMESPACE and a.class_name in _RUNTIME_ACTORS]
+    for actor in sorted(actors, key=lambda a: (_RUNTIME_ACTORS.index(a.class_name),
+                                               a.state != "ALIVE", a.name or "")):
         table.add_row(actor.class_name, actor.name or "", actor.state, str(actor.pid or ""),
                       str(actor.num_restarts))
     return table

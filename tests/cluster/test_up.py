@@ -98,12 +98,16 @@ def test_up_says_where_the_dashboard_is_and_how_to_stop_it(up: dict[str, Any]) -
     assert again.returncode == 0 and "already up" in again.stdout
 
 
-def test_status_shows_the_singletons_and_the_runtimes_limits(up: dict[str, Any]) -> None:
+def test_status_shows_the_singletons_warm_hosts_and_the_runtimes_limits(up: dict[str, Any]) -> None:
     done = _raytroupe({**up["env"], "COLUMNS": "200"}, "status", timeout=120)
     assert done.returncode == 0, done.stderr
     for name in ("RateLimiter", "Ledger"):
         line = next(x for x in done.stdout.splitlines() if f" {name} " in x)
         assert "ALIVE" in line
+    hosts = [x for x in done.stdout.splitlines() if " AgentHost " in x]
+    assert {next(w for w in x.split() if w.startswith("agent-host/")) for x in hosts} == \
+        {"agent-host/haiku-0", "agent-host/sonnet-0", "agent-host/opus-0"}, done.stdout
+    assert all("ALIVE" in x for x in hosts)
     haiku = next(x for x in done.stdout.splitlines() if " haiku " in x)
     assert f" {RPM} " in haiku
     assert "spent today: $" in done.stdout and "jobs connected: 0" in done.stdout
