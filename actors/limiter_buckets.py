@@ -64,6 +64,9 @@ class KeyBuckets:
         self.key, self.limits = key, limits
         self.level, self.stamp = level, stamp
         self.held = [0.0, 0.0, 0.0]
+        self.in_flight = [0.0, 0.0, 0.0]
+        """The part of ``held`` reserved by calls in flight (as the leases last reported):
+        the server has already taken what they use, so header checks leave it out."""
         self.in_use = 0
         self.paused_until = 0.0
         self.probing = False
@@ -122,6 +125,14 @@ class KeyBuckets:
                 wait = max(wait, deficit / self.limits.refill_per_s[i])
         return None if wait == 0.0 else now + wait
 
+    def set_in_flight(self, lease_in_flight: list[float], reported: Iterable[float],
+                      lease_held: list[float]) -> None:
+        """Replace one lease's calls-in-flight figure (never above what it holds)."""
+        for i, (amount, held) in enumerate(zip(reported, lease_held, strict=True)):
+            amount = min(max(0.0, amount), max(0.0, held))
+            self.in_flight[i] += amount - lease_in_flight[i]
+            lease_in_flight[i] = amount
+
     def move_to_stock(self, lease_held: list[float], quantities: Iterable[float]) -> None:
         """Take ``quantities`` out of the buckets into a lease's stock (``lease_held``)."""
         for i, amount in enumerate(quantities):
@@ -132,6 +143,10 @@ class KeyBuckets:
     def correct(self, reading: HeaderReading) -> None:
         """Lower our level where the server says fewer remain, beyond rounding and noise.
 
+        What we count as unspent is the level plus the leases' unused stock: not the
+        reservations of calls in flight, which the server has already taken (their real size;
+        it says so in ``remaining``). Counting them too took a whole burst's calls in flight
+        away a second time, for good (a fifth of the bucket in ``benchmarks/jobs.py``).
         Only the excess over the tolerance is taken away: part of the gap is uses that leases
         have not reported yet, which their reports will take away again.
         """
@@ -142,8 +157,9 @@ class KeyBuckets:
             cap = self.limits.capacity[i]
             server = min(cap, value + reading.age_s * self.limits.refill_per_s[i])
             tolerance = max(_ROUNDING[i], _DRIFT_SHARE * cap)
-            if self.level[i] + self.held[i] - server > tolerance:
-                self.level[i] = server + tolerance - self.held[i]
+            unspent = self.level[i] + max(0.0, self.held[i] - self.in_flight[i])
+            if unspent - server > tolerance:
+                self.level[i] -= unspent - server - tolerance
 
 
 def amounts(need: Need) -> tuple[int, int, int]:

@@ -65,6 +65,8 @@ class KeyStock:
         self.rate = 0.0
         """Calls per second lately."""
         self._window = (0.0, 0)
+        self._reported_sent = (0.0, 0.0, 0.0)
+        """``sent`` as of the last report: a change is news for the limiter's header check."""
         # Changes not reported yet, cleared by ``report``:
         self.used = [0.0, 0.0, 0.0]
         self.returned = [0.0, 0.0, 0.0]
@@ -93,7 +95,8 @@ class KeyStock:
 
     def unreported(self) -> bool:
         return bool(any(self.used) or any(self.returned) or any(self.charged) or self.released
-                    or self.headers or self.retry_after or self.answered or self.overloaded)
+                    or self.headers or self.retry_after or self.answered or self.overloaded
+                    or tuple(self.sent) != self._reported_sent)
 
     def servable(self, input_tokens: int, output_tokens: int, now: float) -> bool:
         stock = self.stock
@@ -232,12 +235,14 @@ class KeyStock:
             retry = max(0.0, pause - (now - seen))
         report = KeyReport(key=self.key, used=Amount.of(self.used),
                            returned=Amount.of(self.returned), charged=Amount.of(self.charged),
+                           in_flight=Amount.of([max(0.0, x) for x in self.sent]),
                            released_slots=self.released, headers=headers, retry_after_s=retry,
                            answered=self.answered, overloaded=self.overloaded,
                            overload_retry_after_s=self.overload_retry_after)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
         self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
         self.overloaded, self.overload_retry_after = 0, None
+        self._reported_sent = tuple(self.sent)
         return report
 
     def __repr__(self) -> str:

@@ -185,6 +185,10 @@ class KeyReport(_Frozen):
     """Stock handed back to the buckets (idle, or others are waiting)."""
     charged: Amount = Amount()
     """Usage beyond what the calls had reserved: taken from the buckets, which may go negative."""
+    in_flight: Amount = Amount()
+    """The reservations of this lease's calls sent and not answered yet, as of the report (a
+    level, not a change). The server has taken what these calls really use, so its
+    ``remaining`` header leaves them out: the limiter leaves them out too when it compares."""
     released_slots: int = Field(default=0, ge=0)
     headers: HeaderReading | None = None
     retry_after_s: float | None = None

@@ -130,6 +130,8 @@ class _Lease:
     """The Ray job the lease's process belongs to: the unit of fairness."""
     slots: dict[BucketKey, int] = field(default_factory=dict)
     held: dict[BucketKey, list[float]] = field(default_factory=dict)
+    in_flight: dict[BucketKey, list[float]] = field(default_factory=dict)
+    """The part of ``held`` that its calls in flight reserved, as of its last report."""
     acquires: dict[BucketKey, tuple[int, asyncio.Future[Grant]]] = field(default_factory=dict)
 
 
@@ -372,6 +374,8 @@ class RateLimiter:
             state.held[i] -= delta
             state.level[i] += max(0.0, back)
         state.clamp()
+        state.set_in_flight(lease.in_flight.setdefault(report.key, [0.0, 0.0, 0.0]),
+                            report.in_flight.as_tuple(), held)
         released = min(report.released_slots, lease.slots.get(report.key, 0))
         lease.slots[report.key] = lease.slots.get(report.key, 0) - released
         state.in_use -= released
@@ -453,11 +457,14 @@ class RateLimiter:
         for key, held in lease.held.items():
             state = self._bucket(key)
             state.held = [a - b for a, b in zip(state.held, held, strict=True)]
+            state.set_in_flight(lease.in_flight.get(key, [0.0, 0.0, 0.0]), (0.0, 0.0, 0.0),
+                                [0.0, 0.0, 0.0])
         for _, future in lease.acquires.values():
             if not future.done():
                 future.set_result(Grant(session=None))
         lease.slots.clear()
         lease.held.clear()
+        lease.in_flight.clear()
 
     # -- small lookups -----------------------------------------------------------------------
 

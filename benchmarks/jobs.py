@@ -15,12 +15,17 @@ Prints ONE JSON line:
 
 * ``jobs``, ``correct_jobs``: jobs started / jobs whose every chunk was mapped and answered.
 * ``server_429``: 429s the emulator sent (goal 0).
-* ``ceiling_fraction``: billed mapper input tokens beyond the full bucket, over what the
-  refill allowed from the first job's map start to the last job's end (goal >= 0.97).
+* ``ceiling_fraction``: billed mapper input tokens over what the API admits while the mappers
+  send: its full bucket at the start plus the refill, from the first mapper request to the
+  last mapper answer (goal >= 0.97). ``map_s`` is that span, ``ideal_map_s`` the least the
+  API needs for the same tokens; ``startup_s`` (first job's map phase to first mapper request)
+  and ``tail_s`` (last mapper answer to last job's end: its reduce, on another tier) are reported
+  apart. ``refill_fraction_job_wall`` is the old ``ceiling_fraction``: billed beyond one
+  bucket over the refill from the first map phase to the last job's end.
 * ``binding_fraction``: billed mapper input over the refill, by answer time, from 10 s after
   the first answer to the last: how much of a binding limit is used once the burst is spent.
 * ``min_share_while_all_ran``: while all three jobs ran, the smallest job's share of the
-  mapper input tokens billed in that window (fair = 0.333; goal >= 0.25).
+  mapper input tokens answered in that window (fair = 0.333; goal >= 0.25).
 * ``ledger_equals_bill``: the one Ledger's USD equals the emulator's bill.
 
 Usage: ``python benchmarks/jobs.py [--chunks 2000] [--itpm 120000] [--in-flight 32]``
@@ -126,20 +131,17 @@ def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
     rows = list(iter_rollup_rows(journal, None, "run"))
     ran = [j for j in jobs if j.get("started")]
     first, last = min(j["started"] for j in ran), max(j["ended"] for j in ran)
-    billed = sum(r.input_tokens + r.cache_write_5m + r.cache_write_1h
-                 for r in iter_rollup_rows(journal, None, "tier")
-                 if r.key == "haiku" and r.http_status == 200)
-    allowed = itpm / 60 * (last - first)
     together = (max(j["started"] for j in ran), min(j["ended"] for j in ran))
     per_job = {j["run_id"]: 0 for j in ran}
-    for r in rows:
-        if r.key in per_job and together[0] <= r.started_at <= together[1]:
+    for r in rows:  # by answer time: an attempt's start is stamped before its permit wait
+        if r.key in per_job and "haiku" in r.model and r.http_status == 200 and \
+                together[0] <= r.started_at + (r.latency_s or 0.0) <= together[1]:
             per_job[r.key] += r.input_tokens
     total = sum(per_job.values())
     ledger_usd = sum((Decimal(r.cost_usd) for r in rows), Decimal(0))
     return {
         "server_429": stats["responses_by_status"].get("429", 0),
-        "ceiling_fraction": round(max(0, billed - itpm) / allowed, 3) if allowed else None,
+        **_ceiling(rows, itpm, first, last),
         "binding_fraction": _binding_fraction(rows, itpm),
         "min_share_while_all_ran": round(min(per_job.values()) / total, 3) if total else None,
         "all_ran_s": round(together[1] - together[0], 1),
@@ -148,11 +150,38 @@ def _figures(jobs: list[dict[str, Any]], stats: dict[str, Any], journal: Path,
     }
 
 
+def _ceiling(rows: list[Any], itpm: int, first: float, last: float) -> dict[str, Any]:
+    """How much of what the API admits the mappers used, while they were sending.
+
+    The API's bucket starts full (``itpm``) and refills at ``itpm / 60`` a second, so over a
+    span of ``s`` seconds it admits ``itpm + itpm / 60 * s``. The span is the map: from the
+    first mapper attempt's start (taken before its permit; the bucket is full, so that is when
+    it is sent) to the last mapper answer. The jobs' time before it (mapper hosts starting)
+    and after it (the reduce, on another tier) are ``startup_s`` and ``tail_s``:
+    no mapper call can use the limit then. ``refill_fraction_job_wall`` is the figure this
+    benchmark called ``ceiling_fraction`` before: billed input beyond one bucket over the
+    refill from the first job's map phase to the last job's end (both included)."""
+    mapped = [r for r in rows if "haiku" in r.model and r.http_status == 200]
+    if not mapped:
+        return {}
+    billed = sum(r.input_tokens + r.cache_write_5m + r.cache_write_1h for r in mapped)
+    start = min(r.started_at for r in mapped)
+    end = max(r.started_at + (r.latency_s or 0.0) for r in mapped)
+    rate = itpm / 60
+    return {
+        "ceiling_fraction": round(billed / (itpm + rate * (end - start)), 3),
+        "map_s": round(end - start, 1),
+        "ideal_map_s": round(max(0.0, billed - itpm) / rate, 1),
+        "startup_s": round(start - first, 1),
+        "tail_s": round(last - end, 1),
+        "refill_fraction_job_wall": round(max(0, billed - itpm) / (rate * (last - first)), 3),
+    }
+
+
 def _binding_fraction(rows: list[Any], itpm: int) -> float | None:
     """Mapper input billed over the refill, by answer time, from ``BURST_S`` after the first
     answer to the last: the limit's use once the burst is spent, with no start-up or reduce
-    at either end (``ceiling_fraction`` subtracts the bucket in reserved tokens, which are
-    estimates, from billed ones, and counts both ends)."""
+    at either end (``ceiling_fraction`` counts the burst too)."""
     answers = [(r.started_at + (r.latency_s or 0.0), r.input_tokens) for r in rows
                if "haiku" in r.model and r.http_status == 200]
     if not answers:

@@ -537,3 +537,55 @@ async def test_the_buckets_refill_after_a_burst_no_earlier_than_the_servers() ->
         clock.advance(0.05)
         await spin()
     await until(late.done)
+
+
+@pytest.mark.asyncio
+async def test_calls_in_flight_are_not_taken_away_twice_by_the_servers_remaining() -> None:
+    """Issue 8's lost fifth of a bucket: the server's ``remaining`` already lacks the calls in
+    flight, whose reservations the limiter holds until they are answered; counting them as
+    unspent made every burst look like drift, and the correction took them away for good."""
+    limiter, clock = make(TierLimits(rpm=10_000, itpm=60_000, otpm=1_000_000,
+                                     max_concurrency=100))
+    lease, _ = lease_on(limiter, clock)
+    first_answered, rest_answered = asyncio.Event(), asyncio.Event()
+    # The server took 20 calls of 800 tokens when they arrived: 44,000 remain.
+    headers = {"anthropic-ratelimit-input-tokens-remaining": "44000"}
+
+    async def call(answered: asyncio.Event) -> None:
+        async with lease.reserve(KEY, input_tokens=1_000, output_tokens=0) as permit:
+            await answered.wait()
+            permit.settle(input_tokens=800, output_tokens=0, headers=headers)
+
+    async def unspent() -> float:  # in the bucket, in the lease's stock or reserved
+        status = (await limiter.status()).buckets[0]
+        return status.available.input_tokens + status.held.input_tokens
+
+    calls = [asyncio.ensure_future(call(first_answered if i == 0 else rest_answered))
+             for i in range(20)]
+    await until(lambda: KEY in limiter._buckets and limiter._buckets[KEY].in_use == 20)
+    first_answered.set()
+    await until(calls[0].done)
+    clock.advance(0.05)  # the lease reports the answer, its headers and the 19 in flight
+    await until(lambda: limiter._buckets[KEY].in_use < 20 or lease._keys[KEY].spare_slots > 0)
+    await spin()
+    assert await unspent() >= 59_200  # before the fix: 45,250 (13,950 taken a second time)
+    rest_answered.set()
+    await until(lambda: all(c.done() for c in calls))
+    clock.advance(0.05)
+    await spin()
+    # 16,000 billed, 0.1 s of refill: nothing else is gone.
+    assert 60_000 - 16_000 <= await unspent() <= 60_000 - 16_000 + 100 + 1e-6
+
+
+@pytest.mark.asyncio
+async def test_a_real_drift_is_still_corrected_while_calls_are_in_flight() -> None:
+    limiter, _ = make(TierLimits(rpm=100, itpm=60_000, otpm=60_000, max_concurrency=100))
+    session = await register(limiter, "a")
+    grant = await ask(limiter, "a", session, 2, *[need(1_000) for _ in range(10)])
+    assert grant.granted == 10
+    # Another client of the key spent 20,000: the server took our 10 calls and that too.
+    await limiter.settle(SettleBatch(lease_id="a", session=session, seq=3, reports=[
+        KeyReport(key=KEY, in_flight=Amount(requests=10, input_tokens=10_000),
+                  headers=HeaderReading(input_tokens=30_000))]))
+    # Unspent by our books 50,000; the server's 30,000 plus 1,200 of tolerance.
+    assert (await available(limiter)).input_tokens == pytest.approx(31_200)
