@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -96,10 +97,11 @@ _WINDOW_ESTIMATE_FACTOR = 0.75
 _BUDGET_RECHECK_S = 2.0
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
-_BATCH_COALESCE_S = 0.003
-"""How long ``ask_batch`` lets more replies finish before streaming what has finished: calls
-sent together tend to finish together, and one item for ten replies costs a tenth (the caller
-then sends their successors together too, so the batches stay batches)."""
+_BATCH_COALESCE_S = 0.020
+"""Longest ``ask_batch`` holds a finished reply for the rest of its batch: calls sent together
+tend to finish together, and one streamed item for ten replies costs a tenth (the caller then
+sends their successors together too, so the batches stay batches). A batch whose replies are
+all in goes at once; a busy host finishing its calls one by one sends what it has every 20 ms."""
 
 
 @dataclass(frozen=True)
@@ -303,20 +305,25 @@ class Agent:
         :class:`actors.agent_batch.AskBatcher`; cancel the generator to stop every call.
         """
         finished: list[tuple[int, Reply | RaytroupeError]] = []
-        ready = asyncio.Event()
+        ready, whole = asyncio.Event(), asyncio.Event()
+        left = len(requests)
 
         async def one(index: int, request: AskRequest) -> None:
             finished.append((index, await self._ask_or_error(request)))
             ready.set()
+            if len(finished) >= left:
+                whole.set()
 
         tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
-        left = len(tasks)
         try:
             while left:
                 await ready.wait()
                 if len(finished) < left:  # replies finishing together go back together
-                    await asyncio.sleep(_BATCH_COALESCE_S)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_BATCH_COALESCE_S):
+                            await whole.wait()
                 ready.clear()
+                whole.clear()
                 items = finished[:]
                 finished.clear()
                 left -= len(items)
