@@ -222,6 +222,7 @@ class Agent:
         self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._capped: dict[str, tuple[bool, float]] = {}
+        self._cap_checks: dict[str, asyncio.Future[bool]] = {}
         self._compacting = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -616,10 +617,21 @@ class Agent:
         """
         now = time.monotonic()
         capped, checked_at = self._capped.get(run_id, (True, -_BUDGET_RECHECK_S))
-        if now - checked_at >= _BUDGET_RECHECK_S:
-            status = await self.backend.ledger.budget.remote(run_id)
-            capped = status.cap_usd is not None
-            self._capped[run_id] = (capped, now)
+        if now - checked_at < _BUDGET_RECHECK_S:
+            return capped
+        # One question in flight per run: the calls that find the answer stale together (all
+        # of a busy host's, every few seconds) share it instead of asking one each.
+        check = self._cap_checks.get(run_id)
+        if check is None:
+            check = self._cap_checks[run_id] = asyncio.ensure_future(self._check_cap(run_id))
+            check.add_done_callback(lambda _: self._cap_checks.pop(run_id, None))
+        return await asyncio.shield(check)
+
+    async def _check_cap(self, run_id: str) -> bool:
+        asked_at = time.monotonic()
+        status = await self.backend.ledger.budget.remote(run_id)
+        capped = status.cap_usd is not None
+        self._capped[run_id] = (capped, asked_at)
         return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
