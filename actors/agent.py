@@ -34,8 +34,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -96,10 +98,11 @@ _WINDOW_ESTIMATE_FACTOR = 0.75
 _BUDGET_RECHECK_S = 2.0
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
-_BATCH_COALESCE_S = 0.003
-"""How long ``ask_batch`` lets more replies finish before streaming what has finished: calls
-sent together tend to finish together, and one item for ten replies costs a tenth (the caller
-then sends their successors together too, so the batches stay batches)."""
+_BATCH_COALESCE_S = 0.020
+"""Longest ``ask_batch`` holds a finished reply for the rest of its batch: calls sent together
+tend to finish together, and one streamed item for ten replies costs a tenth (the caller then
+sends their successors together too, so the batches stay batches). A batch whose replies are
+all in goes at once; a busy host finishing its calls one by one sends what it has every 20 ms."""
 
 
 @dataclass(frozen=True)
@@ -217,9 +220,11 @@ class Agent:
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
         self.incarnation = uuid.uuid4().hex[:12]
+        self._calls = itertools.count(1)
         self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._capped: dict[str, tuple[bool, float]] = {}
+        self._cap_checks: dict[str, asyncio.Future[bool]] = {}
         self._compacting = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -303,20 +308,25 @@ class Agent:
         :class:`actors.agent_batch.AskBatcher`; cancel the generator to stop every call.
         """
         finished: list[tuple[int, Reply | RaytroupeError]] = []
-        ready = asyncio.Event()
+        ready, whole = asyncio.Event(), asyncio.Event()
+        left = len(requests)
 
         async def one(index: int, request: AskRequest) -> None:
             finished.append((index, await self._ask_or_error(request)))
             ready.set()
+            if len(finished) >= left:
+                whole.set()
 
         tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
-        left = len(tasks)
         try:
             while left:
                 await ready.wait()
                 if len(finished) < left:  # replies finishing together go back together
-                    await asyncio.sleep(_BATCH_COALESCE_S)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_BATCH_COALESCE_S):
+                            await whole.wait()
                 ready.clear()
+                whole.clear()
                 items = finished[:]
                 finished.clear()
                 left -= len(items)
@@ -609,10 +619,21 @@ class Agent:
         """
         now = time.monotonic()
         capped, checked_at = self._capped.get(run_id, (True, -_BUDGET_RECHECK_S))
-        if now - checked_at >= _BUDGET_RECHECK_S:
-            status = await self.backend.ledger.budget.remote(run_id)
-            capped = status.cap_usd is not None
-            self._capped[run_id] = (capped, now)
+        if now - checked_at < _BUDGET_RECHECK_S:
+            return capped
+        # One question in flight per run: the calls that find the answer stale together (all
+        # of a busy host's, every few seconds) share it instead of asking one each.
+        check = self._cap_checks.get(run_id)
+        if check is None:
+            check = self._cap_checks[run_id] = asyncio.ensure_future(self._check_cap(run_id))
+            check.add_done_callback(lambda _: self._cap_checks.pop(run_id, None))
+        return await asyncio.shield(check)
+
+    async def _check_cap(self, run_id: str) -> bool:
+        asked_at = time.monotonic()
+        status = await self.backend.ledger.budget.remote(run_id)
+        capped = status.cap_usd is not None
+        self._capped[run_id] = (capped, asked_at)
         return capped
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
@@ -721,7 +742,9 @@ class Agent:
             # A request's call_id tags the logical call; the suffix makes each execution of it
             # unique, because a restarted agent re-running it is billed again and the Ledger
             # must count both (it deduplicates only true replays of one record).
-            call_id=f"{request.call_id or 'call'}.{self.incarnation}.{uuid.uuid4().hex[:8]}",
+            # A counter, not a uuid4: os.urandom cost ~50 us per call on a busy box (cProfile
+            # of a host), and the incarnation already makes the id unique across processes.
+            call_id=f"{request.call_id or 'call'}.{self.incarnation}.{next(self._calls):x}",
             model=model,
             spec=self.prices.spec(model), run_id=request.run_id or self.spec.run_id,
             role=request.role or self.spec.role, max_tokens=request.max_tokens,

@@ -2,11 +2,16 @@
 
 Why: a Ray actor call costs about a millisecond of CPU across the caller and the actor, about
 as much as the SDK's whole HTTP call, and batching k requests per call is close to k times
-cheaper (both measured: ``docs/performance.md``). So a caller that has many
-asks in flight to one agent host queues them; every ask made in the same turn of the event loop
-(a burst of freed slots refilling at once) leaves in one ``ask_batch`` call, and the host
-streams back, as a Ray streaming generator, whatever replies have finished since its last item.
-Each item is a list, so a burst of replies costs one Ray object, not one each.
+cheaper (both measured: ``docs/performance.md``). So a caller that has many asks in flight to
+one agent host queues them and sends them together in one ``ask_batch`` call; the host streams
+back, as a Ray streaming generator, lists of the replies that finished together.
+
+When the host is idle an ask leaves after the current turn of the event loop (with every ask
+made in that turn: the one-call-at-a-time path pays no wait). While batches are in flight, asks
+wait a few turns for company (a burst of replies frees its slots over 2-3 turns) and, unless
+that made ``_FULL_BATCH`` of them, up to ``_HOLD_S``: a busy host finishes its calls one by one,
+and sending each freed slot's ask at once would settle into one ask per Ray call (measured:
+1.3 asks per call at 50 in flight; about 10 with the hold, ``docs/performance.md``).
 
 Cancelling an ask does not stop a reply that is already on its way; once every ask of a batch
 is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
@@ -30,6 +35,13 @@ from actors.messages import AskRequest, Reply
 
 DEFAULT_MAX_BATCH = 64
 """Most asks in one Ray call (bounds one call's payload and a lost host's re-sends)."""
+_HOLD_TURNS = 3
+"""Loop turns asks wait for company while batches are in flight (none when idle)."""
+_HOLD_S = 0.020
+"""Then at most this long, unless ``_FULL_BATCH`` asks are queued: a tenth of a typical
+call's latency, paid only while the host is busy with others."""
+_FULL_BATCH = 8
+"""Asks worth sending at once (a wave of freed slots, as a map phase makes them)."""
 
 
 class _Batch:
@@ -63,6 +75,8 @@ class AskBatcher:
         self._streams: set[asyncio.Task[None]] = set()
         self.calls = 0
         """Ray calls made (batches sent), for tests and diagnosis."""
+        self.items = 0
+        """Streamed items received (each a list of replies), for diagnosis."""
 
     def __repr__(self) -> str:
         return f"AskBatcher(queued={len(self._queue)}, streams={len(self._streams)})"
@@ -80,7 +94,10 @@ class AskBatcher:
         self._queue.append((request, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._dispatch)  # after this turn: every ask made in it goes along
+            if self._streams:  # batches in flight: let this ask find company first
+                loop.call_soon(self._gather, _HOLD_TURNS)
+            else:  # idle: after this turn (every ask made in it goes along)
+                loop.call_soon(self._dispatch)
         return await future
 
     async def settled(self, timeout_s: float) -> None:
@@ -88,6 +105,19 @@ class AskBatcher:
         cancelled ones too: then their attempts' records exist, and a flush ships them."""
         if self._streams:
             await asyncio.wait(set(self._streams), timeout=timeout_s)
+
+    def _gather(self, turns: int) -> None:
+        """Hold asks while batches are in flight: a few loop turns (a burst of replies frees
+        its slots over 2-3 turns), then, unless that made a batch, up to ``_HOLD_S``. Without
+        the hold, a lone ask's reply comes back alone and frees one slot, whose ask goes alone:
+        a steady state of one ask per Ray call."""
+        loop = asyncio.get_running_loop()
+        if len(self._queue) >= _FULL_BATCH:
+            self._dispatch()
+        elif turns:
+            loop.call_soon(self._gather, turns - 1)
+        else:
+            loop.call_later(_HOLD_S, self._dispatch)
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -112,6 +142,7 @@ class AskBatcher:
             for future in batch.futures:
                 future.add_done_callback(batch.abandoned)
             async for ref in batch.gen:
+                self.items += 1
                 for index, result in await ref:
                     _settle(batch.futures[index], result)
         except Exception as exc:  # the host died (or the call failed): fail what is left

@@ -54,3 +54,29 @@ def test_a_lone_ask_is_a_plain_call_and_raises_its_own_error(rig: Rig) -> None:
         return batcher.calls
 
     assert asyncio.run(main()) == 2
+
+
+def test_asks_made_one_by_one_while_a_batch_is_in_flight_leave_together(rig: Rig) -> None:
+    """A busy host's asks wait a moment for company: each freed slot's ask sent alone would
+    settle into one ask per Ray call (the throughput case of ``benchmarks/overhead.py``)."""
+    from emulator import run_emulator
+
+    with run_emulator(latency_s=0.3) as slow:
+        agent, _ = rig.agent("haiku", emulator=slow)
+
+        async def main() -> tuple[list[object], int]:
+            batcher = AskBatcher(agent)
+            asks = [asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"first {i}",
+                                                                 max_tokens=20)))
+                    for i in range(2)]
+            await asyncio.sleep(0.05)  # that batch is on the host now
+            for i in range(4):  # one ask per millisecond, never two in one turn of the loop
+                asks.append(asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"then {i}",
+                                                                         max_tokens=20))))
+                await asyncio.sleep(0.001)
+            return await asyncio.gather(*asks), batcher.calls
+
+        replies, calls = asyncio.run(main())
+
+    assert all(r.text for r in replies)  # type: ignore[attr-defined]
+    assert calls == 2
