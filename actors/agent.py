@@ -50,6 +50,7 @@ from pydantic import SecretStr
 
 from actors import api_call, prompt_breakpoints, singletons
 from actors.api_call import Attempt
+from actors.budget_check import BudgetCheck
 from actors.errors import (
     ConfigError,
     ConnectionFailed,
@@ -93,7 +94,6 @@ OnText = Callable[[TextDelta | StreamRestarted], None]
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
-_BUDGET_RECHECK_S = 2.0
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 _BATCH_COALESCE_S = 0.003
@@ -219,7 +219,7 @@ class Agent:
         self.incarnation = uuid.uuid4().hex[:12]
         self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
-        self._capped: dict[str, tuple[bool, float]] = {}
+        self._budgets = BudgetCheck(self._ledger_capped)
         self._compacting = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -601,19 +601,18 @@ class Agent:
         self.backend.ledger.release.remote(ctx.run_id, ctx.call_id, retry)
 
     async def _run_is_capped(self, run_id: str) -> bool:
-        """Whether the run has a budget, asked of the Ledger at most every few seconds.
+        """Whether the run has a budget, asked of the Ledger every few seconds, off the path
+        of the calls (``actors/budget_check.py``).
 
         Runs without a cap need no reservation, which saves a Ledger round trip (~2 ms) per
         call. A cap set on a run already in progress binds this agent within
-        ``_BUDGET_RECHECK_S``; set budgets before the run starts (sessions and the CLI do).
+        ``budget_check.RECHECK_S``; set budgets before the run starts (sessions and the CLI do).
         """
-        now = time.monotonic()
-        capped, checked_at = self._capped.get(run_id, (True, -_BUDGET_RECHECK_S))
-        if now - checked_at >= _BUDGET_RECHECK_S:
-            status = await self.backend.ledger.budget.remote(run_id)
-            capped = status.cap_usd is not None
-            self._capped[run_id] = (capped, now)
-        return capped
+        return await self._budgets.capped(run_id)
+
+    async def _ledger_capped(self, run_id: str) -> bool:
+        status = await self.backend.ledger.budget.remote(run_id)
+        return status.cap_usd is not None
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
                        retry: int, on_text: OnText | None,
