@@ -52,6 +52,7 @@ from pydantic import SecretStr
 
 from actors import api_call, prompt_breakpoints, singletons
 from actors.api_call import Attempt
+from actors.budget_check import BudgetCheck
 from actors.errors import (
     ConfigError,
     ConnectionFailed,
@@ -95,7 +96,6 @@ OnText = Callable[[TextDelta | StreamRestarted], None]
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
-_BUDGET_RECHECK_S = 2.0
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 _BATCH_COALESCE_S = 0.020
@@ -223,8 +223,7 @@ class Agent:
         self._calls = itertools.count(1)
         self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
-        self._capped: dict[str, tuple[bool, float]] = {}
-        self._cap_checks: dict[str, asyncio.Future[bool]] = {}
+        self._budgets = BudgetCheck(self._ledger_capped)
         self._compacting = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -611,30 +610,18 @@ class Agent:
         self.backend.ledger.release.remote(ctx.run_id, ctx.call_id, retry)
 
     async def _run_is_capped(self, run_id: str) -> bool:
-        """Whether the run has a budget, asked of the Ledger at most every few seconds.
+        """Whether the run has a budget, asked of the Ledger every few seconds, off the path
+        of the calls (``actors/budget_check.py``).
 
         Runs without a cap need no reservation, which saves a Ledger round trip (~2 ms) per
         call. A cap set on a run already in progress binds this agent within
-        ``_BUDGET_RECHECK_S``; set budgets before the run starts (sessions and the CLI do).
+        ``budget_check.RECHECK_S``; set budgets before the run starts (sessions and the CLI do).
         """
-        now = time.monotonic()
-        capped, checked_at = self._capped.get(run_id, (True, -_BUDGET_RECHECK_S))
-        if now - checked_at < _BUDGET_RECHECK_S:
-            return capped
-        # One question in flight per run: the calls that find the answer stale together (all
-        # of a busy host's, every few seconds) share it instead of asking one each.
-        check = self._cap_checks.get(run_id)
-        if check is None:
-            check = self._cap_checks[run_id] = asyncio.ensure_future(self._check_cap(run_id))
-            check.add_done_callback(lambda _: self._cap_checks.pop(run_id, None))
-        return await asyncio.shield(check)
+        return await self._budgets.capped(run_id)
 
-    async def _check_cap(self, run_id: str) -> bool:
-        asked_at = time.monotonic()
+    async def _ledger_capped(self, run_id: str) -> bool:
         status = await self.backend.ledger.budget.remote(run_id)
-        capped = status.cap_usd is not None
-        self._capped[run_id] = (capped, asked_at)
-        return capped
+        return status.cap_usd is not None
 
     async def _attempt(self, ctx: _CallContext, params: dict[str, Any], estimate: int,
                        retry: int, on_text: OnText | None,

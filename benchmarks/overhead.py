@@ -12,8 +12,12 @@ do, so a ratio credits the pipeline and nothing else:
   (``actors/agent_batch.py``: ``calls_per_s``) and one Ray call per ask
   (``unbatched_calls_per_s``); each call: a limiter permit from the local lease, the HTTP call,
   the settle, the record in the local journal;
-* latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, one at a time, bare SDK
-  and agent; ``added_latency_p50_ms`` is the difference.
+* latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, one at a time, through
+  the bare SDK, an agent, and a bare async Ray actor holding the same SDK client (what any actor
+  adds: Ray's round trip); ``added_latency_p50_ms`` is agent minus SDK, split into
+  ``actor_added_p50_ms`` (bare actor minus SDK) and ``pipeline_added_p50_ms`` (agent minus bare
+  actor). The three take turns in blocks of ``--latency-block`` calls, so that they share the
+  box's load; the first call of each block is not counted (it follows seconds of idleness).
 
 Prints ONE JSON line: ``{"bench": "overhead", "calls_per_s", "sdk_calls_per_s",
 "plain_calls_per_s", "ratio_vs_sdk", "ratio_vs_plain", "added_latency_p50_ms", ...}``. Goals
@@ -25,7 +29,7 @@ round's, each ratio is taken within a round (so both sides saw the same load), a
 ``*_range`` gives the ratios' spread over the rounds: the box is shared and noisy.
 
 Usage: ``python benchmarks/overhead.py [--calls 2000] [--in-flight 50] [--agents 2]
-[--rounds 3]``
+[--rounds 3] [--latency-calls 50] [--latency-block 10]``
 """
 
 from __future__ import annotations
@@ -128,21 +132,53 @@ def _spawn(base_url: str, count: int, tag: str) -> list[Any]:
     return agents
 
 
+@ray.remote(num_cpus=0)
+class _BareActor:
+    """A bare async Ray actor making the same SDK call: the latency any actor adds."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = _client(base_url)
+
+    async def create(self, i: int) -> str:
+        return (await _create(self.client, i)).content[0].text
+
+
+async def _latency(base_url: str, agent: Any, actor: Any,
+                   args: argparse.Namespace) -> dict[str, float]:
+    """One call at a time through the SDK, the agent and the bare actor, taking turns in
+    blocks so that the three share the box's load (it drifts over a round on a shared box)."""
+    lat: dict[str, list[float]] = {"sdk": [], "agent": [], "actor": []}
+    batcher = AskBatcher(agent)
+    async with _client(base_url) as client:
+        paths: dict[str, Callable[[int], Awaitable[Any]]] = {
+            "sdk": lambda i: _create(client, i),
+            "agent": lambda i: batcher.ask(
+                AskRequest(prompt=f"{PROMPT} ({i})", max_tokens=MAX_TOKENS)),
+            "actor": lambda i: actor.create.remote(i)}
+        for one in paths.values():                                      # warm-up
+            await _timed(10, 1, one)
+        while len(lat["agent"]) < args.latency_calls:
+            for name, one in paths.items():
+                _, times = await _timed(args.latency_block + 1, 1, one)
+                lat[name] += times[1:]  # the first follows the other paths' block: idle
+    sdk, agent_p50, actor_p50 = (statistics.median(lat[k]) * 1e3 for k in paths)
+    return {"sdk_latency_p50_ms": sdk, "latency_p50_ms": agent_p50,
+            "actor_latency_p50_ms": actor_p50, "added_latency_p50_ms": agent_p50 - sdk,
+            "actor_added_p50_ms": actor_p50 - sdk, "pipeline_added_p50_ms": agent_p50 - actor_p50}
+
+
 async def _round(fast: str, slow: str, agents: list[Any], slow_agent: list[Any],
-                 args: argparse.Namespace) -> dict[str, float]:
+                 args: argparse.Namespace, bare_actor: Any = None) -> dict[str, float]:
     """One round of every path, back to back, so that a round's ratios share one load."""
     calls, in_flight = args.calls, args.in_flight
     sdk, _ = await _sdk(fast, calls, in_flight)
     plain, _ = await _sdk(fast, calls, in_flight, _plain_limiter())
     batched, _ = await _agents(agents, calls, in_flight)
     unbatched, _ = await _agents(agents, calls, in_flight, batched=False)
-    _, sdk_lat = await _sdk(slow, args.latency_calls, 1)
-    _, lat = await _agents(slow_agent, args.latency_calls, 1)
-    sdk_p50, p50 = statistics.median(sdk_lat) * 1e3, statistics.median(lat) * 1e3
+    latency = await _latency(slow, slow_agent[0], bare_actor, args)
     return {"calls_per_s": batched, "unbatched_calls_per_s": unbatched, "sdk_calls_per_s": sdk,
             "plain_calls_per_s": plain, "ratio_vs_sdk": batched / sdk,
-            "ratio_vs_plain": batched / plain, "sdk_latency_p50_ms": sdk_p50,
-            "latency_p50_ms": p50, "added_latency_p50_ms": p50 - sdk_p50}
+            "ratio_vs_plain": batched / plain, **latency}
 
 
 def main() -> None:
@@ -151,6 +187,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--latency-calls", type=int, default=50)
+    parser.add_argument("--latency-block", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False,
@@ -160,8 +197,9 @@ def main() -> None:
         with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=0.2) as slow:
             agents = _spawn(fast.base_url, args.agents, "fast")
             slow_agent = _spawn(slow.base_url, 1, "slow")
-            rounds = [asyncio.run(_round(fast.base_url, slow.base_url, agents, slow_agent, args))
-                      for _ in range(args.rounds)]
+            bare_actor = _BareActor.remote(slow.base_url)
+            rounds = [asyncio.run(_round(fast.base_url, slow.base_url, agents, slow_agent, args,
+                                         bare_actor)) for _ in range(args.rounds)]
     finally:
         ray.shutdown()
     report: dict[str, Any] = {"bench": "overhead", "calls": args.calls,
