@@ -96,6 +96,8 @@ OnText = Callable[[TextDelta | StreamRestarted], None]
 # The window check uses a closer estimate than the reservation: the reservation may be
 # generous (it is refunded), but refusing a prompt that fits would be a wrong answer.
 _WINDOW_ESTIMATE_FACTOR = 0.75
+_RETIRE_TIMEOUT_S = 3.0
+"""Longest ``Agent.retire`` waits for its lease to give its stock back."""
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 _BATCH_COALESCE_S = 0.020
@@ -214,6 +216,7 @@ class Agent:
             max_retries=0, timeout=backend.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
         # A warm host (actors/agent_host.py) passes its process's one lease and Ledger client.
+        self._owns_lease = clients is None
         self.lease, self.ledger = clients or (
             LimiterLease(backend.singleton(backend.limiter_name)),
             LedgerClient(backend.singleton(backend.ledger_name)))
@@ -349,6 +352,23 @@ class Agent:
     async def flush(self) -> None:
         """Wait until every Ledger record of this agent is acknowledged."""
         await self.ledger.flush()
+
+    async def retire(self) -> None:
+        """Before this actor is killed: flush the Ledger records, then give the lease's stock
+        back (tokens and slots already taken from the cluster's buckets).
+
+        Killed with its stock, the limiter would write it off only at the lease's TTL (~6 s),
+        and a job starting meanwhile under a binding limit would start that much short. A warm
+        host's agent shares the host's lease, which the host keeps for the next run.
+        """
+        await self.ledger.flush()
+        if not self._owns_lease:
+            return
+        try:  # bounded: a run's end must not wait on a limiter that cannot be reached
+            await asyncio.wait_for(self.lease.close(), _RETIRE_TIMEOUT_S)
+        except Exception as exc:  # best effort: the limiter writes the stock off at the TTL anyway
+            _log.warning("agent %s: its limiter lease did not close (%s); the limiter writes "
+                         "its stock off at the lease's TTL", self.spec.name, type(exc).__name__)
 
     async def submit_batch(self, items: Sequence[tuple[str, AskRequest]]) -> str:
         """Send ``(custom_id, request)`` items as one Message Batch; return its id.

@@ -168,22 +168,24 @@ class MapperPool:
                                      for h in self._hosts))
         return {h.name: node for h, node in zip(self._hosts, ids, strict=True)}
 
-    async def flush(self) -> None:
-        """Wait until every host's Ledger records are acknowledged (skipping dead hosts).
+    async def retire(self) -> None:
+        """Before :meth:`stop`: every host's Ledger records acknowledged and its limiter stock
+        given back (``Agent.retire``), skipping dead hosts.
 
         Calls cancelled on a host (a Ctrl-C) record their attempts as the cancellation
         reaches them, after ``ray.cancel`` returned: wait for that first, or the records
-        would die with the host when :meth:`stop` kills it.
+        would die with the host when :meth:`stop` kills it. Stock killed with a host would be
+        missing from the cluster's buckets until its lease's TTL, for every job.
         """
         await asyncio.gather(*(h.batcher.settled(_SETTLE_S) for h in self._hosts))
-        results = await asyncio.gather(*(h.handle.flush.remote() for h in self._hosts),
+        results = await asyncio.gather(*(h.handle.retire.remote() for h in self._hosts),
                                        return_exceptions=True)
         for host, result in zip(self._hosts, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("mapper host %s could not flush: %s", host.name, result)
 
     def stop(self) -> None:
-        """Stop every host (after ``flush``): idle actors still cost memory and CPU."""
+        """Stop every host (after ``retire``): idle actors still cost memory and CPU."""
         for host in self._hosts:
             ray.kill(host.handle, no_restart=True)
 

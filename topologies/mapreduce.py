@@ -210,9 +210,10 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             try:
                 stats = await self._map(task, run, pool, store, tree)
             finally:
-                # The hosts' work is done: flush their records (a host lost with its node is
-                # skipped, not fatal) and free their memory before the reduce.
-                await pool.flush()
+                # The hosts' work is done: flush their records, give back their limiter stock
+                # (a host lost with its node is skipped, not fatal) and free their memory
+                # before the reduce.
+                await pool.retire()
                 pool.stop()
             phase[0] = "reduce"
             await run.phase("reduce", "combining the notes", total=None)

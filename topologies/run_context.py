@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors import agent_handle
 from actors.agent import Backend
-from actors.agent_host import spawn, stop
+from actors.agent_host import HostedAgent, spawn, stop
 from actors.errors import RaytroupeError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
 from actors.token_estimate import text_tokens
@@ -135,9 +135,15 @@ class Crew:
         await asyncio.gather(*(h.flush.remote() for h in self.handles.values()))
 
     async def stop(self) -> None:
-        """Flush, then stop every agent actor (they cost about 95 MB each)."""
+        """Flush, then stop every agent actor (they cost about 95 MB each).
+
+        The run's own actors give back their limiter stock first (``Agent.retire``): killed
+        with it, the stock would be missing from the cluster's buckets until the lease's TTL.
+        A warm host's agent shares the host's lease, which stays for the next run.
+        """
         try:
-            await self.flush()
+            await asyncio.gather(*(h.flush.remote() if isinstance(h, HostedAgent)
+                                   else h.retire.remote() for h in self.handles.values()))
         finally:
             for handle in [*self.handles.values(), *([self.recorder] if self.recorder else [])]:
                 stop(handle)  # a warm host's agent is dropped, an actor of the run killed
