@@ -23,12 +23,13 @@ from pydantic import SecretStr
 
 from actors import singletons
 from actors.agent import Backend, spawn_agent
+from actors.agent_host import start_run_host
 from actors.ledger import LEDGER_NAME, get_ledger
 from actors.limits import TierLimits
 from actors.messages import AgentSpec
 from actors.ratelimiter import LIMITER_NAME, get_rate_limiter
 from actors.redaction import install_key_redaction
-from cluster import discovery, runtime_info
+from cluster import discovery, private_ray, runtime_info
 from cluster.discovery import NAMESPACE
 from cluster.settings import Settings
 
@@ -65,8 +66,9 @@ class Runtime:
 
 
 _current: Runtime | None = None
-_keepalive: dict[str, tuple[Any, ...]] = {}
-"""Singleton handles per namespace, held until this process stops Ray.
+_keepalive: dict[str, dict[Any, Any]] = {}
+"""Singleton (and run host) handles per namespace, by actor id, held until this process stops
+Ray.
 
 A job-scoped named actor is destroyed once its creator's handle is gone (handles found later by
 name do not keep it alive); a driver that drops its runtime and calls ``init`` again (two CLI
@@ -74,7 +76,8 @@ runs in one process) could otherwise find the Ledger by name while Ray is tearin
 
 
 def init(address: str | None = None, settings: Settings | None = None, *,
-         namespace: str = NAMESPACE, detached: bool | None = None, **ray_init: Any) -> Runtime:
+         namespace: str = NAMESPACE, detached: bool | None = None,
+         host_agents: bool = False, **ray_init: Any) -> Runtime:
     """Start or join Ray and get-or-create the RateLimiter, the Ledger and, offline, the emulator.
 
     Args:
@@ -88,6 +91,10 @@ def init(address: str | None = None, settings: Settings | None = None, *,
         namespace: Where the named singletons live; drivers that share it share limits.
         detached: Whether the singletons outlive this driver. Default: yes on a cluster this
             call joined, no on a private Ray (everything goes when it stops).
+        host_agents: On a private Ray this process started, start one Agent host that the
+            sessions' agents share (``actors/agent_host.py``), created first so that it takes
+            a worker Ray started with the node, and not waited for (``docs/performance.md``,
+            "Start-up"). On a joined cluster the runtime's warm hosts serve them, if any.
         **ray_init: Passed to ``ray.init`` when this call starts Ray.
     """
     global _current
@@ -104,12 +111,13 @@ def init(address: str | None = None, settings: Settings | None = None, *,
         settings, _info = runtime_info.adopt(settings, namespace)
         per_tier = runtime_info.RecordedLimits(namespace)
     lifetime = "detached" if detached else None
+    host = start_run_host(namespace) if host_agents and started and not joined else None
     limiter = get_rate_limiter(default_limits=_limits(settings), per_tier=per_tier,
                                namespace=namespace, lifetime=lifetime)
     ledger = get_ledger(data_dir=settings.data_dir.resolve(), price_table=settings.price_table,
                         namespace=namespace, detached=detached)
     base_url, key, emulator = _backend_endpoint(settings, namespace, lifetime)
-    _hold(namespace, (limiter, ledger, emulator))
+    _hold(namespace, (limiter, ledger, emulator, host))
     singletons.remember(LIMITER_NAME, namespace, limiter)
     singletons.remember(LEDGER_NAME, namespace, ledger)
     backend = Backend(api_key=key, base_url=base_url,
@@ -132,7 +140,7 @@ def _connect(address: str | None, namespace: str, ray_init: dict[str, Any]) -> b
     if found is None:
         log.warning("raytroupe: starting a private Ray for this driver (it stops with it); "
                     "`raytroupe up` keeps one running that runs join")
-        ray.init(address="local", namespace=namespace, **ray_init)
+        private_ray.start(namespace, **ray_init)
         return False
     log.warning("raytroupe: joining the Ray cluster at %s (its RateLimiter and Ledger are "
                 "shared by every job on it)", found)
@@ -163,15 +171,12 @@ def shutdown() -> None:
 
 
 def _hold(namespace: str, handles: tuple[Any, ...]) -> None:
-    """Keep the first handles obtained for these actors: only the creator's handle owns a
-    job-scoped actor; a handle from a later ``get_if_exists`` does not keep it alive."""
-    held = _keepalive.get(namespace)
-    if held is None or [_id(h) for h in held] != [_id(h) for h in handles]:
-        _keepalive[namespace] = handles
-
-
-def _id(handle: Any) -> Any:
-    return None if handle is None else handle._actor_id
+    """Keep the first handle obtained for each of these actors: only the creator's handle owns
+    a job-scoped actor; a handle from a later ``get_if_exists`` does not keep it alive."""
+    held = _keepalive.setdefault(namespace, {})
+    for handle in handles:
+        if handle is not None:
+            held.setdefault(handle._actor_id, handle)
 
 
 def _limits(settings: Settings) -> TierLimits:
