@@ -1,0 +1,103 @@
+"""A run on a private Ray (``raytroupe run`` with nothing up): its agents share one Agent host,
+the Ledger equals the emulator's bill, and every process it started is gone once it stops.
+
+The driver is a subprocess: the suite's own Ray is already up in this process, and a private
+Ray is what a fresh process starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.polling import wait_for
+
+_DRIVER = """
+import asyncio, json, os, sys
+import ray
+import cluster
+from actors.agent_host import RUN_HOST
+from cluster.settings import Settings
+from topologies import create_session
+
+def descendants(pid):
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+settings = Settings(anthropic_base_url=sys.argv[1], data_dir=sys.argv[2], _env_file=None)
+runtime = cluster.init(address="local", settings=settings, include_dashboard=False,
+                       host_agents=True, num_cpus=2)
+
+async def run():
+    session = create_session("research", runtime=runtime, config={"max_parallel_agents": 2})
+    async with session:
+        result = await session.query("How do actor runtimes schedule work?")
+        host = ray.get_actor(RUN_HOST, namespace=runtime.backend.namespace)
+        stats = await host.stats.remote()
+        rollup = await runtime.ledger.rollup.remote(session.run_id, "run")
+    return result, stats, rollup[0].cost_usd, session.run_id
+
+result, stats, ledger_usd, run_id = asyncio.run(run())
+pids = descendants(os.getpid())
+classes = ray.util.list_named_actors(all_namespaces=True)
+cluster.shutdown()
+print(json.dumps({"agents": stats["agents"], "served": stats["served"].get(run_id),
+                  "named": sorted(a["name"] for a in classes), "pids": pids,
+                  "ledger_usd": str(ledger_usd), "result_usd": str(result.cost_usd)}))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (reaped or not, a zombie is stopped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_private_runs_agents_share_one_host_and_everything_stops_with_it() -> None:
+    from emulator import run_emulator
+
+    temp = Path(tempfile.mkdtemp(prefix="rt8-priv-", dir="/tmp"))  # nosec B108 - short sockets
+    env = {**os.environ, "RAY_TMPDIR": str(temp), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    with run_emulator() as emu:
+        done = subprocess.run([sys.executable, "-c", _DRIVER, emu.base_url, str(temp / "data")],
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(emu.base_url + "/_emulator/stats", timeout=10) as response:
+            bill = Decimal(json.loads(response.read())["total_cost_usd"])
+
+    # Every agent of the run lived in the one host: lead, 2 researchers, synthesizer.
+    assert sorted(a.rsplit("/", 1)[1] for a in seen["agents"]) == [
+        "lead", "researcher-1", "researcher-2", "synthesizer"]
+    assert seen["served"] == 4
+    assert not [n for n in seen["named"] if n.count("/") == 2]  # no Agent actor of its own
+    assert Decimal(seen["ledger_usd"]) == Decimal(seen["result_usd"]) == bill > 0
+    # The private Ray stopped with the run: no process it started is left.
+    assert seen["pids"]
+    wait_for(lambda: not [p for p in seen["pids"] if _alive(p)],
+             "the private Ray's processes to be gone", timeout_s=30)
