@@ -31,6 +31,7 @@ from actors.ratelimiter import LIMITER_NAME, get_rate_limiter
 from actors.redaction import install_key_redaction
 from cluster import discovery, private_ray, runtime_info
 from cluster.discovery import NAMESPACE
+from cluster.private_emulator import PrivateEmulator
 from cluster.settings import Settings
 
 log = logging.getLogger("raytroupe")
@@ -66,6 +67,8 @@ class Runtime:
 
 
 _current: Runtime | None = None
+_private_emulator: PrivateEmulator | None = None
+"""The offline emulator of the private Ray this process started, served from a thread."""
 _keepalive: dict[str, dict[Any, Any]] = {}
 """Singleton (and run host) handles per namespace, by actor id, held until this process stops
 Ray.
@@ -104,7 +107,7 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     started = not ray.is_initialized() or (_current is not None and _current.started_ray)
     joined = _current.joined if _current is not None and ray.is_initialized() else False
     if not ray.is_initialized():
-        joined = _connect(address, namespace, ray_init)
+        joined = _connect(address, namespace, ray_init, settings)
     detached = joined if detached is None else detached
     per_tier: Mapping[str, TierLimits] = {}
     if detached:
@@ -131,16 +134,27 @@ def init(address: str | None = None, settings: Settings | None = None, *,
     return _current
 
 
-def _connect(address: str | None, namespace: str, ray_init: dict[str, Any]) -> bool:
+def _connect(address: str | None, namespace: str, ray_init: dict[str, Any],
+             settings: Settings) -> bool:
     """Join the cluster ``address`` names (or one that is up), else start a private Ray.
 
     Says which in one line; returns True if it joined a cluster that outlives this driver.
+    Offline, a private Ray's emulator starts first, in this process (``private_emulator``).
     """
+    global _private_emulator
     found = discovery.resolve(address)
     if found is None:
         log.warning("raytroupe: starting a private Ray for this driver (it stops with it); "
                     "`raytroupe up` keeps one running that runs join")
-        private_ray.start(namespace, **ray_init)
+        if _private_emulator is None and _offline(settings):
+            _private_emulator = PrivateEmulator(settings.emulator_profile)
+        try:
+            private_ray.start(namespace, **ray_init)
+        except BaseException:
+            if _private_emulator is not None:
+                _private_emulator.stop()
+                _private_emulator = None
+            raise
         return False
     log.warning("raytroupe: joining the Ray cluster at %s (its RateLimiter and Ledger are "
                 "shared by every job on it)", found)
@@ -164,9 +178,13 @@ def current() -> Runtime:
 def shutdown() -> None:
     """Forget the runtime and stop Ray if ``init`` started it (job-scoped singletons go too)."""
     global _current
+    global _private_emulator
     if _current is not None and _current.started_ray:
         ray.shutdown()
         _keepalive.clear()
+        if _private_emulator is not None:
+            _private_emulator.stop()
+            _private_emulator = None
     _current = None
 
 
@@ -179,6 +197,11 @@ def _hold(namespace: str, handles: tuple[Any, ...]) -> None:
             held.setdefault(handle._actor_id, handle)
 
 
+def _offline(settings: Settings) -> bool:
+    """No key and no base URL: agents call the emulator (see :func:`_backend_endpoint`)."""
+    return settings.anthropic_api_key is None and not settings.anthropic_base_url
+
+
 def _limits(settings: Settings) -> TierLimits:
     return TierLimits(rpm=settings.rpm, itpm=settings.itpm, otpm=settings.otpm,
                       max_concurrency=settings.max_concurrency)
@@ -186,17 +209,22 @@ def _limits(settings: Settings) -> TierLimits:
 
 def _backend_endpoint(settings: Settings, namespace: str,
                       lifetime: str | None) -> tuple[str | None, SecretStr, Any]:
-    """The real API with a key; else the given base URL or a cluster-wide emulator actor."""
+    """The real API with a key; else the given base URL, the emulator of this driver's private
+    Ray, or the cluster-wide emulator actor."""
     if settings.anthropic_api_key is not None:
         return settings.anthropic_base_url, settings.anthropic_api_key, None
     if settings.anthropic_base_url:
         log.info("raytroupe: no ANTHROPIC_API_KEY; using the emulator at %s",
                  settings.anthropic_base_url)
         return settings.anthropic_base_url, EMULATOR_KEY, None
-    from cluster.emulator_actor import get_emulator
+    emulator = None
+    if _private_emulator is not None and lifetime is None:  # this driver's private Ray
+        base_url = _private_emulator.base_url()
+    else:
+        from cluster.emulator_actor import get_emulator
 
-    emulator = get_emulator(settings, namespace=namespace, lifetime=lifetime)
-    base_url = ray.get(emulator.base_url.remote())
+        emulator = get_emulator(settings, namespace=namespace, lifetime=lifetime)
+        base_url = ray.get(emulator.base_url.remote())
     log.warning("raytroupe: no ANTHROPIC_API_KEY; running offline on the emulator at %s",
                 base_url)
     return base_url, EMULATOR_KEY, emulator

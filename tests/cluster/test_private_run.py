@@ -1,5 +1,6 @@
-"""A run on a private Ray (``raytroupe run`` with nothing up): its agents share one Agent host,
-the Ledger equals the emulator's bill, and every process it started is gone once it stops.
+"""A run on a private Ray (``raytroupe run`` with nothing up), offline: its agents share one
+Agent host, the emulator is served by the driver, the Ledger equals the emulator's bill, and
+every process it started (and the emulator) is gone once it stops.
 
 The driver is a subprocess: the suite's own Ray is already up in this process, and a private
 Ray is what a fresh process starts."""
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from tests.polling import wait_for
 
 _DRIVER = """
-import asyncio, json, os, sys
+import asyncio, json, os, sys, urllib.request
 import ray
 import cluster
 from actors.agent_host import RUN_HOST
@@ -43,9 +44,15 @@ def descendants(pid):
             todo.append(child)
     return found
 
-settings = Settings(anthropic_base_url=sys.argv[1], data_dir=sys.argv[2], _env_file=None)
+settings = Settings(data_dir=sys.argv[1], _env_file=None)  # offline: no key, no base URL
 runtime = cluster.init(address="local", settings=settings, include_dashboard=False,
                        host_agents=True, num_cpus=2)
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+def bill():
+    url = runtime.backend.base_url + "/_emulator/stats"
+    with opener.open(url, timeout=10) as response:
+        return json.loads(response.read())["total_cost_usd"]
 
 async def run():
     session = create_session("research", runtime=runtime, config={"max_parallel_agents": 2})
@@ -59,10 +66,17 @@ async def run():
 result, stats, ledger_usd, run_id = asyncio.run(run())
 pids = descendants(os.getpid())
 classes = ray.util.list_named_actors(all_namespaces=True)
+billed = bill()
 cluster.shutdown()
+try:
+    bill()
+    emulator_stopped = False
+except OSError:
+    emulator_stopped = True
 print(json.dumps({"agents": stats["agents"], "served": stats["served"].get(run_id),
                   "named": sorted(a["name"] for a in classes), "pids": pids,
-                  "ledger_usd": str(ledger_usd), "result_usd": str(result.cost_usd)}))
+                  "ledger_usd": str(ledger_usd), "result_usd": str(result.cost_usd),
+                  "bill_usd": billed, "emulator_stopped": emulator_stopped}))
 """
 
 
@@ -77,27 +91,29 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_a_private_runs_agents_share_one_host_and_everything_stops_with_it() -> None:
-    from emulator import run_emulator
-
     temp = Path(tempfile.mkdtemp(prefix="rt8-priv-", dir="/tmp"))  # nosec B108 - short sockets
     env = {**os.environ, "RAY_TMPDIR": str(temp), "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    with run_emulator() as emu:
-        done = subprocess.run([sys.executable, "-c", _DRIVER, emu.base_url, str(temp / "data")],
-                              env=env, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        seen = json.loads(done.stdout.strip().splitlines()[-1])
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(emu.base_url + "/_emulator/stats", timeout=10) as response:
-            bill = Decimal(json.loads(response.read())["total_cost_usd"])
+    for name in ("RAY_ADDRESS", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        env.pop(name, None)
+    try:
+        done = subprocess.run([sys.executable, "-c", _DRIVER, str(temp / "data")], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
 
     # Every agent of the run lived in the one host: lead, 2 researchers, synthesizer.
     assert sorted(a.rsplit("/", 1)[1] for a in seen["agents"]) == [
         "lead", "researcher-1", "researcher-2", "synthesizer"]
     assert seen["served"] == 4
     assert not [n for n in seen["named"] if n.count("/") == 2]  # no Agent actor of its own
-    assert Decimal(seen["ledger_usd"]) == Decimal(seen["result_usd"]) == bill > 0
-    # The private Ray stopped with the run: no process it started is left.
+    assert "emulator" not in seen["named"]  # offline, it is served by the driver
+    assert Decimal(seen["ledger_usd"]) == Decimal(seen["result_usd"]) == \
+        Decimal(seen["bill_usd"]) > 0
+    # The private Ray stopped with the run (and its emulator, served by the driver): no
+    # process it started is left.
+    assert seen["emulator_stopped"]
     assert seen["pids"]
     wait_for(lambda: not [p for p in seen["pids"] if _alive(p)],
              "the private Ray's processes to be gone", timeout_s=30)
