@@ -5,7 +5,9 @@ in another job's workers), which then imports the SDK: 1-4 s on 2 cores before a
 API call, most of a warm start-up (``docs/performance.md``). An :class:`AgentHost` has paid all
 that once: it is detached (it outlives every job), named ``agent-host/<tier>-<i>`` in the
 runtime's namespace, and serves the agents of any run as plain ``Agent`` objects, one per
-agent name, made on that agent's first call.
+agent name, made on that agent's first call. A CLI run on a private Ray gets one host of its
+own, job-scoped, for all its tiers (:func:`start_run_host`): one process and one SDK import
+for the run instead of one per agent.
 
 What stays per run: every call carries its agent's ``AgentSpec`` (name, role, tier, run id),
 its run's ``Backend`` (API key, base URL, retry policy) and its ``AskRequest`` (run id, role),
