@@ -5,7 +5,9 @@ in another job's workers), which then imports the SDK: 1-4 s on 2 cores before a
 API call, most of a warm start-up (``docs/performance.md``). An :class:`AgentHost` has paid all
 that once: it is detached (it outlives every job), named ``agent-host/<tier>-<i>`` in the
 runtime's namespace, and serves the agents of any run as plain ``Agent`` objects, one per
-agent name, made on that agent's first call.
+agent name, made on that agent's first call. A CLI run on a private Ray gets one host of its
+own, job-scoped, for all its tiers (:func:`start_run_host`): one process and one SDK import
+for the run instead of one per agent.
 
 What stays per run: every call carries its agent's ``AgentSpec`` (name, role, tier, run id),
 its run's ``Backend`` (API key, base URL, retry policy) and its ``AskRequest`` (run id, role),
@@ -39,6 +41,7 @@ import ray
 
 from actors import singletons
 from actors.agent import Agent, Backend, spawn_agent
+from actors.errors import SingletonLost
 from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
@@ -48,6 +51,8 @@ from actors.redaction import install_key_redaction
 from actors.tiers import TIERS, Tier
 
 HOST_PREFIX = "agent-host/"
+RUN_HOST = f"{HOST_PREFIX}run"
+"""A private Ray's one host (:func:`start_run_host`): it serves its run's agents of any tier."""
 MAX_HOSTS_PER_TIER = 8
 IDLE_TTL_S = 900.0
 """An agent no call used for this long is dropped (its run ended without closing it)."""
@@ -76,7 +81,8 @@ class AgentHost:
         share), so runs on one host must not draw from one share."""
         self._job_of: dict[str, str | None] = {}
         self.ledger = LedgerClient(singletons.Singleton(LEDGER_NAME, namespace))
-        singletons.lookup(LEDGER_NAME, namespace)  # here, not on the loop by a first call
+        with contextlib.suppress(SingletonLost):  # a run's own host may start before the
+            singletons.lookup(LEDGER_NAME, namespace)  # Ledger: its first call looks it up
         self._agents: dict[str, Agent] = {}
         self._busy: dict[str, int] = {}
         self._used: dict[str, float] = {}
@@ -236,19 +242,27 @@ Only hosts found are kept: a tier without any is looked up again (one GCS call p
 
 
 def warm_hosts(tier: Tier, namespace: str) -> list[Any]:
-    """Handles of the warm hosts of ``tier`` (none on a Ray that no ``up`` prepared)."""
+    """Handles of the warm hosts of ``tier``, else a private run's own host (none on a Ray
+    that neither ``up`` nor a CLI run prepared)."""
     key = (ray.get_runtime_context().gcs_address, namespace, tier)
     if key not in _found:
-        hosts = []
-        for index in range(MAX_HOSTS_PER_TIER):
-            try:
-                hosts.append(ray.get_actor(host_name(tier, index), namespace=namespace))
-            except ValueError:
-                break
+        hosts = (_existing([host_name(tier, i) for i in range(MAX_HOSTS_PER_TIER)], namespace)
+                 or _existing([RUN_HOST], namespace))
         if not hosts:
             return []
         _found[key] = hosts
     return _found[key]
+
+
+def _existing(names: Sequence[str], namespace: str) -> list[Any]:
+    """Handles of the actors named, up to the first name that has none."""
+    found = []
+    for name in names:
+        try:
+            found.append(ray.get_actor(name, namespace=namespace))
+        except ValueError:
+            break
+    return found
 
 
 def start_hosts(namespace: str, per_tier: int = 1,
@@ -259,10 +273,25 @@ def start_hosts(namespace: str, per_tier: int = 1,
     their next call, as a restarted Agent actor's would be); never retried by Ray (a call may
     have been billed: the Agent's own loop retries).
     """
-    cls = ray.remote(AgentHost)
-    hosts = [cls.options(name=host_name(tier, i), namespace=namespace, lifetime="detached",
-                         get_if_exists=True, max_restarts=-1, max_task_retries=0, num_cpus=0,
-                         max_concurrency=1000).remote(namespace)
+    hosts = [_host(host_name(tier, i), namespace, "detached")
              for tier in tiers for i in range(min(per_tier, MAX_HOSTS_PER_TIER))]
     ray.get([h.ready.remote() for h in hosts], timeout=timeout_s)
     return hosts
+
+
+def start_run_host(namespace: str) -> Any:
+    """Create a private Ray's one host, serving every agent of its run (not waited for).
+
+    Why one for every tier: on a Ray that lives for one run, each process the run starts
+    (Python, Ray, then the SDK's ~1.2 CPU-seconds of imports) is start-up paid before the
+    first call on shared cores; one host pays it once for the run's agents instead of once
+    per agent (``docs/performance.md``, "Start-up"). It ends with the driver's job.
+    """
+    return _host(RUN_HOST, namespace, None)
+
+
+def _host(name: str, namespace: str, lifetime: str | None) -> Any:
+    return ray.remote(AgentHost).options(
+        name=name, namespace=namespace, lifetime=lifetime, get_if_exists=True,
+        max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1000,
+    ).remote(namespace)

@@ -84,9 +84,11 @@ def run_architecture(name: str, task: Any, config: dict[str, Any], *, model: str
 
         check_output(report, "--report", (".html", ".htm", ".png"))
     # A private Ray lives as long as this run: no one opens its dashboard, which costs ten
-    # processes and ~0.6 s of a cold start on 2 cores (`raytroupe up` keeps one that has it).
+    # processes and ~0.6 s of a cold start on 2 cores (`raytroupe up` keeps one that has it),
+    # and its agents share one Agent host (`docs/performance.md`, "Start-up").
     send_ray_messages_to_stderr()
-    runtime = cluster.init(address=address, settings=settings, include_dashboard=False)
+    runtime = cluster.init(address=address, settings=settings, include_dashboard=False,
+                           host_agents=True)
     try:
         session = create_session(architecture, runtime=runtime, budget_usd=budget)
         result = asyncio.run(_drive(session, task, stream=stream, quiet=quiet or as_json,
