@@ -361,7 +361,7 @@ class Agent:
         and a job starting meanwhile under a binding limit would start that much short. A warm
         host's agent shares the host's lease, which the host keeps for the next run.
         """
-        await self.ledger.flush()
+        await self.flush()
         if not self._owns_lease:
             return
         try:  # bounded: a run's end must not wait on a limiter that cannot be reached

@@ -188,7 +188,8 @@ class _Method:
 @dataclass(frozen=True)
 class HostedAgent:
     """An agent served by a warm host, used like an Agent actor's handle: ``ask.remote``,
-    ``stream.remote`` (a streaming generator; ``ray.cancel`` stops it) and ``flush.remote``."""
+    ``stream.remote`` (a streaming generator; ``ray.cancel`` stops it), ``flush.remote`` and
+    ``retire.remote`` (a flush: the lease is the host's, kept for the next run)."""
 
     host: Any
     spec: AgentSpec
@@ -205,6 +206,8 @@ class HostedAgent:
     @property
     def flush(self) -> _Method:
         return _Method(self.host.flush, ())
+
+    retire = flush
 
     @property
     def _actor_id(self) -> Any:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors import agent_handle
 from actors.agent import Backend
-from actors.agent_host import HostedAgent, spawn, stop
+from actors.agent_host import spawn, stop
 from actors.errors import RaytroupeError
 from actors.messages import AgentSpec, AskRequest, Reply, TextDelta, Usage
 from actors.token_estimate import text_tokens
@@ -142,8 +142,7 @@ class Crew:
         A warm host's agent shares the host's lease, which stays for the next run.
         """
         try:
-            await asyncio.gather(*(h.flush.remote() if isinstance(h, HostedAgent)
-                                   else h.retire.remote() for h in self.handles.values()))
+            await asyncio.gather(*(h.retire.remote() for h in self.handles.values()))
         finally:
             for handle in [*self.handles.values(), *([self.recorder] if self.recorder else [])]:
                 stop(handle)  # a warm host's agent is dropped, an actor of the run killed
