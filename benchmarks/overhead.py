@@ -18,6 +18,9 @@ do, so a ratio credits the pipeline and nothing else:
   ``actor_added_p50_ms`` (bare actor minus SDK) and ``pipeline_added_p50_ms`` (agent minus bare
   actor). The three take turns in blocks of ``--latency-block`` calls, so that they share the
   box's load; the first call of each block is not counted (it follows seconds of idleness).
+  After each turn, an empty call to the bare actor, first after 200 ms of idleness as every
+  call above follows (``ray_ping_idle_p50_ms``), then back to back (``ray_ping_p50_ms``): the
+  floor of Ray's round trip on this box, idle and warm (``docs/performance.md``).
 
 Prints ONE JSON line: ``{"bench": "overhead", "calls_per_s", "sdk_calls_per_s",
 "plain_calls_per_s", "ratio_vs_sdk", "ratio_vs_plain", "added_latency_p50_ms", ...}``. Goals
@@ -60,6 +63,7 @@ from emulator import EmulatorProcess
 
 PROMPT = "Summarise in one line why an actor model suits a fleet of LLM agents."
 MAX_TOKENS = 32
+LATENCY_S = 0.2  # the emulator's latency for the latency part
 
 
 async def _timed(calls: int, in_flight: int,
@@ -142,12 +146,28 @@ class _BareActor:
     async def create(self, i: int) -> str:
         return (await _create(self.client, i)).content[0].text
 
+    async def ping(self) -> None:
+        """An empty call: Ray's round trip alone."""
+
+
+async def _pings(actor: Any, count: int, idle_s: float) -> list[float]:
+    """Ray's round trip alone, each ping after ``idle_s`` of idleness: 0 is back to back, the
+    emulator's latency is what every call of the other paths follows (docs/performance.md)."""
+    times = []
+    for _ in range(count):
+        await asyncio.sleep(idle_s)
+        started = time.perf_counter()
+        await actor.ping.remote()
+        times.append(time.perf_counter() - started)
+    return times
+
 
 async def _latency(base_url: str, agent: Any, actor: Any,
                    args: argparse.Namespace) -> dict[str, float]:
     """One call at a time through the SDK, the agent and the bare actor, taking turns in
     blocks so that the three share the box's load (it drifts over a round on a shared box)."""
     lat: dict[str, list[float]] = {"sdk": [], "agent": [], "actor": []}
+    pings: dict[str, list[float]] = {"idle": [], "warm": []}
     batcher = AskBatcher(agent)
     async with _client(base_url) as client:
         paths: dict[str, Callable[[int], Awaitable[Any]]] = {
@@ -161,10 +181,14 @@ async def _latency(base_url: str, agent: Any, actor: Any,
             for name, one in paths.items():
                 _, times = await _timed(args.latency_block + 1, 1, one)
                 lat[name] += times[1:]  # the first follows the other paths' block: idle
+            pings["idle"] += await _pings(actor, args.latency_block, LATENCY_S)
+            pings["warm"] += await _pings(actor, args.latency_block, 0)
     sdk, agent_p50, actor_p50 = (statistics.median(lat[k]) * 1e3 for k in paths)
     return {"sdk_latency_p50_ms": sdk, "latency_p50_ms": agent_p50,
             "actor_latency_p50_ms": actor_p50, "added_latency_p50_ms": agent_p50 - sdk,
-            "actor_added_p50_ms": actor_p50 - sdk, "pipeline_added_p50_ms": agent_p50 - actor_p50}
+            "actor_added_p50_ms": actor_p50 - sdk, "pipeline_added_p50_ms": agent_p50 - actor_p50,
+            "ray_ping_p50_ms": statistics.median(pings["warm"]) * 1e3,
+            "ray_ping_idle_p50_ms": statistics.median(pings["idle"]) * 1e3}
 
 
 async def _round(fast: str, slow: str, agents: list[Any], slow_agent: list[Any],
@@ -194,7 +218,7 @@ def main() -> None:
              object_store_memory=300 * 1024 * 1024,
              log_to_driver=False)
     try:
-        with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=0.2) as slow:
+        with EmulatorProcess(latency_s=0) as fast, EmulatorProcess(latency_s=LATENCY_S) as slow:
             agents = _spawn(fast.base_url, args.agents, "fast")
             slow_agent = _spawn(slow.base_url, 1, "slow")
             bare_actor = _BareActor.remote(slow.base_url)
@@ -210,6 +234,7 @@ def main() -> None:
         report[key] = round(statistics.median(values), 3 if key.startswith("ratio") else 2)
         if key.startswith("ratio"):
             report[f"{key}_range"] = [round(values[0], 3), round(values[-1], 3)]
+    report["load_avg_1m"] = round(os.getloadavg()[0], 1)  # the box's load at the end
     print(json.dumps(report))
 
 
