@@ -50,7 +50,7 @@ from typing import Any
 import ray
 from pydantic import SecretStr
 
-from actors import api_call, prompt_breakpoints, singletons
+from actors import api_call, call_gc, prompt_breakpoints, singletons
 from actors.api_call import Attempt
 from actors.budget_check import BudgetCheck
 from actors.errors import (
@@ -226,6 +226,7 @@ class Agent:
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._budgets = BudgetCheck(self._ledger_capped)
         self._compacting = asyncio.Lock()
+        call_gc.tune_for_calls()  # last: what the agent holds for life is frozen with the rest
 
     def __repr__(self) -> str:
         return f"Agent({self.spec.name!r}, {self.spec.tier}/{self.model})"
