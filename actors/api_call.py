@@ -37,7 +37,9 @@ if TYPE_CHECKING:  # imported where used: a driver imports this module but never
 
     from actors.messages_post import MessagesPost
 
-_KEPT_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
+_KEPT_HEADERS = frozenset(("request-id", "retry-after", "retry-after-ms", "x-should-retry"))
+_NO_USAGE = Usage()
+"""An attempt's usage until it has one (frozen, so one instance serves them all)."""
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Attempt:
     _t0: float = field(default_factory=time.monotonic)
     content: tuple[ContentBlock, ...] = ()
     stop_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     headers: dict[str, str] = field(default_factory=dict)
     """Rate-limit headers, request id and retry hints only (never the request's headers)."""
     error: CallFailed | None = None
@@ -103,8 +105,12 @@ class Attempt:
 
 def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Copy the headers the limiter and retry loop need: rate limits, retry hints, request id."""
-    return {k.lower(): v for k, v in headers.items()
-            if k.lower() in _KEPT_HEADERS or k.lower().startswith("anthropic-ratelimit-")}
+    kept = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low in _KEPT_HEADERS or low.startswith("anthropic-ratelimit-"):
+            kept[low] = value
+    return kept
 
 
 def map_content(blocks: Any) -> tuple[ContentBlock, ...]:
