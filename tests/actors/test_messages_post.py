@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -149,6 +150,9 @@ async def test_an_api_error_is_the_error_the_sdks_own_path_gives(
     assert getattr(direct.error, "retry_after", None) == getattr(through_sdk.error,
                                                                  "retry_after", None)
     _no_key(direct.error, direct)
+    with pytest.raises(anthropic.APIStatusError) as raised:  # the SDK's own, before translation
+        await post.post(b"{}")
+    assert KEY.encode() not in pickle.dumps(raised.value)  # its request: method and URL only
 
 
 async def test_a_refused_connection_is_not_sent_so_not_billed(
