@@ -50,7 +50,7 @@ from typing import Any
 import ray
 from pydantic import SecretStr
 
-from actors import api_call, prompt_breakpoints, singletons
+from actors import api_call, call_gc, prompt_breakpoints, singletons
 from actors.api_call import Attempt
 from actors.budget_check import BudgetCheck
 from actors.errors import (
@@ -206,15 +206,13 @@ class Agent:
         self.backend = backend
         self.prices = load_price_table(backend.price_table)
         self.model = spec.model or self.prices.model_for(spec.tier)
-        # The SDK's aiohttp transport: httpcore's pool scans every connection for expiry on
-        # each request, which made the default transport ~40 % slower at 32 calls in flight
-        # (1.7x fewer calls/s against the emulator, measured; benchmarks/overhead.py).
-        import anthropic  # here: the driver imports this module, never the SDK (~1.5 s)
+        # here: the driver imports this module, never the SDK (~1.5 s)
+        from actors.messages_post import MessagesPost, pooled_client
 
-        self.client = anthropic.AsyncAnthropic(
-            api_key=backend.api_key.get_secret_value(), base_url=backend.base_url,
-            max_retries=0, timeout=backend.timeout_s,
-            http_client=anthropic.DefaultAioHttpClient(timeout=backend.timeout_s))
+        self.client = pooled_client(backend.api_key.get_secret_value(), backend.base_url,
+                                    backend.timeout_s)
+        self._post = MessagesPost(self.client)
+        """Non-streaming calls: the client's request, built once (actors/messages_post.py)."""
         # A warm host (actors/agent_host.py) passes its process's one lease and Ledger client.
         self._owns_lease = clients is None
         self.lease, self.ledger = clients or (
@@ -222,12 +220,14 @@ class Agent:
             LedgerClient(backend.singleton(backend.ledger_name)))
         backend.ledger  # noqa: B018 - looked up here, not on the loop by the first call's budget check
         self.account = backend.account()
+        self._bucket_keys: dict[Tier, BucketKey] = {}
         self.incarnation = uuid.uuid4().hex[:12]
         self._calls = itertools.count(1)
         self.toolbox = Toolbox(tools, isolated=True)  # a crashing tool must not kill us
         self.memory = ConversationMemory(spec.memory_budget_tokens)
         self._budgets = BudgetCheck(self._ledger_capped)
         self._compacting = asyncio.Lock()
+        call_gc.tune_for_calls()  # last: what the agent holds for life is frozen with the rest
 
     def __repr__(self) -> str:
         return f"Agent({self.spec.name!r}, {self.spec.tier}/{self.model})"
@@ -519,7 +519,9 @@ class Agent:
         Off unless asked: every reply is a sample (API version 2026-10-21 takes no
         temperature, ``docs/messages-api.md`` §1), and a hit repeats the first sample.
         """
-        on = next(c for c in (request.cache, self.spec.cache, self.backend.cache) if c is not None)
+        on = request.cache
+        if on is None:
+            on = self.spec.cache if self.spec.cache is not None else self.backend.cache
         if not on:
             return None
         return parse_ttl(request.cache_ttl or self.spec.cache_ttl or self.backend.cache_ttl)
@@ -653,7 +655,7 @@ class Agent:
         Cancelled after sending: a stream is recorded with what it used so far; a whole call
         at its worst case, because the server finishes and bills it whatever we do.
         """
-        key = BucketKey(account=self.account, tier=ctx.spec.tier)
+        key = self._bucket_key(ctx.spec.tier)
         attempt = Attempt()
         try:
             async with self.lease.reserve(key, input_tokens=estimate,
@@ -687,6 +689,14 @@ class Agent:
         self._record(ctx, attempt, retry, status=status)
         return attempt
 
+    def _bucket_key(self, tier: Tier) -> BucketKey:
+        """The limiter's bucket of a tier for this agent's key, built once per tier (a
+        validated model: ~5 us per call otherwise)."""
+        key = self._bucket_keys.get(tier)
+        if key is None:
+            key = self._bucket_keys[tier] = BucketKey(account=self.account, tier=tier)
+        return key
+
     @staticmethod
     def _judged(ctx: _CallContext, attempt: Attempt) -> str:
         """The attempt's status: ``ok``, ``error``, or ``escalated`` for a final reply that
@@ -702,7 +712,7 @@ class Agent:
     async def _send(self, params: dict[str, Any], on_text: OnText | None,
                     attempt: Attempt) -> None:
         if on_text is None:
-            await api_call.send(self.client, params, attempt)
+            await api_call.send(self._post, params, attempt)
             return
         async for delta in api_call.stream(self.client, params, attempt):
             on_text(delta)
@@ -806,7 +816,8 @@ class Agent:
         return prompt_breakpoints.with_breakpoints(params, spec.min_cacheable_tokens)
 
     def _reply(self, calls: list[_CallContext], latency_s: float) -> Reply:
-        usage, cost, saved, unsure = Usage(), Decimal(0), Decimal(0), Decimal(0)
+        usage: Usage | None = None  # the one attempt's own, without a sum, in the usual case
+        cost, saved, unsure = Decimal(0), Decimal(0), Decimal(0)
         for ctx in calls:
             if ctx.saved_usd is not None:  # a response-cache hit: nothing billed
                 saved += ctx.saved_usd
@@ -815,13 +826,14 @@ class Agent:
                 if attempt.possibly_billed:  # kept apart, as the Ledger's roll-ups do
                     unsure += _cost(ctx.spec, attempt.usage)
                     continue
-                usage += attempt.usage
+                usage = attempt.usage if usage is None else usage + attempt.usage
                 cost += _cost(ctx.spec, attempt.usage)
         final = calls[-1].attempts[-1]
         return Reply(
             text="".join(b.text for b in final.content if isinstance(b, TextBlock)),
             content=final.content, stop_reason=final.stop_reason, agent=self.spec.name,
-            tier=calls[-1].spec.tier, model=calls[-1].model, usage=usage, cost_usd=cost,
+            tier=calls[-1].spec.tier, model=calls[-1].model, usage=usage or Usage(),
+            cost_usd=cost,
             calls=len(calls), attempts=sum(len(c.attempts) for c in calls),
             latency_s=latency_s, ttft_s=final.ttft_s,
             call_ids=tuple(c.call_id for c in calls),

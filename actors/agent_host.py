@@ -39,7 +39,7 @@ from typing import Any
 
 import ray
 
-from actors import singletons
+from actors import call_gc, singletons
 from actors.agent import Agent, Backend, spawn_agent
 from actors.errors import SingletonLost
 from actors.ledger import LEDGER_NAME
@@ -90,6 +90,7 @@ class AgentHost:
         self._closing: set[asyncio.Task[Any]] = set()
         self.served: dict[str, int] = {}
         """Calls served per run id (``stats``: tests and ``status`` read it)."""
+        call_gc.tune_for_calls()  # once: the agents it makes per run stay collectable
 
     def ready(self) -> bool:
         return True

@@ -35,7 +35,11 @@ from actors.retry_policy import server_retry_after
 if TYPE_CHECKING:  # imported where used: a driver imports this module but never calls the API,
     import anthropic  # and the SDK takes ~1.5 s to import on 2 cores (docs/performance.md)
 
-_KEPT_HEADERS = ("request-id", "retry-after", "retry-after-ms", "x-should-retry")
+    from actors.messages_post import MessagesPost
+
+_KEPT_HEADERS = frozenset(("request-id", "retry-after", "retry-after-ms", "x-should-retry"))
+_NO_USAGE = Usage()
+"""An attempt's usage until it has one (frozen, so one instance serves them all)."""
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Attempt:
     _t0: float = field(default_factory=time.monotonic)
     content: tuple[ContentBlock, ...] = ()
     stop_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     headers: dict[str, str] = field(default_factory=dict)
     """Rate-limit headers, request id and retry hints only (never the request's headers)."""
     error: CallFailed | None = None
@@ -101,8 +105,12 @@ class Attempt:
 
 def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Copy the headers the limiter and retry loop need: rate limits, retry hints, request id."""
-    return {k.lower(): v for k, v in headers.items()
-            if k.lower() in _KEPT_HEADERS or k.lower().startswith("anthropic-ratelimit-")}
+    kept = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low in _KEPT_HEADERS or low.startswith("anthropic-ratelimit-"):
+            kept[low] = value
+    return kept
 
 
 def map_content(blocks: Any) -> tuple[ContentBlock, ...]:
@@ -215,25 +223,21 @@ def _in_stream_error(error: CallFailed) -> CallFailed:
                request_id=error.request_id)
 
 
-async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any],
-               attempt: Attempt) -> Attempt:
+async def send(post: MessagesPost, params: dict[str, Any], attempt: Attempt) -> Attempt:
     """Make one non-streaming attempt, filling ``attempt`` (the caller keeps it on cancel).
 
-    Through the client (its key, headers, connection pool, transport and error classes), but
-    with the body encoded here and the reply's JSON read into our types: the SDK's request
-    options, body encoding and ``Message`` model cost about a third of a millisecond of CPU per
-    call, a quarter of what an agent spends per call (``docs/performance.md``). The bytes on
-    the wire are the SDK's own: compact JSON, UTF-8, no NaN.
+    Through the agent's client (its key, headers, connection pool, timeouts and error classes),
+    but with the request built once per client (``actors/messages_post.py``), the body encoded
+    here and the reply's JSON read into our types: the SDK's request building, request options,
+    body encoding and ``Message`` model cost about half of what an agent host spends per call
+    (``docs/performance.md``). The bytes on the wire are the SDK's own.
     """
-    import httpx2
-
     with _translated(attempt):
         attempt.sent = True
-        response = await client.post("/v1/messages", cast_to=httpx2.Response,
-                                     content=_encoded(params))
-        attempt.headers.update(keep_headers(response.headers))
+        headers, body = await post.post(_encoded(params))
+        attempt.headers.update(keep_headers(headers))
         try:
-            message = json.loads(response.content)
+            message = json.loads(body)
             attempt.content = map_content(message["content"])
             attempt.stop_reason = message.get("stop_reason")
             attempt.usage = Usage.from_api(message["usage"])
@@ -241,13 +245,23 @@ async def send(client: anthropic.AsyncAnthropic, params: dict[str, Any],
             # A 200 we cannot read: the call was billed, so retrying would pay twice.
             attempt.error = RequestRejected(
                 f"the API's response did not validate ({type(exc).__name__})",
-                status=response.status_code, error_type="invalid_response")
+                status=200, error_type="invalid_response")
     return attempt.finish()
 
 
+_BODY_ORDER = ("max_tokens", "messages", "model", "cache_control", "container", "diagnostics",
+               "inference_geo", "metadata", "output_config", "service_tier", "speed",
+               "stop_sequences", "stream", "system", "thinking", "tool_choice", "tools")
+"""The order ``messages.create`` writes its body's fields in (its ``body={...}``)."""
+
+
 def _encoded(params: dict[str, Any]) -> bytes:
-    """The request body as the SDK encodes it (``anthropic._utils._json``)."""
-    return json.dumps(params, ensure_ascii=False, separators=(",", ":"),
+    """The request body as ``messages.create`` encodes it (``anthropic._utils._json``): its
+    fields in its order, compact JSON, UTF-8, no NaN."""
+    ordered = {k: params[k] for k in _BODY_ORDER if k in params}
+    if len(ordered) < len(params):
+        ordered.update(params)  # a field the SDK does not know goes last, as extra_body would
+    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False).encode()
 
 
