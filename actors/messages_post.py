@@ -40,8 +40,10 @@ from multidict import CIMultiDict
 
 _log = logging.getLogger(__name__)
 _PATH = "/v1/messages"
-_PER_BODY = ("content-length", "transfer-encoding")
-"""Headers of one body, not of the request: set per call."""
+_PER_CALL = ("content-length", "transfer-encoding", "host")
+"""Not frozen: the body's length is set per call, and aiohttp writes ``Host`` from the URL it
+sends to, which after a redirect to another host is that host's (httpx rewrites it the same
+way; a frozen one would name the first host to the second)."""
 _DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")
 """Not carried to an error's httpx ``Response``: aiohttp has already decoded the body."""
 
@@ -69,7 +71,7 @@ class _Wire:
         self.url = yarl.URL(str(request.url))  # as the transport passes it: str, parsed by aiohttp
         self.headers: CIMultiDict[str] = CIMultiDict(
             (name, value) for name, value in request.headers.multi_items()
-            if name.lower() not in _PER_BODY)
+            if name.lower() not in _PER_CALL)
         timeout = request.extensions.get("timeout", {})
         self.timeout = aiohttp.ClientTimeout(  # the transport's own mapping of httpx's timeouts
             sock_connect=timeout.get("connect"), sock_read=timeout.get("read"),

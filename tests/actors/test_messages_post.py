@@ -97,6 +97,15 @@ async def _warm(post: MessagesPost) -> MessagesPost:
     return post
 
 
+def _host_named_alike(wire: tuple[list[tuple[bytes, bytes]], bytes]
+                      ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A request as seen, but with ``Host`` spelt as httpx does: aiohttp writes that header
+    itself (``Host``, from the URL it sends to, as after a redirect it must), httpx ``host``;
+    header names are case-insensitive (RFC 9110 §5.1)."""
+    raw, body = wire
+    return [(b"host" if k.lower() == b"host" else k, v) for k, v in raw], body
+
+
 def _no_key(*things: object) -> None:
     for thing in things:
         assert KEY not in repr(thing) and KEY not in str(thing)
@@ -110,7 +119,7 @@ async def test_a_call_sends_what_messages_create_sends_header_for_header_byte_fo
     first = await api_call.send(post, PARAMS, Attempt())   # the SDK's path, then built once
     direct = await api_call.send(post, PARAMS, Attempt())  # the request built once
     assert post.direct
-    sdk_wire, first_wire, direct_wire = emulator.seen
+    sdk_wire, first_wire, direct_wire = (_host_named_alike(w) for w in emulator.seen)
     assert direct_wire == sdk_wire  # raw headers in order, names' case, values, and the body
     assert first_wire == sdk_wire
     assert json.loads(direct_wire[1]) == PARAMS
@@ -211,3 +220,48 @@ async def test_a_gzipped_reply_is_read_as_the_sdk_reads_it(
         assert (b"accept-encoding", b"gzip, deflate") in served.seen[-1][0]
     finally:
         await served.runner.cleanup()
+
+
+def _replying(message: dict[str, Any], **headers: str) -> web.Application:
+    """An app answering every ``POST /v1/messages`` with ``message``."""
+
+    async def reply(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(message, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", reply)
+    return app
+
+
+_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "text", "text": "moved"}], "stop_reason": "end_turn",
+            "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 2}}
+
+
+def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for key, value in raw if key.lower() == name]
+
+
+async def test_a_redirect_to_another_host_names_that_host_as_the_sdks_path_does(
+        posts: Callable[..., MessagesPost]) -> None:
+    target = await _serve(_replying(_MESSAGE))
+
+    async def moved(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPTemporaryRedirect(f"{target.url}/v1/messages")  # 307: POST kept
+
+    origin_app = web.Application()
+    origin_app.router.add_post("/v1/messages", moved)
+    origin = await _serve(origin_app)
+    try:
+        post = await _warm(posts(origin.url))  # the SDK's path: httpx follows the redirect
+        attempt = await api_call.send(post, PARAMS, Attempt())  # the request built once
+        assert attempt.error is None and attempt.content[0].text == "moved"
+        (through_sdk, _), (direct, body) = target.seen
+        assert _header(direct, b"host") == _header(through_sdk, b"host") == \
+            [target.url.removeprefix("http://").encode()]  # not the origin's name
+        assert json.loads(body) == PARAMS
+    finally:
+        await origin.runner.cleanup()
+        await target.runner.cleanup()
