@@ -40,10 +40,12 @@ from multidict import CIMultiDict
 
 _log = logging.getLogger(__name__)
 _PATH = "/v1/messages"
-_PER_CALL = ("content-length", "transfer-encoding", "host")
-"""Not frozen: the body's length is set per call, and aiohttp writes ``Host`` from the URL it
+_PER_CALL = ("content-length", "transfer-encoding", "host", "cookie")
+"""Not frozen: the body's length is set per call; aiohttp writes ``Host`` from the URL it
 sends to, which after a redirect to another host is that host's (httpx rewrites it the same
-way; a frozen one would name the first host to the second)."""
+way; a frozen one would name the first host to the second); and cookies come from the
+session's own jar, which sees every reply (a frozen one would resend what the server has
+since changed or deleted)."""
 _DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")
 """Not carried to an error's httpx ``Response``: aiohttp has already decoded the body."""
 

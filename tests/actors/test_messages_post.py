@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 import pickle
 import time
@@ -265,3 +266,28 @@ async def test_a_redirect_to_another_host_names_that_host_as_the_sdks_path_does(
     finally:
         await origin.runner.cleanup()
         await target.runner.cleanup()
+
+
+async def test_a_cookie_the_server_deleted_is_not_sent_again(
+        posts: Callable[..., MessagesPost]) -> None:
+    replies = itertools.count(1)
+
+    async def reply(request: web.Request) -> web.Response:
+        await request.read()
+        response = web.json_response(_MESSAGE)
+        if next(replies) == 1:
+            response.set_cookie("visit", "1")  # before the request is built once
+        else:
+            response.del_cookie("visit")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", reply)
+    served = await _serve(app)
+    try:  # a host name: aiohttp's cookie jar keeps no cookies of an IP address
+        post = await _warm(posts(served.url.replace("127.0.0.1", "localhost")))
+        for _ in range(2):
+            assert (await api_call.send(post, PARAMS, Attempt())).error is None
+        assert _header(served.seen[-1][0], b"cookie") == []
+    finally:
+        await served.runner.cleanup()
