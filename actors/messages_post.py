@@ -8,17 +8,18 @@ client: the URL, the headers (the key, the API version, the ``x-stainless-*`` on
 count is always 0, because the SDK's own retries are off and every attempt of ours is a new
 call) and the timeouts. So the SDK builds that request once, with its own code
 (``_build_request``), and each call hands the body to the very ``aiohttp`` session the client's
-transport owns (one client, one pool), with the timeouts and redirect policy it would apply.
+transport owns (one client, one pool), with the timeouts it would apply.
 ``tests/actors/test_messages_post.py`` holds the wire to ``messages.create``'s, header for
-header and byte for byte.
+header and byte for byte (but ``Host``, spelt ``Host`` by aiohttp, ``host`` by httpx).
 
 What stays the SDK's: a non-2xx answer raises the SDK's own exception
 (``_make_status_error_from_response``, from an httpx ``Response`` built on that rare path
 only), and a failed transport raises ``APITimeoutError`` or ``APIConnectionError`` chained to
 aiohttp's error through the transport's own mapping, as ``_attempt_request`` raises them: so
 ``actors/api_call.py`` translates both exactly as before. A client this cannot mirror exactly
-(a proxy, middleware, token credentials, request hooks) keeps the SDK's
-path for every call, and every client's first call takes it too (the SDK resolves the platform
+(a proxy, middleware, token credentials, request hooks, a base URL that redirects: httpx
+follows redirects by rules of its own) keeps the SDK's path for every call, and every
+client's first call takes it too (the SDK resolves the platform
 headers there); the request's headers, with the key, live only in this object, whose repr
 shows none of them (``docs/reliability.md`` §4).
 """
@@ -42,10 +43,9 @@ _log = logging.getLogger(__name__)
 _PATH = "/v1/messages"
 _PER_CALL = ("content-length", "transfer-encoding", "host", "cookie")
 """Not frozen: the body's length is set per call; aiohttp writes ``Host`` from the URL it
-sends to, which after a redirect to another host is that host's (httpx rewrites it the same
-way; a frozen one would name the first host to the second); and cookies come from the
-session's own jar, which sees every reply (a frozen one would resend what the server has
-since changed or deleted)."""
+sends to; and cookies come from the session's own jar, which sees every reply (a frozen one
+would resend what the server has since changed or deleted)."""
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 _DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")
 """Not carried to an error's httpx ``Response``: aiohttp has already decoded the body."""
 
@@ -65,7 +65,7 @@ def pooled_client(api_key: str, base_url: str | None, timeout_s: float) -> anthr
 class _Wire:
     """The request every call of one client repeats: where, with which headers and timeouts."""
 
-    __slots__ = ("follow", "headers", "max_redirects", "sni", "timeout", "transport", "url")
+    __slots__ = ("follow", "headers", "sni", "timeout", "transport", "url")
 
     def __init__(self, request: httpx2.Request, transport: AiohttpTransport,
                  http: httpx2.AsyncClient) -> None:
@@ -80,7 +80,6 @@ class _Wire:
             connect=timeout.get("pool"))
         self.sni: str | None = request.extensions.get("sni_hostname")
         self.follow = http.follow_redirects  # httpx follows them above the transport
-        self.max_redirects = http.max_redirects
 
     def __repr__(self) -> str:
         return f"_Wire(POST {self.url})"  # never the headers: they hold the key
@@ -120,8 +119,7 @@ class MessagesPost:
                 headers["content-length"] = str(len(body))  # as httpx writes it, not aiohttp
                 response = await session.request(
                     "POST", wire.url, data=body, headers=headers, timeout=wire.timeout,
-                    allow_redirects=wire.follow, max_redirects=wire.max_redirects,
-                    server_hostname=wire.sni)
+                    allow_redirects=False, server_hostname=wire.sni)
                 try:
                     content = await response.read()
                 finally:
@@ -130,16 +128,23 @@ class MessagesPost:
             raise anthropic.APITimeoutError(request=_bare(wire)) from exc
         except Exception as exc:
             raise anthropic.APIConnectionError(request=_bare(wire)) from exc
+        if response.status in _REDIRECTS and wire.follow:
+            # httpx's rules, not aiohttp's (its limit of 20, an Authorization kept on an
+            # upgrade to https): the SDK's path from now on. The redirect ran nothing, so
+            # sending the body again cannot bill it twice.
+            self._wire = None
+            return await self._through_sdk(body)
         if not 200 <= response.status < 300:
             raise self._status_error(wire, response, content)
         return response.headers, content
 
     async def _through_sdk(self, body: bytes) -> tuple[Mapping[str, str], bytes]:
-        """The SDK's own path (``client.post``); once it has answered, build the wire."""
+        """The SDK's own path (``client.post``); once it has answered, build the wire,
+        unless that answer came through a redirect (httpx's to follow, every time)."""
         response = await self.client.post(_PATH, cast_to=httpx2.Response, content=body)
         if not self._tried:  # after the SDK's first call: its platform headers are resolved
             self._tried = True
-            self._wire = self._built()
+            self._wire = None if response.history else self._built()
         return response.headers, response.content
 
     def _built(self) -> _Wire | None:

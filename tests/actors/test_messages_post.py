@@ -244,7 +244,7 @@ def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     return [value for key, value in raw if key.lower() == name]
 
 
-async def test_a_redirect_to_another_host_names_that_host_as_the_sdks_path_does(
+async def test_a_base_url_that_redirects_keeps_the_sdks_path(
         posts: Callable[..., MessagesPost]) -> None:
     target = await _serve(_replying(_MESSAGE))
 
@@ -256,13 +256,14 @@ async def test_a_redirect_to_another_host_names_that_host_as_the_sdks_path_does(
     origin_app.router.add_post("/v1/messages", moved)
     origin = await _serve(origin_app)
     try:
-        post = await _warm(posts(origin.url))  # the SDK's path: httpx follows the redirect
-        attempt = await api_call.send(post, PARAMS, Attempt())  # the request built once
-        assert attempt.error is None and attempt.content[0].text == "moved"
-        (through_sdk, _), (direct, body) = target.seen
-        assert _header(direct, b"host") == _header(through_sdk, b"host") == \
-            [target.url.removeprefix("http://").encode()]  # not the origin's name
-        assert json.loads(body) == PARAMS
+        post = posts(origin.url)
+        for _ in range(2):  # the SDK's path, where httpx follows the redirect, both times
+            attempt = await api_call.send(post, PARAMS, Attempt())
+            assert attempt.error is None and attempt.content[0].text == "moved"
+        assert not post.direct
+        for raw, body in target.seen:
+            assert _header(raw, b"host") == [target.url.removeprefix("http://").encode()]
+            assert json.loads(body) == PARAMS
     finally:
         await origin.runner.cleanup()
         await target.runner.cleanup()
@@ -289,5 +290,32 @@ async def test_a_cookie_the_server_deleted_is_not_sent_again(
         for _ in range(2):
             assert (await api_call.send(post, PARAMS, Attempt())).error is None
         assert _header(served.seen[-1][0], b"cookie") == []
+    finally:
+        await served.runner.cleanup()
+
+
+async def test_redirects_follow_httpxs_rules_as_the_sdks_path_does(
+        posts: Callable[..., MessagesPost]) -> None:
+    """httpx, above the transport, follows redirects by its own rules (up to 20 of them; an
+    ``Authorization`` kept on an upgrade to https); so a redirected call takes the SDK's path."""
+    redirecting = False
+
+    async def hop(request: web.Request) -> web.Response:
+        await request.read()
+        n = int(request.query.get("hop", "0"))
+        if redirecting and n < 20:
+            raise web.HTTPTemporaryRedirect(f"/v1/messages?hop={n + 1}")  # 307: POST kept
+        return web.json_response(_MESSAGE)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", hop)
+    served = await _serve(app)
+    try:
+        post = await _warm(posts(served.url))  # built once, before any redirect
+        redirecting = True
+        for _ in range(2):
+            attempt = await api_call.send(post, PARAMS, Attempt())
+            assert attempt.error is None and attempt.content[0].text == "moved"
+        assert not post.direct
     finally:
         await served.runner.cleanup()
