@@ -46,6 +46,7 @@ _PER_CALL = ("content-length", "transfer-encoding", "host", "cookie")
 sends to; and cookies come from the session's own jar, which sees every reply (a frozen one
 would resend what the server has since changed or deleted)."""
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+"""With a ``Location``, the answers httpx follows (``Response.has_redirect_location``)."""
 _DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")
 """Not carried to an error's httpx ``Response``: aiohttp has already decoded the body."""
 
@@ -128,7 +129,7 @@ class MessagesPost:
             raise anthropic.APITimeoutError(request=_bare(wire)) from exc
         except Exception as exc:
             raise anthropic.APIConnectionError(request=_bare(wire)) from exc
-        if response.status in _REDIRECTS and wire.follow:
+        if response.status in _REDIRECTS and wire.follow and "location" in response.headers:
             # httpx's rules, not aiohttp's (its limit of 20, an Authorization kept on an
             # upgrade to https): the SDK's path from now on. The redirect ran nothing, so
             # sending the body again cannot bill it twice.
