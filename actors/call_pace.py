@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["FAST_CALL_S", "HOLD_S", "HOSTED", "CallPace"]
+__all__ = ["FAST_CALL_S", "HOLD_S", "HOSTED", "SLOW_HOLD_SHARE", "CallPace"]
 
 HOLD_S = 0.020
 """Longest hold of an ask or a reply while calls are fast (30 ms measured no better)."""
@@ -32,6 +32,11 @@ FAST_CALL_S = 0.100
 
 Measured at 50 in flight on 2 cores: replies take 8-24 ms at API latency 0 (p10-p90), and at
 least the API's latency (200 ms) otherwise; a real API takes 0.5 s and more."""
+SLOW_HOLD_SHARE = 0.02
+"""Share of a slow call's latency a hold may take: 4 ms at 200 ms, where a wave's replies
+come back over 10-20 ms (its host sent them one after the other), so a host still answers in
+items of several replies and its caller sends their successors together (CPU per call: no
+hold at all doubled the driver's and added half to the hosts')."""
 _WEIGHT = 0.1
 """Weight of each new reply in the average (about the last ten replies count)."""
 
@@ -62,8 +67,13 @@ class CallPace:
 
     @property
     def hold_s(self) -> float:
-        """How long an ask or a finished reply may wait for company now."""
-        return HOLD_S if self.fast else 0.0
+        """How long an ask or a finished reply may wait for company now: ``HOLD_S`` while
+        calls are fast, else ``SLOW_HOLD_SHARE`` of their latency (at most ``HOLD_S``)."""
+        if self.latency_s is None:
+            return 0.0
+        if self.latency_s < FAST_CALL_S:
+            return HOLD_S
+        return min(HOLD_S, SLOW_HOLD_SHARE * self.latency_s)
 
 
 HOSTED = CallPace()
