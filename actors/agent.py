@@ -321,9 +321,9 @@ class Agent:
         try:
             while left:
                 await ready.wait()
-                # While calls are fast (CPU-bound), replies finishing close together go back
-                # together: one streamed item for ten costs a tenth, and the caller then sends
-                # their successors together too. Slow calls are not held (actors/call_pace.py).
+                # Replies finishing close together go back together: one streamed item for ten
+                # costs a tenth, and the caller then sends their successors together too. Held
+                # 20 ms while calls are fast, a small share of slow ones' latency (call_pace).
                 hold_s = call_pace.HOSTED.hold_s
                 if hold_s and len(finished) < left:
                     with contextlib.suppress(TimeoutError):

@@ -8,13 +8,13 @@ back, as a Ray streaming generator, lists of the replies that finished together.
 
 When the host is idle an ask leaves after the current turn of the event loop (with every ask
 made in that turn: the one-call-at-a-time path pays no wait). While batches are in flight, asks
-wait a few turns for company (a burst of replies frees its slots over 2-3 turns) and, while
-the agent's calls are fast (:mod:`actors.call_pace`: CPU-bound, so batching is what pays),
-unless that made ``_FULL_BATCH`` of them, up to ``call_pace.HOLD_S``: a busy host finishes its
-calls one by one, and sending each freed slot's ask at once would settle into one ask per Ray
-call (measured: 1.3 asks per call at 50 in flight; about 10 with the hold,
-``docs/performance.md``). While calls are slow (an API taking 200 ms) that wait would only
-delay every call: asks then leave after the few turns.
+wait a few turns for company (a burst of replies frees its slots over 2-3 turns) and, unless
+that made ``_FULL_BATCH`` of them, up to the hold of :mod:`actors.call_pace`: 20 ms while the
+agent's calls are fast (CPU-bound, so batching is what pays), a small share of their latency
+while they are slow (4 ms at 200 ms: a longer wait would only delay every call). A busy host
+finishes its calls one by one, and sending each freed slot's ask at once would settle into one
+ask per Ray call (measured: 1.3 asks per call at 50 in flight; about 10 with the hold,
+``docs/performance.md``).
 
 Cancelling an ask does not stop a reply that is already on its way; once every ask of a batch
 is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
@@ -111,9 +111,9 @@ class AskBatcher:
 
     def _gather(self, turns: int) -> None:
         """Hold asks while batches are in flight: a few loop turns (a burst of replies frees
-        its slots over 2-3 turns), then, while calls are fast and unless that made a batch, up
-        to ``call_pace.HOLD_S``. Without that hold, a lone ask's reply comes back alone and
-        frees one slot, whose ask goes alone: a steady state of one ask per Ray call."""
+        its slots over 2-3 turns), then, unless that made a batch, up to the pace's hold.
+        Without that hold, a lone ask's reply comes back alone and frees one slot, whose ask
+        goes alone: a steady state of one ask per Ray call."""
         loop = asyncio.get_running_loop()
         if len(self._queue) >= _FULL_BATCH:
             self._dispatch()

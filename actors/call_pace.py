@@ -5,10 +5,12 @@ freed slot's ask up to 20 ms for company, the host keeps a finished reply up to 
 rest of its batch. They pay when the API answers fast: then the CPU per call bounds the
 throughput (50 calls in flight at ~2.5 ms of CPU each fill two cores once calls take less than
 ~60 ms), and ten asks per Ray call instead of one or two is most of the CPU saved at latency 0.
-When the API takes hundreds of milliseconds the processes are mostly idle: a hold then only
+When the API takes hundreds of milliseconds the processes are mostly idle: a 20 ms hold then
 adds its wait to every call, and keeps a wave's calls in step, so each wave queues behind its
 hosts' serial sends and parses again (measured: ``docs/performance.md``, "The map phase's wall
-time"). So both sides hold only while the calls they see are fast.
+time"). So both sides hold 20 ms only while the calls they see are fast, and otherwise a small
+share of the calls' latency: enough to keep a wave's replies, which come back over a few
+milliseconds, in one Ray item and their successors in one Ray call.
 
 "Fast" is read from the replies' own latency (``Reply.latency_s``, the host's time from the ask
 to the reply: the API's latency plus any wait for the host's CPU): an exponential average below
@@ -18,7 +20,7 @@ Example::
 
     pace = CallPace()
     pace.saw(reply.latency_s)      # every reply
-    hold = pace.hold_s             # 0.02 while calls are fast, else 0
+    hold = pace.hold_s             # 0.02 while calls are fast, else 2 % of their latency
 """
 
 from __future__ import annotations
