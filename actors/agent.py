@@ -50,7 +50,7 @@ from typing import Any
 import ray
 from pydantic import SecretStr
 
-from actors import api_call, call_gc, prompt_breakpoints, singletons
+from actors import api_call, call_gc, call_pace, prompt_breakpoints, singletons
 from actors.api_call import Attempt
 from actors.budget_check import BudgetCheck
 from actors.errors import (
@@ -100,11 +100,6 @@ _RETIRE_TIMEOUT_S = 3.0
 """Longest ``Agent.retire`` waits for its lease to give its stock back."""
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
-_BATCH_COALESCE_S = 0.020
-"""Longest ``ask_batch`` holds a finished reply for the rest of its batch: calls sent together
-tend to finish together, and one streamed item for ten replies costs a tenth (the caller then
-sends their successors together too, so the batches stay batches). A batch whose replies are
-all in goes at once; a busy host finishing its calls one by one sends what it has every 20 ms."""
 
 
 @dataclass(frozen=True)
@@ -314,7 +309,10 @@ class Agent:
         left = len(requests)
 
         async def one(index: int, request: AskRequest) -> None:
-            finished.append((index, await self._ask_or_error(request)))
+            result = await self._ask_or_error(request)
+            if isinstance(result, Reply):
+                call_pace.HOSTED.saw(result.latency_s)
+            finished.append((index, result))
             ready.set()
             if len(finished) >= left:
                 whole.set()
@@ -323,9 +321,13 @@ class Agent:
         try:
             while left:
                 await ready.wait()
-                if len(finished) < left:  # replies finishing together go back together
+                # Replies finishing close together go back together: one streamed item for ten
+                # costs a tenth, and the caller then sends their successors together too. Held
+                # 20 ms while calls are fast, a small share of slow ones' latency (call_pace).
+                hold_s = call_pace.HOSTED.hold_s
+                if hold_s and len(finished) < left:
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_BATCH_COALESCE_S):
+                        async with asyncio.timeout(hold_s):
                             await whole.wait()
                 ready.clear()
                 whole.clear()

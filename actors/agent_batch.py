@@ -9,9 +9,12 @@ back, as a Ray streaming generator, lists of the replies that finished together.
 When the host is idle an ask leaves after the current turn of the event loop (with every ask
 made in that turn: the one-call-at-a-time path pays no wait). While batches are in flight, asks
 wait a few turns for company (a burst of replies frees its slots over 2-3 turns) and, unless
-that made ``_FULL_BATCH`` of them, up to ``_HOLD_S``: a busy host finishes its calls one by one,
-and sending each freed slot's ask at once would settle into one ask per Ray call (measured:
-1.3 asks per call at 50 in flight; about 10 with the hold, ``docs/performance.md``).
+that made ``_FULL_BATCH`` of them, up to the hold of :mod:`actors.call_pace`: 20 ms while the
+agent's calls are fast (CPU-bound, so batching is what pays), a small share of their latency
+while they are slow (4 ms at 200 ms: a longer wait would only delay every call). A busy host
+finishes its calls one by one, and sending each freed slot's ask at once would settle into one
+ask per Ray call (measured: 1.3 asks per call at 50 in flight; about 10 with the hold,
+``docs/performance.md``).
 
 Cancelling an ask does not stop a reply that is already on its way; once every ask of a batch
 is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
@@ -31,15 +34,13 @@ from typing import Any
 import ray
 
 from actors import agent_handle
+from actors.call_pace import CallPace
 from actors.messages import AskRequest, Reply
 
 DEFAULT_MAX_BATCH = 64
 """Most asks in one Ray call (bounds one call's payload and a lost host's re-sends)."""
 _HOLD_TURNS = 3
 """Loop turns asks wait for company while batches are in flight (none when idle)."""
-_HOLD_S = 0.020
-"""Then at most this long, unless ``_FULL_BATCH`` asks are queued: a tenth of a typical
-call's latency, paid only while the host is busy with others."""
 _FULL_BATCH = 8
 """Asks worth sending at once (a wave of freed slots, as a map phase makes them)."""
 
@@ -73,6 +74,8 @@ class AskBatcher:
         self._queue: list[tuple[AskRequest, asyncio.Future[Reply]]] = []
         self._scheduled = False
         self._streams: set[asyncio.Task[None]] = set()
+        self.pace = CallPace()
+        """The latency of this agent's replies: whether asks wait for company."""
         self.calls = 0
         """Ray calls made (batches sent), for tests and diagnosis."""
         self.items = 0
@@ -108,16 +111,18 @@ class AskBatcher:
 
     def _gather(self, turns: int) -> None:
         """Hold asks while batches are in flight: a few loop turns (a burst of replies frees
-        its slots over 2-3 turns), then, unless that made a batch, up to ``_HOLD_S``. Without
-        the hold, a lone ask's reply comes back alone and frees one slot, whose ask goes alone:
-        a steady state of one ask per Ray call."""
+        its slots over 2-3 turns), then, unless that made a batch, up to the pace's hold.
+        Without that hold, a lone ask's reply comes back alone and frees one slot, whose ask
+        goes alone: a steady state of one ask per Ray call."""
         loop = asyncio.get_running_loop()
         if len(self._queue) >= _FULL_BATCH:
             self._dispatch()
         elif turns:
             loop.call_soon(self._gather, turns - 1)
+        elif hold_s := self.pace.hold_s:
+            loop.call_later(hold_s, self._dispatch)
         else:
-            loop.call_later(_HOLD_S, self._dispatch)
+            self._dispatch()
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -144,7 +149,7 @@ class AskBatcher:
             async for ref in batch.gen:
                 self.items += 1
                 for index, result in await ref:
-                    _settle(batch.futures[index], result)
+                    _settle(batch.futures[index], result, self.pace)
         except Exception as exc:  # the host died (or the call failed): fail what is left
             error = agent_handle.translated(self._handle, exc)
             for future in batch.futures:
@@ -168,10 +173,13 @@ class AskBatcher:
             result: Reply | BaseException = await ref
         except Exception as exc:
             result = agent_handle.translated(self._handle, exc)
-        _settle(future, result)
+        _settle(future, result, self.pace)
 
 
-def _settle(future: asyncio.Future[Reply], result: Reply | BaseException) -> None:
+def _settle(future: asyncio.Future[Reply], result: Reply | BaseException,
+            pace: CallPace | None = None) -> None:
+    if pace is not None and isinstance(result, Reply):
+        pace.saw(result.latency_s)
     if future.done():
         return
     if isinstance(result, BaseException):

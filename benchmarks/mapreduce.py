@@ -7,7 +7,11 @@ exactly ``--chunks`` chunks (one record per chunk), ``--in-flight`` mapper calls
 1. ``wall_over_ideal``: the emulator answers every request in ``--latency`` seconds, no limits.
    ideal = ceil(chunks / in_flight) x latency + reduce, where reduce = one latency (mapper
    notes are capped at 16 tokens and the reducer's budget is raised, so one final call reads
-   every note).
+   every note). Its baseline in the same run, against the same emulator just before:
+   ``plain_wall_over_ideal``, the same map calls through the plain asyncio script a user
+   would write instead (one ``AsyncAnthropic`` on the aiohttp transport, a Semaphore of
+   ``--in-flight``, an aiolimiter), over ceil(chunks / in_flight) x latency; on a shared
+   2-core box it is far from 1 too. ``wall_over_plain`` is the quotient of the two.
 2. ``limited_wall_over_ideal``: the same, with an input-tokens/min limit on the mappers' tier
    that binds (the emulator enforces it; the RateLimiter is told the same number).
    ideal = max(ceil(chunks / in_flight) x latency, (billed input - itpm) / (itpm / 60) +
@@ -41,6 +45,9 @@ from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import anthropic
+from aiolimiter import AsyncLimiter
 
 import cluster
 from actors.limits import TierLimits
@@ -120,12 +127,38 @@ def _billed_input(stats: dict[str, Any], tier_model: str) -> int:
     return sum(billed.get(f, 0) for f in ("input_tokens", "cache_write_5m", "cache_write_1h"))
 
 
+async def _plain(base_url: str, chunks: int, in_flight: int) -> float:
+    """The map calls as the plain asyncio script a user would write instead: one
+    ``AsyncAnthropic`` on the SDK's aiohttp transport (the agents' own), an
+    ``asyncio.Semaphore`` and an ``aiolimiter.AsyncLimiter`` that never binds; its wall."""
+    client = anthropic.AsyncAnthropic(base_url=base_url, api_key="sk-ant-bench", max_retries=0,
+                                      http_client=anthropic.DefaultAioHttpClient())
+    gate, limiter = asyncio.Semaphore(in_flight), AsyncLimiter(10**7, 60)
+    records = _corpus(chunks).split("\n\n")
+
+    async def one(record: str) -> None:
+        async with gate, limiter:
+            await client.messages.create(model="claude-haiku-5-5", max_tokens=NOTE_TOKENS,
+                                         messages=[{"role": "user", "content": record}])
+
+    async with client:
+        await asyncio.gather(*(one(r) for r in records[:in_flight]))  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(one(r) for r in records))
+        return time.perf_counter() - started
+
+
 async def _unlimited(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    waves = math.ceil(args.chunks / args.in_flight)
     with EmulatorProcess(latency_s=args.latency) as emu:
+        plain = await _plain(emu.base_url, args.chunks, args.in_flight)
         run = await _run(_runtime(base, emu.base_url), args.chunks, args.in_flight)
-    ideal = math.ceil(args.chunks / args.in_flight) * args.latency + args.latency
+    ideal = waves * args.latency + args.latency
+    plain_over_ideal = plain / (waves * args.latency)
     return {"wall_s": round(run["wall_s"], 2), "ideal_s": round(ideal, 2),
             "wall_over_ideal": round(run["wall_s"] / ideal, 3),
+            "plain_wall_over_ideal": round(plain_over_ideal, 3),
+            "wall_over_plain": round(run["wall_s"] / ideal / plain_over_ideal, 3),
             "combines": run["result"].combines}
 
 

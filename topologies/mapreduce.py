@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -197,34 +198,41 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
 
     async def execute(self, task: MapPlan, run: RunContext) -> MapReduceResult:
         pool = await self._spawn_pool(run)
-        # Spawning returns at once and the actor starts in the background: the reducer's
-        # second of start-up then overlaps the map phase instead of following it.
-        await run.crew.agent("reducer")
+        # Spawning returns at once and the actor starts in the background, beside the hosts.
+        reducer = await run.crew.agent("reducer")
         store = self._store(run.data_dir)
         phase = ["map"]  # combines start during the map phase and go on after it
         tree = TreeReducer(lambda notes, level: self._combine(notes, level, run, phase[0]),
                            self.config.reduce_budget_tokens - _PROMPT_OVERHEAD_TOKENS,
                            max_in_flight=self.config.max_parallel_combiners)
+        retiring: asyncio.Task[None] | None = None
         try:
-            nodes = await pool.nodes()
+            # The reducer's start-up (a process importing the SDK: about a CPU second) runs
+            # beside the hosts' own, not through the map phase's first waves on 2 cores
+            # (docs/performance.md, "The map phase's wall time").
+            nodes, _ = await asyncio.gather(pool.nodes(), reducer.__ray_ready__.remote())
             try:
                 stats = await self._map(task, run, pool, store, tree)
-            finally:
-                # The hosts' work is done: flush their records, give back their limiter stock
-                # (a host lost with its node is skipped, not fatal) and free their memory
-                # before the reduce.
-                await pool.retire()
-                pool.stop()
+            except BaseException:
+                await _release(pool)
+                raise
+            # The hosts' work is done: flush their records, give back their limiter stock
+            # (a host lost with its node is skipped, not fatal) and stop them, while the
+            # reduce runs (waited for before the answer is returned).
+            retiring = asyncio.create_task(_release(pool))
             phase[0] = "reduce"
             await run.phase("reduce", "combining the notes", total=None)
             notes = await tree.finish()
+            await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
+            answer = await run.ask("reducer", _reduce_prompt(task.question, notes),
+                                   topic="answer", final=True,
+                                   max_tokens=self.config.reducer_max_tokens)
         finally:
+            if retiring is not None:
+                await retiring
             await tree.aclose()
             if store is not None:
                 store.close()
-        await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
-        answer = await run.ask("reducer", _reduce_prompt(task.question, notes), topic="answer",
-                               final=True, max_tokens=self.config.reducer_max_tokens)
         return run.result(
             MapReduceResult, output=answer.text, question=task.question,
             documents=len(task.corpus.documents), chunks=task.chunk_count,
@@ -302,6 +310,12 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                     from None
         raise ConfigError(f"mapreduce takes a MapReduceTask or a question, got "
                           f"{type(task).__name__}")
+
+
+async def _release(pool: MapperPool) -> None:
+    """The hosts' records flushed and limiter stock given back, then the hosts stopped."""
+    await pool.retire()
+    pool.stop()
 
 
 def _reduce_prompt(question: str, notes: Sequence[Note]) -> str:

@@ -4,10 +4,12 @@ replies, errors kept to their own request, and the same bill."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import ray
 
+from actors import call_pace
 from actors.agent_batch import AskBatcher
 from actors.errors import ConfigError
 from actors.messages import AskRequest
@@ -56,27 +58,102 @@ def test_a_lone_ask_is_a_plain_call_and_raises_its_own_error(rig: Rig) -> None:
     assert asyncio.run(main()) == 2
 
 
-def test_asks_made_one_by_one_while_a_batch_is_in_flight_leave_together(rig: Rig) -> None:
-    """A busy host's asks wait a moment for company: each freed slot's ask sent alone would
-    settle into one ask per Ray call (the throughput case of ``benchmarks/overhead.py``)."""
+def _trickle(agent: Any, fast_calls: bool, every_s: float) -> tuple[list[Any], int]:
+    """Two asks, then (with that batch on the host) four more, ``every_s`` apart; returns the
+    replies and the Ray calls made for them. With ``fast_calls`` the batcher has seen this
+    agent answer in milliseconds (a CPU-bound host, as in the throughput case of
+    ``benchmarks/overhead.py``); else it has seen it take the API's 0.3 s."""
+
+    async def main() -> tuple[list[Any], int]:
+        batcher = AskBatcher(agent)
+        if fast_calls:
+            for _ in range(3):
+                batcher.pace.saw(0.005)
+        else:  # one real round trip first: the batcher learns the API's pace
+            await batcher.ask(AskRequest(prompt="warm-up", max_tokens=20))
+        calls = batcher.calls
+        asks = [asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"first {i}",
+                                                             max_tokens=20)))
+                for i in range(2)]
+        await asyncio.sleep(0.05)  # that batch is on the host now
+        for i in range(4):
+            asks.append(asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"then {i}",
+                                                                     max_tokens=20))))
+            await asyncio.sleep(every_s)
+        return await asyncio.gather(*asks), batcher.calls - calls
+
+    return asyncio.run(main())
+
+
+def test_asks_made_one_by_one_to_a_cpu_bound_host_leave_together(rig: Rig) -> None:
+    """While calls are fast, a busy host's asks wait a moment for company: each freed slot's
+    ask sent alone would settle into one ask per Ray call."""
     from emulator import run_emulator
 
     with run_emulator(latency_s=0.3) as slow:
         agent, _ = rig.agent("haiku", emulator=slow)
+        replies, calls = _trickle(agent, fast_calls=True, every_s=0.001)
 
-        async def main() -> tuple[list[object], int]:
-            batcher = AskBatcher(agent)
-            asks = [asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"first {i}",
-                                                                 max_tokens=20)))
-                    for i in range(2)]
-            await asyncio.sleep(0.05)  # that batch is on the host now
-            for i in range(4):  # one ask per millisecond, never two in one turn of the loop
-                asks.append(asyncio.ensure_future(batcher.ask(AskRequest(prompt=f"then {i}",
-                                                                         max_tokens=20))))
-                await asyncio.sleep(0.001)
-            return await asyncio.gather(*asks), batcher.calls
-
-        replies, calls = asyncio.run(main())
-
-    assert all(r.text for r in replies)  # type: ignore[attr-defined]
+    assert all(r.text for r in replies)
     assert calls == 2
+
+
+def test_asks_to_a_host_waiting_on_a_slow_api_wait_little_for_company(rig: Rig) -> None:
+    """An API taking 0.3 s leaves the host idle: an ask waits for company 2 % of that (6 ms),
+    not 20 ms (the map phase's wall time, ``docs/performance.md``). Asks 12 ms apart then
+    leave one by one; the old batcher's 20 ms hold sent them two by two (3 calls here)."""
+    from emulator import run_emulator
+
+    with run_emulator(latency_s=0.3) as slow:
+        agent, _ = rig.agent("haiku", emulator=slow)
+        replies, calls = _trickle(agent, fast_calls=False, every_s=0.012)
+
+    assert all(r.text for r in replies)
+    assert calls >= 4  # the first two together, then (nearly) each of the four on its own
+
+
+def _host_hold(agent: Any) -> float:
+    """The hold the agent's host process now applies to a finished reply of a batch."""
+    return ray.get(agent.__ray_call__.remote(lambda _: call_pace.HOSTED.hold_s))
+
+
+def test_a_host_holds_replies_long_only_while_its_calls_are_fast(rig: Rig) -> None:
+    """A host learns its API's pace from the replies it gives: answered in milliseconds
+    (CPU-bound), it holds a finished reply up to 20 ms for the rest of its batch; waiting
+    0.3 s on the API, at most 2 % of that."""
+    from emulator import run_emulator
+
+    def batch(agent: Any) -> None:
+        async def main() -> None:
+            gen = agent.ask_batch.remote([AskRequest(prompt=f"q {i}", max_tokens=20)
+                                          for i in range(8)])
+            async for ref in gen:
+                await ref
+        asyncio.run(main())
+
+    fast, _ = rig.agent("haiku")
+    batch(fast)
+    assert _host_hold(fast) == call_pace.HOLD_S
+    with run_emulator(latency_s=0.3) as slow_api:
+        slow, _ = rig.agent("haiku", emulator=slow_api)
+        batch(slow)
+        assert 0 < _host_hold(slow) < call_pace.HOLD_S / 2
+
+
+def test_a_cpu_bound_host_still_gets_many_asks_per_ray_call(rig: Rig) -> None:
+    """At API latency 0 the CPU per call bounds the throughput: 200 asks, 50 in flight, go
+    several to a Ray call (about ten in ``benchmarks/overhead.py``), not one each."""
+    agent, _ = rig.agent("haiku")
+
+    async def main() -> tuple[int, int]:
+        batcher, gate = AskBatcher(agent), asyncio.Semaphore(50)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await batcher.ask(AskRequest(prompt=f"q {i}", max_tokens=20))
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+        return batcher.calls, batcher.items
+
+    calls, items = asyncio.run(main())
+    assert calls <= 200 / 4 and items <= 200 / 3
