@@ -54,6 +54,11 @@ class KeyStock:
         self.waiters: deque[Waiter] = deque()
         self.fetching = False
         """A grant request for this key is in flight (there is never more than one)."""
+        self.topping_up = False
+        """A top-up for this key rides on the next (or the current) settle batch."""
+        self.peak = 0
+        """Most calls in flight at once since the slots last went back: spare slots are kept
+        up to that many, so a process's next wave of calls needs no grant request for them."""
         self.view: KeyView | None = None
         self.paused_until = 0.0
         self.pause_timer: Any = None
@@ -161,6 +166,7 @@ class KeyStock:
             self.sent[i] += amount
         self.spare_slots -= 1
         self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
         started, calls = self._window
         if now >= started + _RATE_WINDOW_S:
             measured = calls / max(now - started, _RATE_WINDOW_S)
@@ -197,7 +203,11 @@ class KeyStock:
             for i, amount in enumerate((need.request, need.input_tokens, need.output_tokens)):
                 self.stock[i] += amount
             self.spare_slots += need.slot
-        for i, amount in enumerate(grant.extra.as_tuple()):
+        self.add_extra(grant.extra)
+
+    def add_extra(self, extra: Amount) -> None:
+        """Put headroom (a grant's ``extra``, a settle's top-up) into stock."""
+        for i, amount in enumerate(extra.as_tuple()):
             self.stock[i] += amount
 
     def give_back(self) -> None:
@@ -212,6 +222,7 @@ class KeyStock:
             self.stock[i] = 0.0
         self.released += self.spare_slots
         self.spare_slots = 0
+        self.peak = self.inflight
 
     def forget_stock(self) -> None:
         """The limiter registered us afresh: our stock (and its unreported use) is gone; slots

@@ -202,6 +202,14 @@ class KeyReport(_Frozen):
     """The longest ``retry-after`` those overloaded answers asked for, if any."""
 
 
+class TopUp(_Frozen):
+    """Stock a lease asks for, for one key, in a settle batch: granted from idle capacity only,
+    never waited for (the headroom a :class:`GrantRequest` carries in ``extra``)."""
+
+    key: BucketKey
+    amount: Amount
+
+
 class SettleBatch(_Frozen):
     """A lease's batched report; it also renews the lease, or registers it when unknown."""
 
@@ -217,6 +225,9 @@ class SettleBatch(_Frozen):
     None: the lease is a job of its own."""
     closing: bool = False
     """The lease is closing: forget it (after applying the reports)."""
+    topups: list[TopUp] = Field(default_factory=list)
+    """Stock wanted for calls to come, after the reports are applied: a busy process's
+    top-ups ride on the settles it sends anyway instead of costing a grant request each."""
 
 
 class SettleReply(_Frozen):
@@ -228,6 +239,8 @@ class SettleReply(_Frozen):
     name: str | None = None
     """The limiter actor's name and namespace, so a lease can find it again if it dies."""
     namespace: str | None = None
+    extras: list[TopUp] = Field(default_factory=list)
+    """What was granted of the batch's ``topups`` (already in the lease's stock)."""
 
 
 def _int(value: str | None) -> int | None:
