@@ -71,6 +71,26 @@ async def test_client_batches_and_flush_waits_for_acks(ledger_ns: str, tmp_path:
 
 
 @pytest.mark.asyncio
+async def test_a_busy_process_sends_its_records_about_twice_a_second(ledger_ns: str,
+                                                                     tmp_path: Path) -> None:
+    """A batch costs the Ledger an RPC (~1 ms of CPU) whatever its size: a host answering
+    400 calls a second sends a batch per linger (0.5 s), not one per 50 records."""
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger, journal_dir=None)
+    for wave in range(10):  # a second of answers, in waves of 40
+        for i in range(40):
+            client.record(make_record(f"c{wave}-{i}"))
+        await asyncio.sleep(0.1)
+
+    async def _all_arrived() -> bool:
+        return (await ledger.totals.remote("r1")).attempts == 400
+
+    await wait_for_async(_all_arrived, "the records, with no flush")
+    assert (await ledger.stats.remote()).record_batches <= 3  # before: 5 (one per 50)
+    await client.aclose()
+
+
+@pytest.mark.asyncio
 async def test_budget_refusal_reaches_the_caller_as_itself(ledger_ns: str,
                                                            tmp_path: Path) -> None:
     ledger = get_ledger(tmp_path, namespace=ledger_ns)
