@@ -8,7 +8,8 @@ asks the limiter for the needs of the queued calls plus some headroom. Usage goe
 batches every ``flush_interval_s``, which also renews the lease; stock for calls to come
 (a top-up, when the stock runs low and no call waits) rides on such a batch
 rather than costing a grant request of its own. A busy process thus talks to the limiter
-at most about 20 times a second whatever its call rate (``docs/performance.md``). Stock and spare
+at most about 20 times a second whatever its call rate, and about 4 times while far from every
+limit (``RELAXED_FLUSH_S``; ``docs/performance.md``). Stock and spare
 slots go back after ``idle_ttl_s`` without calls, or at once when other processes are waiting
 for them.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -57,6 +59,11 @@ from actors.singletons import Singleton
 
 DEFAULT_PAUSE_S = 1.0
 """How long a 429 without ``retry-after`` pauses its bucket."""
+RELAXED_FLUSH_S = 0.25
+"""Report interval while every key is relaxed (``KeyStock.relaxed``: far from its limits,
+nobody waiting): nobody can need the refunds sooner, and each report costs the limiter ~1 ms
+of CPU. Anything that matters to others (a 429, an overloaded answer, a probe's answer,
+stock others wait for, a top-up) still goes out within ``flush_interval_s`` or at once."""
 
 
 class Permit:
@@ -122,7 +129,8 @@ class LimiterLease:
             name if it dies), or a bare handle (:func:`~actors.ratelimiter.get_rate_limiter`).
         batch_size: Most calls asked for in one grant request, headroom in calls, and spare
             slots kept at least (more while more calls were in flight at once).
-        flush_interval_s: Longest a settle waits before it is reported.
+        flush_interval_s: Longest a settle waits before it is reported (``RELAXED_FLUSH_S``
+            while every key is far from its limits and nobody waits).
         idle_ttl_s: Unused stock and spare slots go back after this long without a call.
         give_up_after_s: How long to retry a limiter that cannot be reached before raising.
         clock: Time source and timers (tests pass a fake one).
@@ -154,6 +162,9 @@ class LimiterLease:
         self._last_sent = 0.0
         self._tick_timer: Any = None
         self._flush_timer: Any = None
+        self._flush_at = math.inf
+        self._relaxed = False
+        """Every key relaxed as of the limiter's last views: reports may wait longer."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -254,7 +265,7 @@ class LimiterLease:
                     or not self._headroom(local):
                 return
             local.topping_up = True
-            self._mark_dirty()  # half the stock is left: enough for the flush interval
+            self._mark_dirty(urgent=True)  # half the stock is left: enough till then
             return
         local.fetching = True
         self._spawn(self._fetch(local))
@@ -363,6 +374,7 @@ class LimiterLease:
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
         if overloaded:
+            self._mark_dirty(urgent=True)  # the breaker counts streaks cluster-wide
             local.overloaded += 1
             if retry_after_s is not None:
                 local.overload_retry_after = max(local.overload_retry_after or 0.0,
@@ -431,17 +443,23 @@ class LimiterLease:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def _mark_dirty(self) -> None:
-        """Something to report: it goes out ``flush_interval_s`` from now, with whatever else
+    def _mark_dirty(self, urgent: bool = False) -> None:
+        """Something to report: it goes out ``flush_interval_s`` (``RELAXED_FLUSH_S`` while
+        relaxed, unless ``urgent``) after the first unreported change, with whatever else
         comes up meanwhile (one batch, however many calls)."""
         if self._dirty_since is None:
             self._dirty_since = self._clock.now()
-            self._flush_timer = self._clock.call_at(self._dirty_since + self._flush_interval,
-                                                    self._flush_due)
+        slow = self._relaxed and not urgent
+        due = self._dirty_since + (RELAXED_FLUSH_S if slow else self._flush_interval)
+        if due < self._flush_at:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self._flush_at = due
+            self._flush_timer = self._clock.call_at(due, self._flush_due)
         self._arm_tick()
 
     def _flush_due(self) -> None:
-        self._flush_timer = None
+        self._flush_timer, self._flush_at = None, math.inf
         if self._dirty_since is not None:
             self._start_flush()
 
@@ -513,7 +531,7 @@ class LimiterLease:
         self._dirty_since = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
-            self._flush_timer = None
+            self._flush_timer, self._flush_at = None, math.inf
         self._last_sent = now
         return SettleBatch(lease_id=self.lease_id, session=self._session, seq=next(self._seq),
                            holdings=holdings, reports=reports, job=self.job, closing=closing,
@@ -543,6 +561,9 @@ class LimiterLease:
     def _see(self, view: KeyView) -> None:
         local = self._local(view.key)
         local.see(view, self._clock.now())
+        self._relaxed = all(x.relaxed for x in self._keys.values())
+        if not self._relaxed and self._dirty_since is not None:
+            self._mark_dirty()  # a report timed while relaxed goes out sooner
         # A 429 pause: no stock may go out after it, or every process sends what it holds at
         # once. While probing, only a lease with calls queued keeps stock (the probe's grant).
         halted = view.paused_for_s > 0 or (view.probing and not local.waiters)
@@ -574,6 +595,7 @@ class LimiterLease:
         local = self._keys.get(key)
         if local is None:
             local = self._keys[key] = KeyStock(key)
+            self._relaxed = False  # until the limiter has told us about it
         return local
 
     def _spawn(self, coroutine: Any) -> None:

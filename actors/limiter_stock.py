@@ -24,6 +24,10 @@ from actors.limits import Amount, BucketKey, Grant, HeaderReading, KeyReport, Ke
 
 STOCK_S = 0.2
 """Headroom: stock for this many seconds of calls at the recent rate."""
+RELAXED_STOCK_S = 1.0
+"""Headroom while the key is relaxed (:attr:`KeyStock.relaxed`): top-ups five times rarer."""
+RELAXED_SHARE = 0.5
+"""A key is relaxed while the limiter could still grant at least this share of each bucket."""
 _RATE_WINDOW_S = 0.25
 """Calls are counted over windows this long to estimate the recent rate."""
 
@@ -95,6 +99,14 @@ class KeyStock:
         """Since a 429 the limiter lets one call out at a time: keep no stock."""
         return self.view is not None and self.view.probing
 
+    @property
+    def relaxed(self) -> bool:
+        """Far from its limits and nobody waiting, as of our last word from the limiter: no
+        other process can need our refunds before a slower report reaches it."""
+        view = self.view
+        return (view is not None and view.idle_share >= RELAXED_SHARE and not view.waiting_others
+                and not view.probing and not view.paused_for_s and not self.overloaded)
+
     def holds_anything(self) -> bool:
         return bool(self.inflight or self.spare_slots or any(self.stock) or self.waiters)
 
@@ -136,13 +148,14 @@ class KeyStock:
     def headroom(self, now: float, batch: int, idle_ttl: float) -> Amount:
         """Stock to ask for beyond the queued calls, while nobody else waits.
 
-        Enough for ``STOCK_S`` of calls at the recent rate (``batch`` calls at least), asked
-        for once the stock is under half of that: a busy process asks about ten times a second
-        whatever its rate, and the limiter caps what one stock may take.
+        Enough for ``STOCK_S`` of calls at the recent rate (``RELAXED_STOCK_S`` while the key
+        is relaxed; ``batch`` calls at least), asked for once the stock is under half of that:
+        a busy process asks about ten times a second whatever its rate (twice, relaxed), and
+        the limiter caps what one stock may take.
         """
         if self.typical is None or self.contended or now > self.last_active + idle_ttl:
             return Amount()
-        calls = max(batch, math.ceil(self.rate * STOCK_S))
+        calls = max(batch, math.ceil(self.rate * (RELAXED_STOCK_S if self.relaxed else STOCK_S)))
         target = (calls, calls * self.typical[0], calls * self.typical[1])
         if all(s >= t / 2 for s, t in zip(self.stock, target, strict=True)):
             return Amount()
