@@ -407,7 +407,7 @@ class LimiterLease:
         self._start_flush()  # the whole cluster must hear of a 429 now, not in 50 ms
 
     def _note_headers(self, local: KeyStock, headers: Mapping[str, str] | None) -> None:
-        reading = HeaderReading.parse(dict(headers) if headers else None)
+        reading = HeaderReading.parse(headers)
         if reading is not None:
             local.headers = (reading, self._clock.now())
 

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from pydantic import Field
 
@@ -165,14 +166,20 @@ class HeaderReading(_Frozen):
     """Seconds between the response and the report: the bucket has refilled since."""
 
     @classmethod
-    def parse(cls, headers: dict[str, str] | None, age_s: float = 0.0) -> HeaderReading | None:
-        """Read the remaining values from response headers (any case); None if there are none."""
+    def parse(cls, headers: Mapping[str, str] | None,
+              age_s: float = 0.0) -> HeaderReading | None:
+        """Read the remaining values from response headers (any case); None if there are none.
+
+        Every settle of every call passes here: lowercased keys (what agents keep) are read
+        directly, and only a mapping with other keys is lowercased first.
+        """
         if not headers:
             return None
-        lower = {k.lower(): v for k, v in headers.items()}
-        values = {field: _int(lower.get(f"anthropic-ratelimit-{name}-remaining"))
-                  for field, name in (("requests", "requests"), ("input_tokens", "input-tokens"),
-                                      ("output_tokens", "output-tokens"))}
+        raw = [headers.get(name) for _, name in _REMAINING]
+        if None in raw and any(not k.islower() for k in headers):
+            lower = {k.lower(): v for k, v in headers.items()}
+            raw = [lower.get(name) for _, name in _REMAINING]
+        values = {field: _int(value) for (field, _), value in zip(_REMAINING, raw, strict=True)}
         if all(v is None for v in values.values()):
             return None
         return cls(**values, age_s=age_s)
@@ -244,6 +251,10 @@ class SettleReply(_Frozen):
     namespace: str | None = None
     extras: list[TopUp] = Field(default_factory=list)
     """What was granted of the batch's ``topups`` (already in the lease's stock)."""
+
+
+_REMAINING = tuple((field, f"anthropic-ratelimit-{name}-remaining") for field, name in (
+    ("requests", "requests"), ("input_tokens", "input-tokens"), ("output_tokens", "output-tokens")))
 
 
 def _int(value: str | None) -> int | None:
