@@ -176,7 +176,8 @@ class Ledger:
             if is_new:
                 self._spent[record.run_id] = self._spent.get(record.run_id, Decimal(0)) \
                     + entry.cost_usd
-                self._metrics.observe(entry)
+        self._metrics.observe_batch(e for e, is_new in zip(entries, inserted, strict=True)
+                                    if is_new)
         new = sum(inserted)
         self._counts["record_batches"] += 1
         self._counts["records"] += len(entries)
@@ -386,9 +387,15 @@ class Ledger:
         cost = Decimal(0)
         if is_billed(record.source, record.status):
             discount = self._prices.batch_discount if record.source == "batch" else None
-            cost = self._spec(record).cost_usd(**record.usage.model_dump(exclude={"kind"}),
-                                                batch_discount=discount)
-        return JournalEntry(record=record, cost_usd=cost, recorded_at=time.time())
+            usage = record.usage
+            cost = self._spec(record).cost_usd(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cache_write_5m=usage.cache_write_5m, cache_write_1h=usage.cache_write_1h,
+                cache_read=usage.cache_read, batch_discount=discount)
+        # Built without re-validating: the record was validated where it was made and again
+        # at this actor's edge (``record``), and the cost is ours.
+        return JournalEntry.model_construct(record=record, cost_usd=cost,
+                                            recorded_at=time.time())
 
     def _spec(self, record: CallRecord) -> ModelSpec:
         """The record's model prices; an unknown model is priced as its tier's default model.

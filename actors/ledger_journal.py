@@ -55,6 +55,9 @@ _USAGE_COLUMNS = ("input_tokens", "output_tokens", "cache_write_5m", "cache_writ
                   "cache_read")
 _TEXT_COLUMNS = frozenset({"incarnation", "topology", "agent", "role", "error_type",
                            "request_id", "call_id", "run_id"})
+_RECORD_COLUMNS = _CALL_COLUMNS[:-len(_USAGE_COLUMNS) - 2]
+"""The columns read from the ``CallRecord`` itself (then its usage, its cost, when received)."""
+_TEXT_INDEXES = tuple(i for i, name in enumerate(_RECORD_COLUMNS) if name in _TEXT_COLUMNS)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS calls (
@@ -297,13 +300,7 @@ def _commit(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
 
 
 def _apply(conn: sqlite3.Connection, change: JournalWrite) -> tuple[bool, ...]:
-    inserted = []
-    insert = (f"INSERT OR IGNORE INTO calls ({', '.join(_CALL_COLUMNS)}) "
-              f"VALUES ({', '.join('?' * len(_CALL_COLUMNS))})")
-    for entry in change.entries:
-        inserted.append(conn.execute(insert, _row_of(entry)).rowcount == 1)
-        change_key = (entry.record.call_id, entry.record.attempt)
-        conn.execute("DELETE FROM reservations WHERE call_id = ? AND attempt = ?", change_key)
+    inserted = _insert_entries(conn, change.entries)
     for res in change.reserve:
         conn.execute("INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?)",
                      (res.call_id, res.attempt, res.run_id, str(res.amount_usd),
@@ -315,7 +312,48 @@ def _apply(conn: sqlite3.Connection, change: JournalWrite) -> tuple[bool, ...]:
             conn.execute("DELETE FROM budgets WHERE run_id = ?", (run_id,))
         else:
             conn.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)", (run_id, str(cap)))
+    return inserted
+
+
+_INSERT = (f"INSERT OR IGNORE INTO calls ({', '.join(_CALL_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_CALL_COLUMNS))})")
+_IN_CHUNK = 500
+"""Call ids per ``IN (...)`` lookup: under SQLite's limit of bound parameters."""
+
+
+def _insert_entries(conn: sqlite3.Connection,
+                    entries: tuple[JournalEntry, ...]) -> tuple[bool, ...]:
+    """Insert a batch's attempts and drop their reservations; say which were new.
+
+    One lookup of the keys already journaled and two ``executemany`` per batch rather than
+    two statements per attempt (half the writer's CPU per record). Exact: the caller's
+    ``BEGIN IMMEDIATE`` keeps any other writer out until the commit, and a second copy of an
+    attempt within the batch is a duplicate too.
+    """
+    if not entries:
+        return ()
+    keys = [(entry.record.call_id, entry.record.attempt) for entry in entries]
+    known = _journaled(conn, keys)
+    inserted = []
+    for key in keys:
+        inserted.append(key not in known)
+        known.add(key)
+    conn.executemany(_INSERT, [_row_of(entry) for entry, new in
+                               zip(entries, inserted, strict=True) if new])
+    conn.executemany("DELETE FROM reservations WHERE call_id = ? AND attempt = ?", keys)
     return tuple(inserted)
+
+
+def _journaled(conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of ``keys`` the ``calls`` table holds already."""
+    wanted, found = set(keys), set()
+    call_ids = sorted({call_id for call_id, _ in keys})
+    for start in range(0, len(call_ids), _IN_CHUNK):
+        chunk = call_ids[start:start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))  # placeholders only; the ids are bound
+        query = f"SELECT call_id, attempt FROM calls WHERE call_id IN ({marks})"  # nosec B608
+        found.update(row for row in conn.execute(query, chunk) if row in wanted)
+    return found
 
 
 def redact(text: str) -> str:
@@ -324,13 +362,15 @@ def redact(text: str) -> str:
 
 
 def _row_of(entry: JournalEntry) -> tuple[Any, ...]:
-    fields = entry.record.model_dump(exclude={"kind", "usage"})
-    fields.update(entry.record.usage.model_dump(exclude={"kind"}))
-    fields.update(cost_usd=str(entry.cost_usd), recorded_at=entry.recorded_at)
-    for name in _TEXT_COLUMNS:
-        if isinstance(fields[name], str):
-            fields[name] = redact(fields[name])
-    return tuple(fields[name] for name in _CALL_COLUMNS)
+    """The ``calls`` row of an entry, read field by field (a ``model_dump`` cost 3x more)."""
+    record, usage = entry.record, entry.record.usage
+    row = [getattr(record, name) for name in _RECORD_COLUMNS]
+    for i in _TEXT_INDEXES:
+        if isinstance(row[i], str) and "sk-ant-" in row[i]:  # what ``redact`` replaces
+            row[i] = redact(row[i])
+    row.extend(getattr(usage, name) for name in _USAGE_COLUMNS)
+    row.extend((str(entry.cost_usd), entry.recorded_at))
+    return tuple(row)
 
 
 def _entry_of(row: sqlite3.Row) -> JournalEntry:

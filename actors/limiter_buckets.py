@@ -78,6 +78,8 @@ class KeyBuckets:
         self.waiters = FairQueue()
         """Grant requests (the limiter's ``_Waiter``): fair between jobs, FIFO within one."""
         self.timer: Cancellable | None = None
+        self.depth_shown = -1
+        """The queue depth the metric last showed (it is set on a change only)."""
 
     def refill(self, now: float) -> None:
         """Add what flowed in since the last look, up to capacity minus what stocks hold."""

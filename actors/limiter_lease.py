@@ -5,9 +5,13 @@ Everything the limiter grants lands in this lease's stock, already taken from th
 buckets, so serving a call from stock never lets the cluster exceed a limit. Calls queue here
 first come, first served; when the stock cannot serve the first, one grant request (per key)
 asks the limiter for the needs of the queued calls plus some headroom. Usage goes back in
-batches every ``flush_interval_s`` (or every ``batch_size`` settles), which also renews the
-lease. Stock and spare slots go back after ``idle_ttl_s`` without calls, or at once when other
-processes are waiting for them.
+batches every ``flush_interval_s``, which also renews the lease; stock for calls to come
+(a top-up, when the stock runs low and no call waits) rides on such a batch
+rather than costing a grant request of its own. A busy process thus talks to the limiter
+at most about 20 times a second whatever its call rate, and about 4 times while far from every
+limit (``RELAXED_FLUSH_S``; ``docs/performance.md``). Stock and spare
+slots go back after ``idle_ttl_s`` without calls, or at once when other processes are waiting
+for them.
 
 The per-key arithmetic (stock, needs, headroom, reports) is :class:`~actors.limiter_stock.
 KeyStock`; this module waits, keeps time and talks to the limiter.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -47,12 +52,18 @@ from actors.limits import (
     Need,
     SettleBatch,
     SettleReply,
+    TopUp,
 )
 from actors.ratelimiter import DEFAULT_LEASE_TTL_S
 from actors.singletons import Singleton
 
 DEFAULT_PAUSE_S = 1.0
 """How long a 429 without ``retry-after`` pauses its bucket."""
+RELAXED_FLUSH_S = 0.25
+"""Report interval while every key is relaxed (``KeyStock.relaxed``: far from its limits,
+nobody waiting): nobody can need the refunds sooner, and each report costs the limiter ~1 ms
+of CPU. Anything that matters to others (a 429, an overloaded answer, a probe's answer,
+stock others wait for, a top-up) still goes out within ``flush_interval_s`` or at once."""
 
 
 class Permit:
@@ -116,9 +127,10 @@ class LimiterLease:
     Args:
         limiter: The RateLimiter as a :class:`~actors.singletons.Singleton` (found again by
             name if it dies), or a bare handle (:func:`~actors.ratelimiter.get_rate_limiter`).
-        batch_size: Most calls asked for in one grant request, headroom in calls, and settles
-            that trigger a flush before ``flush_interval_s``.
-        flush_interval_s: Longest a settle waits before it is reported.
+        batch_size: Most calls asked for in one grant request, headroom in calls, and spare
+            slots kept at least (more while more calls were in flight at once).
+        flush_interval_s: Longest a settle waits before it is reported (``RELAXED_FLUSH_S``
+            while every key is far from its limits and nobody waits).
         idle_ttl_s: Unused stock and spare slots go back after this long without a call.
         give_up_after_s: How long to retry a limiter that cannot be reached before raising.
         clock: Time source and timers (tests pass a fake one).
@@ -147,9 +159,12 @@ class LimiterLease:
         self._flushing = False
         self._again = False
         self._dirty_since: float | None = None
-        self._unflushed_settles = 0
         self._last_sent = 0.0
         self._tick_timer: Any = None
+        self._flush_timer: Any = None
+        self._flush_at = math.inf
+        self._relaxed = False
+        """Every key relaxed as of the limiter's last views: reports may wait longer."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -191,8 +206,9 @@ class LimiterLease:
             self._give_back(local)
         if self._session is not None:
             await self._flush(closing=True)
-        if self._tick_timer is not None:
-            self._tick_timer.cancel()
+        for timer in (self._tick_timer, self._flush_timer):
+            if timer is not None:
+                timer.cancel()
 
     async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int,
                        timeout_s: float | None = None) -> Permit:
@@ -243,11 +259,14 @@ class LimiterLease:
         if local.fetching or now < local.paused_until:
             return
         if not local.waiters:
-            if self._closed:
+            # Top the stock up for calls to come, at most once per flush interval per key:
+            # on the next settle batch, which carries the usage since the last one too.
+            if self._closed or local.topping_up or now < local.topup_at \
+                    or not self._headroom(local):
                 return
-            # Top the stock up for calls to come, at most once per flush interval per key.
-            if now < local.topup_at or not self._headroom(local):
-                return
+            local.topping_up = True
+            self._mark_dirty(urgent=True)  # half the stock is left: enough till then
+            return
         local.fetching = True
         self._spawn(self._fetch(local))
 
@@ -355,24 +374,21 @@ class LimiterLease:
         local.refund((permit.input_tokens, permit.output_tokens), (input_tokens, output_tokens))
         self._note_headers(local, headers)
         if overloaded:
+            self._mark_dirty(urgent=True)  # the breaker counts streaks cluster-wide
             local.overloaded += 1
             if retry_after_s is not None:
                 local.overload_retry_after = max(local.overload_retry_after or 0.0,
                                                  retry_after_s)
         else:
             local.answered += 1
-        self._unflushed_settles += 1
         self._mark_dirty()
         if local.probing:
             self._start_flush()  # the probe's answer: the cluster waits to hear it
+        # Otherwise settles go out with the flush interval's batch, whatever the call rate
+        # (a count trigger sent a busy process's bursts in two batches each: twice the RPCs).
         # Overloaded answers go in the usual batches, with the answers around them: sent
         # alone at once, they would reach the limiter as a streak that the batched answers
         # in between never break (D1's random 529s opened the breaker).
-        # Every ``batch_size`` settles, or, for a busy process, every flush interval's worth:
-        # the limiter then hears from each process about 20 times a second at most.
-        rate = sum(x.rate for x in self._keys.values())
-        if self._unflushed_settles >= max(self._batch, rate * self._flush_interval):
-            self._start_flush()
         self._pump(local)  # our own queued calls use the refund first
         if local.contended and not local.waiters and any(local.stock):
             self._give_back(local)  # others wait for these tokens: send them now
@@ -391,7 +407,7 @@ class LimiterLease:
         self._start_flush()  # the whole cluster must hear of a 429 now, not in 50 ms
 
     def _note_headers(self, local: KeyStock, headers: Mapping[str, str] | None) -> None:
-        reading = HeaderReading.parse(dict(headers) if headers else None)
+        reading = HeaderReading.parse(headers)
         if reading is not None:
             local.headers = (reading, self._clock.now())
 
@@ -404,8 +420,11 @@ class LimiterLease:
         # While probing or ramping up after a breaker (``local.probing``) a slot kept spare
         # here would be one of the few the cluster has, idle while our own grant request
         # parked at the limiter waits for it: give it back at once.
+        # Otherwise keep it spare for the next call while this process had as many in flight
+        # lately (a wave of calls would otherwise ask for slots again, one RPC per wave).
         if not local.contended and not local.probing and \
-                (local.waiters or local.spare_slots < self._batch):
+                (local.waiters or local.spare_slots < self._batch
+                 or local.inflight + local.spare_slots < local.peak):
             local.spare_slots += 1
         else:
             local.released += 1
@@ -424,10 +443,25 @@ class LimiterLease:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def _mark_dirty(self) -> None:
+    def _mark_dirty(self, urgent: bool = False) -> None:
+        """Something to report: it goes out ``flush_interval_s`` (``RELAXED_FLUSH_S`` while
+        relaxed, unless ``urgent``) after the first unreported change, with whatever else
+        comes up meanwhile (one batch, however many calls)."""
         if self._dirty_since is None:
             self._dirty_since = self._clock.now()
+        slow = self._relaxed and not urgent
+        due = self._dirty_since + (RELAXED_FLUSH_S if slow else self._flush_interval)
+        if due < self._flush_at:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self._flush_at = due
+            self._flush_timer = self._clock.call_at(due, self._flush_due)
         self._arm_tick()
+
+    def _flush_due(self) -> None:
+        self._flush_timer, self._flush_at = None, math.inf
+        if self._dirty_since is not None:
+            self._start_flush()
 
     def _arm_tick(self) -> None:
         if self._tick_timer is None:
@@ -444,8 +478,7 @@ class LimiterLease:
                 self._give_back(local)
         renew_due = self._session is not None and now >= self._last_sent + self._lease_ttl / 4
         holding = any(x.holds_anything() for x in self._keys.values())
-        if (self._dirty_since is not None and now >= self._dirty_since + self._flush_interval) \
-                or (renew_due and holding):
+        if renew_due and holding:
             self._start_flush()
         if holding or self._dirty_since is not None:
             self._arm_tick()
@@ -466,13 +499,21 @@ class LimiterLease:
                 while True:
                     self._again = False
                     sent = self._clock.now()
-                    reply: SettleReply = await self._rpc("settle", self._build_batch(closing))
+                    batch = self._build_batch(closing)
+                    try:
+                        reply: SettleReply = await self._rpc("settle", batch)
+                    finally:
+                        for topup in batch.topups:
+                            self._local(topup.key).topping_up = False
                     self._adopt(reply)
                     self._renewed(sent)
+                    self._topped_up(reply)
                     for local in self._keys.values():
                         if local.waiters:  # they may have waited for a renewal only
                             self._pump(local)
-                    if not (self._again and self._dirty_since is not None) or closing:
+                    owed = self._dirty_since is not None or \
+                        any(x.topping_up for x in self._keys.values())
+                    if not (self._again and owed) or closing:
                         break
             finally:
                 self._flushing = False
@@ -482,10 +523,29 @@ class LimiterLease:
         reports = [local.report(now) for local in self._keys.values() if local.unreported()]
         holdings = [Holding(key=k, slots=x.inflight + x.spare_slots)
                     for k, x in self._keys.items() if x.inflight + x.spare_slots]
-        self._dirty_since, self._unflushed_settles = None, 0
+        topups = [] if closing else [
+            TopUp(key=k, amount=amount) for k, x in self._keys.items()
+            if x.topping_up and (amount := self._headroom(x))]
+        for k, x in self._keys.items():
+            x.topping_up = any(t.key == k for t in topups)
+        self._dirty_since = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer, self._flush_at = None, math.inf
         self._last_sent = now
         return SettleBatch(lease_id=self.lease_id, session=self._session, seq=next(self._seq),
-                           holdings=holdings, reports=reports, job=self.job, closing=closing)
+                           holdings=holdings, reports=reports, job=self.job, closing=closing,
+                           topups=topups)
+
+    def _topped_up(self, reply: SettleReply) -> None:
+        """Put a settle reply's top-ups into stock (after ``_adopt``: a new session's stock)."""
+        for extra in reply.extras:
+            local = self._local(extra.key)
+            local.add_extra(extra.amount)
+            if not extra.amount:  # nothing to spare: do not ask again before the next flush
+                local.topup_at = self._clock.now() + self._flush_interval
+            self._arm_tick()  # stock must go back if nobody uses it
+            self._pump(local)
 
     def _adopt(self, reply: SettleReply) -> None:
         """Take in a settle reply; a new session means our old stock no longer exists."""
@@ -501,6 +561,9 @@ class LimiterLease:
     def _see(self, view: KeyView) -> None:
         local = self._local(view.key)
         local.see(view, self._clock.now())
+        self._relaxed = all(x.relaxed for x in self._keys.values())
+        if not self._relaxed and self._dirty_since is not None:
+            self._mark_dirty()  # a report timed while relaxed goes out sooner
         # A 429 pause: no stock may go out after it, or every process sends what it holds at
         # once. While probing, only a lease with calls queued keeps stock (the probe's grant).
         halted = view.paused_for_s > 0 or (view.probing and not local.waiters)
@@ -532,6 +595,7 @@ class LimiterLease:
         local = self._keys.get(key)
         if local is None:
             local = self._keys[key] = KeyStock(key)
+            self._relaxed = False  # until the limiter has told us about it
         return local
 
     def _spawn(self, coroutine: Any) -> None:

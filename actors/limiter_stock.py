@@ -24,6 +24,10 @@ from actors.limits import Amount, BucketKey, Grant, HeaderReading, KeyReport, Ke
 
 STOCK_S = 0.2
 """Headroom: stock for this many seconds of calls at the recent rate."""
+RELAXED_STOCK_S = 1.0
+"""Headroom while the key is relaxed (:attr:`KeyStock.relaxed`): top-ups five times rarer."""
+RELAXED_SHARE = 0.5
+"""A key is relaxed while the limiter could still grant at least this share of each bucket."""
 _RATE_WINDOW_S = 0.25
 """Calls are counted over windows this long to estimate the recent rate."""
 
@@ -54,6 +58,11 @@ class KeyStock:
         self.waiters: deque[Waiter] = deque()
         self.fetching = False
         """A grant request for this key is in flight (there is never more than one)."""
+        self.topping_up = False
+        """A top-up for this key rides on the next (or the current) settle batch."""
+        self.peak = 0
+        """Most calls in flight at once since the slots last went back: spare slots are kept
+        up to that many, so a process's next wave of calls needs no grant request for them."""
         self.view: KeyView | None = None
         self.paused_until = 0.0
         self.pause_timer: Any = None
@@ -89,6 +98,14 @@ class KeyStock:
     def probing(self) -> bool:
         """Since a 429 the limiter lets one call out at a time: keep no stock."""
         return self.view is not None and self.view.probing
+
+    @property
+    def relaxed(self) -> bool:
+        """Far from its limits and nobody waiting, as of our last word from the limiter: no
+        other process can need our refunds before a slower report reaches it."""
+        view = self.view
+        return (view is not None and view.idle_share >= RELAXED_SHARE and not view.waiting_others
+                and not view.probing and not view.paused_for_s and not self.overloaded)
 
     def holds_anything(self) -> bool:
         return bool(self.inflight or self.spare_slots or any(self.stock) or self.waiters)
@@ -131,13 +148,14 @@ class KeyStock:
     def headroom(self, now: float, batch: int, idle_ttl: float) -> Amount:
         """Stock to ask for beyond the queued calls, while nobody else waits.
 
-        Enough for ``STOCK_S`` of calls at the recent rate (``batch`` calls at least), asked
-        for once the stock is under half of that: a busy process asks about ten times a second
-        whatever its rate, and the limiter caps what one stock may take.
+        Enough for ``STOCK_S`` of calls at the recent rate (``RELAXED_STOCK_S`` while the key
+        is relaxed; ``batch`` calls at least), asked for once the stock is under half of that:
+        a busy process asks about ten times a second whatever its rate (twice, relaxed), and
+        the limiter caps what one stock may take.
         """
         if self.typical is None or self.contended or now > self.last_active + idle_ttl:
             return Amount()
-        calls = max(batch, math.ceil(self.rate * STOCK_S))
+        calls = max(batch, math.ceil(self.rate * (RELAXED_STOCK_S if self.relaxed else STOCK_S)))
         target = (calls, calls * self.typical[0], calls * self.typical[1])
         if all(s >= t / 2 for s, t in zip(self.stock, target, strict=True)):
             return Amount()
@@ -161,6 +179,7 @@ class KeyStock:
             self.sent[i] += amount
         self.spare_slots -= 1
         self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
         started, calls = self._window
         if now >= started + _RATE_WINDOW_S:
             measured = calls / max(now - started, _RATE_WINDOW_S)
@@ -197,7 +216,11 @@ class KeyStock:
             for i, amount in enumerate((need.request, need.input_tokens, need.output_tokens)):
                 self.stock[i] += amount
             self.spare_slots += need.slot
-        for i, amount in enumerate(grant.extra.as_tuple()):
+        self.add_extra(grant.extra)
+
+    def add_extra(self, extra: Amount) -> None:
+        """Put headroom (a grant's ``extra``, a settle's top-up) into stock."""
+        for i, amount in enumerate(extra.as_tuple()):
             self.stock[i] += amount
 
     def give_back(self) -> None:
@@ -212,6 +235,7 @@ class KeyStock:
             self.stock[i] = 0.0
         self.released += self.spare_slots
         self.spare_slots = 0
+        self.peak = self.inflight
 
     def forget_stock(self) -> None:
         """The limiter registered us afresh: our stock (and its unreported use) is gone; slots

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from pydantic import Field
 
@@ -137,6 +138,9 @@ class KeyView(_Frozen):
     probing: bool = False
     """After a pause (429 or circuit breaker), one call at a time goes out until one is
     answered, then a breaker ramps up: hold no stock and no spare slot."""
+    idle_share: float = 0.0
+    """The smallest share of the key's buckets that the limiter could still grant (0-1). Far
+    from empty, nobody can be waiting for a lease's refunds soon: it may report less often."""
 
 
 class Grant(_Frozen):
@@ -162,14 +166,20 @@ class HeaderReading(_Frozen):
     """Seconds between the response and the report: the bucket has refilled since."""
 
     @classmethod
-    def parse(cls, headers: dict[str, str] | None, age_s: float = 0.0) -> HeaderReading | None:
-        """Read the remaining values from response headers (any case); None if there are none."""
+    def parse(cls, headers: Mapping[str, str] | None,
+              age_s: float = 0.0) -> HeaderReading | None:
+        """Read the remaining values from response headers (any case); None if there are none.
+
+        Every settle of every call passes here: lowercased keys (what agents keep) are read
+        directly, and only a mapping with other keys is lowercased first.
+        """
         if not headers:
             return None
-        lower = {k.lower(): v for k, v in headers.items()}
-        values = {field: _int(lower.get(f"anthropic-ratelimit-{name}-remaining"))
-                  for field, name in (("requests", "requests"), ("input_tokens", "input-tokens"),
-                                      ("output_tokens", "output-tokens"))}
+        raw = [headers.get(name) for _, name in _REMAINING]
+        if None in raw and any(not k.islower() for k in headers):
+            lower = {k.lower(): v for k, v in headers.items()}
+            raw = [lower.get(name) for _, name in _REMAINING]
+        values = {field: _int(value) for (field, _), value in zip(_REMAINING, raw, strict=True)}
         if all(v is None for v in values.values()):
             return None
         return cls(**values, age_s=age_s)
@@ -202,6 +212,14 @@ class KeyReport(_Frozen):
     """The longest ``retry-after`` those overloaded answers asked for, if any."""
 
 
+class TopUp(_Frozen):
+    """Stock a lease asks for, for one key, in a settle batch: granted from idle capacity only,
+    never waited for (the headroom a :class:`GrantRequest` carries in ``extra``)."""
+
+    key: BucketKey
+    amount: Amount
+
+
 class SettleBatch(_Frozen):
     """A lease's batched report; it also renews the lease, or registers it when unknown."""
 
@@ -217,6 +235,9 @@ class SettleBatch(_Frozen):
     None: the lease is a job of its own."""
     closing: bool = False
     """The lease is closing: forget it (after applying the reports)."""
+    topups: list[TopUp] = Field(default_factory=list)
+    """Stock wanted for calls to come, after the reports are applied: a busy process's
+    top-ups ride on the settles it sends anyway instead of costing a grant request each."""
 
 
 class SettleReply(_Frozen):
@@ -228,6 +249,12 @@ class SettleReply(_Frozen):
     name: str | None = None
     """The limiter actor's name and namespace, so a lease can find it again if it dies."""
     namespace: str | None = None
+    extras: list[TopUp] = Field(default_factory=list)
+    """What was granted of the batch's ``topups`` (already in the lease's stock)."""
+
+
+_REMAINING = tuple((field, f"anthropic-ratelimit-{name}-remaining") for field, name in (
+    ("requests", "requests"), ("input_tokens", "input-tokens"), ("output_tokens", "output-tokens")))
 
 
 def _int(value: str | None) -> int | None:

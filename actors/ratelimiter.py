@@ -71,6 +71,7 @@ from actors.limits import (
     SettleBatch,
     SettleReply,
     TierLimits,
+    TopUp,
 )
 from actors.tiers import Tier
 
@@ -116,6 +117,10 @@ class LimiterStatus(BaseModel):
     """The process serving it (operators find and watch it by this)."""
     leases: int
     buckets: list[BucketStatus]
+    grant_requests: int = 0
+    """``acquire`` calls served by this process: with ``settle_batches``, the RPCs leases make."""
+    settle_batches: int = 0
+    """``settle`` calls served by this process."""
 
 
 @dataclass(eq=False)
@@ -178,6 +183,7 @@ class RateLimiter:
         self._expiry: tuple[float, Cancellable] | None = None
         self._metrics = _metrics()
         self._address = _actor_address()
+        self._served = {"grant_requests": 0, "settle_batches": 0}
 
     def __repr__(self) -> str:
         busy = sum(b.in_use for b in self._buckets.values())
@@ -196,6 +202,7 @@ class RateLimiter:
             ...     lease_id=lid, session=s, seq=1, key=key, needs=[Need(input_tokens=900,
             ...     output_tokens=1024)]))                                  # doctest: +SKIP
         """
+        self._served["grant_requests"] += 1
         now = self._clock.now()
         lease = self._leases.get(request.lease_id)
         if lease is None or lease.session != request.session:
@@ -230,6 +237,7 @@ class RateLimiter:
             >>> reply = await limiter.settle.remote(SettleBatch(lease_id=lid, session=None,
             ...                                      seq=1))                # doctest: +SKIP
         """
+        self._served["settle_batches"] += 1
         now = self._clock.now()
         lease = self._leases.get(batch.lease_id)
         if lease is None or lease.session != batch.session:
@@ -243,6 +251,7 @@ class RateLimiter:
             for report in batch.reports:
                 self._apply(lease, report, now)
         self._renew(lease, now)
+        extras = [] if batch.closing else [self._top_up(lease, t, now) for t in batch.topups]
         keys = {r.key for r in batch.reports} | set(lease.slots) | set(lease.held)
         views = [self._view(self._bucket(k), lease) for k in keys]
         if batch.closing:
@@ -250,7 +259,7 @@ class RateLimiter:
         for key in keys:
             self._dispatch(self._bucket(key))
         return SettleReply(session=lease.session, lease_ttl_s=self.lease_ttl_s, views=views,
-                           name=self._address[0], namespace=self._address[1])
+                           name=self._address[0], namespace=self._address[1], extras=extras)
 
     async def set_limits(self, tier: Tier, limits: TierLimits) -> None:
         """Change one tier's limits for every account, now and for buckets made later.
@@ -286,7 +295,8 @@ class RateLimiter:
                 waiting=sum(len(w.needs) for w in state.waiters if not w.future.done()),
                 paused_for_s=max(0.0, state.paused_until - now), probing=state.probing))
         return LimiterStatus(incarnation=self.incarnation, restarted=self.restarted,
-                             pid=os.getpid(), leases=len(self._leases), buckets=buckets)
+                             pid=os.getpid(), leases=len(self._leases), buckets=buckets,
+                             **self._served)
 
     # -- granting ----------------------------------------------------------------------------
 
@@ -304,8 +314,10 @@ class RateLimiter:
                     state.timer = self._clock.call_at(wake_at, partial(self._dispatch, state))
                 break
             self._grant(state, waiter, now)
-        self._metrics.depth.set(sum(len(w.needs) for w in state.waiters),
-                                tags={"tier": state.key.tier})
+        depth = sum(len(w.needs) for w in state.waiters)
+        if depth != state.depth_shown:  # a metric update costs more than this whole settle
+            state.depth_shown = depth
+            self._metrics.depth.set(depth, tags={"tier": state.key.tier})
 
     def _grant(self, state: KeyBuckets, waiter: _Waiter, now: float) -> None:
         """Grant the waiter the prefix of its needs that fits and its job's turn allows."""
@@ -343,6 +355,14 @@ class RateLimiter:
                 for want, level in zip(asked.as_tuple(), state.level, strict=True)]
         state.move_to_stock(lease.held.setdefault(state.key, [0.0, 0.0, 0.0]), give)
         return Amount.of(give)
+
+    def _top_up(self, lease: _Lease, topup: TopUp, now: float) -> TopUp:
+        """A settle's top-up: as a grant request's headroom, never while anyone waits."""
+        state = self._bucket(topup.key)
+        state.refill(now)
+        extra = Amount() if self._has_waiters(state) else \
+            self._extra(state, lease, topup.amount, now)
+        return TopUp(key=topup.key, amount=extra)
 
     @staticmethod
     def _admissible(state: KeyBuckets, needs: list[Need]) -> tuple[list[Need], str | None]:
@@ -482,9 +502,13 @@ class RateLimiter:
 
     def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
+        idle = min(max(0.0, level / cap) for level, cap in zip(state.level,
+                                                               state.limits.capacity,
+                                                               strict=True))
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()),
-                       probing=state.probing or state.breaker.ramp is not None)
+                       probing=state.probing or state.breaker.ramp is not None,
+                       idle_share=min(1.0, idle))
 
 
 def get_rate_limiter(default_limits: TierLimits,

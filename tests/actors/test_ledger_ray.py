@@ -15,6 +15,7 @@ import ray
 from actors.errors import BudgetExceeded
 from actors.ledger import LEDGER_NAME, get_ledger
 from actors.ledger_client import LedgerClient
+from actors.messages import Usage
 from tests.actors.ledger_fixtures import make_record
 from tests.polling import wait_for_async
 
@@ -70,6 +71,26 @@ async def test_client_batches_and_flush_waits_for_acks(ledger_ns: str, tmp_path:
 
 
 @pytest.mark.asyncio
+async def test_a_busy_process_sends_its_records_about_twice_a_second(ledger_ns: str,
+                                                                     tmp_path: Path) -> None:
+    """A batch costs the Ledger an RPC (~1 ms of CPU) whatever its size: a host answering
+    400 calls a second sends a batch per linger (0.5 s), not one per 50 records."""
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger, journal_dir=None)
+    for wave in range(10):  # a second of answers, in waves of 40
+        for i in range(40):
+            client.record(make_record(f"c{wave}-{i}"))
+        await asyncio.sleep(0.1)
+
+    async def _all_arrived() -> bool:
+        return (await ledger.totals.remote("r1")).attempts == 400
+
+    await wait_for_async(_all_arrived, "the records, with no flush")
+    assert (await ledger.stats.remote()).record_batches <= 3  # before: 5 (one per 50)
+    await client.aclose()
+
+
+@pytest.mark.asyncio
 async def test_budget_refusal_reaches_the_caller_as_itself(ledger_ns: str,
                                                            tmp_path: Path) -> None:
     ledger = get_ledger(tmp_path, namespace=ledger_ns)
@@ -119,17 +140,32 @@ def _scrape(port: int) -> str:
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_metrics_reach_the_metrics_endpoint(ledger_ns: str, tmp_path: Path) -> None:
-    """Ray reports custom metrics every 10 s by default, hence slow."""
+    """Ray reports custom metrics every 10 s by default, hence slow. A batch is counted per
+    agent, each new attempt once (the Ledger sums a batch before it increments)."""
     ledger = get_ledger(tmp_path, namespace=ledger_ns)
-    agent = f"{ledger_ns}/research/lead"
-    await ledger.record.remote([make_record(run_id=ledger_ns, role="lead", ttft_s=0.2)])
+    lead = make_record("c1", run_id=ledger_ns, role="lead", ttft_s=0.2)
+    await ledger.record.remote([
+        lead, make_record("c2", run_id=ledger_ns, role="lead"), lead,  # a duplicate
+        make_record("c3", run_id=ledger_ns, role="worker"),
+        make_record("c4", run_id=ledger_ns, role="worker", http_status=429,
+                    status="error", usage=Usage())])
+    await ledger.record.remote([lead])  # a replay in a later batch counts nothing either
     port = ray.nodes()[0]["MetricsExportPort"]
-    wanted = f'agent="{agent}"'
+
+    def _value(body: str, name: str, *parts: str) -> float | None:
+        for line in body.splitlines():
+            if line.startswith(f"{name}{{") and all(p in line for p in parts):
+                return float(line.rpartition(" ")[2])
+        return None
 
     async def _exported() -> bool:
         body = await asyncio.to_thread(_scrape, port)
-        lines = [line for line in body.splitlines() if wanted in line]
-        return any(line.startswith("ray_raytroupe_ledger_tokens_total{") and
-                   'kind="input"' in line and line.endswith(" 1000.0") for line in lines)
+        lead_agent, worker = (f'agent="{ledger_ns}/research/{r}"' for r in ("lead", "worker"))
+        return (_value(body, "ray_raytroupe_ledger_tokens_total", lead_agent, 'kind="input"'),
+                _value(body, "ray_raytroupe_ledger_tokens_total", worker, 'kind="input"'),
+                _value(body, "ray_raytroupe_ledger_requests_total", lead_agent, 'status="ok"'),
+                _value(body, "ray_raytroupe_ledger_rate_limited_total", worker),
+                _value(body, "ray_raytroupe_ledger_latency_s_count", lead_agent)) == (
+            2000.0, 1000.0, 2.0, 1.0, 2.0)
 
     await wait_for_async(_exported, "the metrics exported", timeout_s=40)

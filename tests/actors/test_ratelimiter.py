@@ -28,6 +28,7 @@ from actors.limits import (
     Need,
     SettleBatch,
     TierLimits,
+    TopUp,
 )
 from actors.ratelimiter import RateLimiter
 from tests.fake_clock import FakeClock
@@ -589,3 +590,82 @@ async def test_a_real_drift_is_still_corrected_while_calls_are_in_flight() -> No
                   headers=HeaderReading(input_tokens=30_000))]))
     # Unspent by our books 50,000; the server's 30,000 plus 1,200 of tolerance.
     assert (await available(limiter)).input_tokens == pytest.approx(31_200)
+
+
+# -- what a busy process costs the limiter ------------------------------------------------------
+
+async def _waves(lease: LimiterLease, clock: FakeClock, waves: int, size: int,
+                 step_s: float) -> None:
+    """``waves`` waves of ``size`` calls in flight at once, one every ``step_s`` (a busy host:
+    a batch of asks goes out together and its answers come back together)."""
+    for _ in range(waves):
+        answered = asyncio.Event()
+
+        async def call(answered: asyncio.Event = answered) -> None:
+            async with lease.reserve(KEY, input_tokens=100, output_tokens=50) as permit:
+                await answered.wait()
+                permit.settle(input_tokens=60, output_tokens=20)
+
+        calls = [asyncio.ensure_future(call()) for _ in range(size)]
+        await until(lambda: KEY in lease._keys and lease._keys[KEY].inflight == size, spins=500)
+        answered.set()
+        await asyncio.gather(*calls)
+        clock.advance(step_s)
+        await spin()
+
+
+@pytest.mark.asyncio
+async def test_a_busy_lease_far_from_its_limits_talks_to_the_limiter_five_times_a_second() -> None:
+    """500 calls a second, in waves of 25: each RPC costs the limiter ~1 ms of CPU, whatever
+    it carries (``docs/performance.md``). Before: 44 RPCs in this second, of which 24 grant
+    requests (the slots given back after each wave asked for again, and stock top-ups)."""
+    limiter, clock = make(TierLimits(rpm=10**6, itpm=10**9, otpm=10**9, max_concurrency=10**4))
+    lease, handle = lease_on(limiter, clock)
+    await _waves(lease, clock, waves=8, size=25, step_s=0.05)  # warm: stock, slots, the rate
+    handle.calls.clear()
+    await _waves(lease, clock, waves=20, size=25, step_s=0.05)  # one second
+    assert handle.calls["settle"] + handle.calls["acquire"] <= 6
+    assert handle.calls["acquire"] == 0  # the slots stay; top-ups ride on the settles
+    clock.advance(0.3)
+    await spin()
+    status = (await limiter.status()).buckets[0]
+    assert status.in_use <= 25  # never more slots than calls in flight at once
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("itpm", "reported_within_s"), [(6_000, 0.05), (600_000, 0.25)])
+async def test_refunds_reach_the_limiter_within_50_ms_once_a_bucket_is_half_spent(
+        itpm: int, reported_within_s: float) -> None:
+    """Other processes wait for refunds only near a limit: there they go out within the flush
+    interval; far from every limit, within ``RELAXED_FLUSH_S``."""
+    limiter, clock = make(TierLimits(rpm=10_000, itpm=itpm, otpm=10**6, max_concurrency=100))
+    lease, handle = lease_on(limiter, clock)
+    for _ in range(4):  # 4,000 input tokens: two thirds of the tight bucket
+        await _enter_and_leave(lease, 1_000)
+    clock.advance(0.3)  # reported; the lease has the limiter's view of the bucket
+    await spin()
+    reports = handle.calls["settle"]
+    async with lease.reserve(KEY, input_tokens=1_000, output_tokens=0) as permit:
+        permit.settle(input_tokens=200, output_tokens=0)  # 800 to refund
+    clock.advance(reported_within_s - 0.01)
+    await spin()
+    assert handle.calls["settle"] == reports
+    clock.advance(0.01)
+    await until(lambda: handle.calls["settle"] == reports + 1)
+
+
+@pytest.mark.asyncio
+async def test_a_settles_top_up_comes_only_from_idle_capacity() -> None:
+    limiter, _ = make()
+    a, b = await register(limiter, "a"), await register(limiter, "b")
+    wanted = [TopUp(key=KEY, amount=Amount(requests=16, input_tokens=16_000))]
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=2, topups=wanted))
+    # 6,000 in the bucket: a quarter of it at most goes to one lease's stock.
+    assert reply.extras == [TopUp(key=KEY, amount=Amount(requests=16, input_tokens=1_500))]
+    assert (await limiter.status()).buckets[0].held.input_tokens == pytest.approx(1_500)
+    waiting = ask(limiter, "b", b, 2, need(5_000))  # 4,500 left: b waits for the refill
+    await spin()
+    assert not waiting.done()
+    reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=3, topups=wanted))
+    assert reply.extras == [TopUp(key=KEY, amount=Amount())]  # nothing while b waits
+    waiting.cancel()
