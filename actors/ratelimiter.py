@@ -502,9 +502,13 @@ class RateLimiter:
 
     def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
-        idle = min(max(0.0, level / cap) for level, cap in zip(state.level,
-                                                               state.limits.capacity,
-                                                               strict=True))
+        # Slots count too: where concurrency binds (the buckets far from empty), a lease
+        # keeping spare slots must hear within the flush interval that another one waits.
+        slots = state.limits.max_concurrency
+        idle = min(min(max(0.0, level / cap) for level, cap in zip(state.level,
+                                                                   state.limits.capacity,
+                                                                   strict=True)),
+                   max(0.0, (slots - state.in_use) / slots))
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()),
                        probing=state.probing or state.breaker.ramp is not None,
