@@ -714,3 +714,19 @@ async def test_a_job_waiting_for_a_slot_gets_one_within_the_flush_interval() -> 
         await spin()
     await asyncio.wait_for(asyncio.gather(waiting, *calls), 5)
 
+
+@pytest.mark.asyncio
+async def test_a_resent_settle_batch_grants_its_top_up_once() -> None:
+    """A lease re-sends a batch whose answer it did not get (the limiter unreachable for a
+    moment, the batch maybe applied): it gets the same top-up, and the buckets lose it once.
+    Before: a second top-up went into stock the lease never heard of, gone from the buckets
+    for as long as the lease lived."""
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    batch = SettleBatch(lease_id="a", session=session, seq=2,
+                        topups=[TopUp(key=KEY, amount=Amount(requests=16, input_tokens=1_000))])
+    first = await limiter.settle(batch)
+    again = await limiter.settle(batch)
+    assert again.extras == first.extras == [
+        TopUp(key=KEY, amount=Amount(requests=16, input_tokens=1_000))]
+    assert (await limiter.status()).buckets[0].held == Amount(requests=16, input_tokens=1_000)
