@@ -332,15 +332,17 @@ def _insert_entries(conn: sqlite3.Connection,
     """
     if not entries:
         return ()
-    keys = [(entry.record.call_id, entry.record.attempt) for entry in entries]
-    known = _journaled(conn, keys)
+    rows = [_row_of(entry) for entry in entries]
+    # Looked up as the table keeps them: a call id holding a key is kept redacted.
+    stored = [(row[0], row[1]) for row in rows]
+    known = _journaled(conn, stored)
     inserted = []
-    for key in keys:
+    for key in stored:
         inserted.append(key not in known)
         known.add(key)
-    conn.executemany(_INSERT, [_row_of(entry) for entry, new in
-                               zip(entries, inserted, strict=True) if new])
-    conn.executemany("DELETE FROM reservations WHERE call_id = ? AND attempt = ?", keys)
+    conn.executemany(_INSERT, [row for row, new in zip(rows, inserted, strict=True) if new])
+    conn.executemany("DELETE FROM reservations WHERE call_id = ? AND attempt = ?",
+                     [(entry.record.call_id, entry.record.attempt) for entry in entries])
     return tuple(inserted)
 
 

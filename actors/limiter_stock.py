@@ -27,7 +27,8 @@ STOCK_S = 0.2
 RELAXED_STOCK_S = 1.0
 """Headroom while the key is relaxed (:attr:`KeyStock.relaxed`): top-ups five times rarer."""
 RELAXED_SHARE = 0.5
-"""A key is relaxed while the limiter could still grant at least this share of each bucket."""
+"""A key is relaxed while the limiter could still grant at least this share of each bucket
+and of the concurrency slots."""
 _RATE_WINDOW_S = 0.25
 """Calls are counted over windows this long to estimate the recent rate."""
 

@@ -139,8 +139,9 @@ class KeyView(_Frozen):
     """After a pause (429 or circuit breaker), one call at a time goes out until one is
     answered, then a breaker ramps up: hold no stock and no spare slot."""
     idle_share: float = 0.0
-    """The smallest share of the key's buckets that the limiter could still grant (0-1). Far
-    from empty, nobody can be waiting for a lease's refunds soon: it may report less often."""
+    """The smallest share of the key's buckets (and of its concurrency slots) that the limiter
+    could still grant (0-1). Far from empty, nobody can be waiting for a lease's refunds or
+    spare slots soon: it may report less often."""
 
 
 class Grant(_Frozen):

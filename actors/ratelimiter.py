@@ -138,6 +138,8 @@ class _Lease:
     in_flight: dict[BucketKey, list[float]] = field(default_factory=dict)
     """The part of ``held`` that its calls in flight reserved, as of its last report."""
     acquires: dict[BucketKey, tuple[int, asyncio.Future[Grant]]] = field(default_factory=dict)
+    topped_up: tuple[int, list[TopUp]] = (0, [])
+    """The last settle batch's ``seq`` and the top-ups granted with it, for a re-send."""
 
 
 @dataclass(eq=False)
@@ -238,7 +240,7 @@ class RateLimiter:
             ...                                      seq=1))                # doctest: +SKIP
         """
         self._served["settle_batches"] += 1
-        now = self._clock.now()
+        now, fresh = self._clock.now(), True
         lease = self._leases.get(batch.lease_id)
         if lease is None or lease.session != batch.session:
             if lease is not None:
@@ -250,8 +252,10 @@ class RateLimiter:
             lease.last_seq = batch.seq
             for report in batch.reports:
                 self._apply(lease, report, now)
+        else:
+            fresh = False
         self._renew(lease, now)
-        extras = [] if batch.closing else [self._top_up(lease, t, now) for t in batch.topups]
+        extras = self._top_ups(lease, batch, now, fresh)
         keys = {r.key for r in batch.reports} | set(lease.slots) | set(lease.held)
         views = [self._view(self._bucket(k), lease) for k in keys]
         if batch.closing:
@@ -355,6 +359,19 @@ class RateLimiter:
                 for want, level in zip(asked.as_tuple(), state.level, strict=True)]
         state.move_to_stock(lease.held.setdefault(state.key, [0.0, 0.0, 0.0]), give)
         return Amount.of(give)
+
+    def _top_ups(self, lease: _Lease, batch: SettleBatch, now: float, fresh: bool) -> list[TopUp]:
+        """A settle's top-ups, granted once per batch: a batch re-sent after an ambiguous
+        failure gets the first answer again, never a second grant (stock its lease would not
+        know it holds, taken from the buckets until the lease ends)."""
+        if batch.closing:
+            return []
+        if not fresh:
+            seq, extras = lease.topped_up
+            return extras if seq == batch.seq else []
+        extras = [self._top_up(lease, t, now) for t in batch.topups]
+        lease.topped_up = (batch.seq, extras)
+        return extras
 
     def _top_up(self, lease: _Lease, topup: TopUp, now: float) -> TopUp:
         """A settle's top-up: as a grant request's headroom, never while anyone waits."""
@@ -502,9 +519,13 @@ class RateLimiter:
 
     def _view(self, state: KeyBuckets, lease: _Lease) -> KeyView:
         others = sum(1 for w in state.waiters if w.lease is not lease and not w.future.done())
-        idle = min(max(0.0, level / cap) for level, cap in zip(state.level,
-                                                               state.limits.capacity,
-                                                               strict=True))
+        # Slots count too: where concurrency binds (the buckets far from empty), a lease
+        # keeping spare slots must hear within the flush interval that another one waits.
+        slots = state.limits.max_concurrency
+        idle = min(min(max(0.0, level / cap) for level, cap in zip(state.level,
+                                                                   state.limits.capacity,
+                                                                   strict=True)),
+                   max(0.0, (slots - state.in_use) / slots))
         return KeyView(key=state.key, limits=state.limits, waiting_others=others,
                        paused_for_s=max(0.0, state.paused_until - self._clock.now()),
                        probing=state.probing or state.breaker.ramp is not None,

@@ -65,6 +65,18 @@ async def test_duplicates_are_acknowledged_and_counted_once(ledger: Ledger) -> N
 
 
 @pytest.mark.asyncio
+async def test_a_resent_record_whose_call_id_holds_a_key_counts_once(ledger: Ledger) -> None:
+    """The journal keeps such a call id redacted; the duplicate check must look for it as
+    kept. Before: the re-send was counted again in the run's spend (not in the journal), so
+    its budget saw twice the cost until the Ledger restarted."""
+    record = make_record("sk-ant-x")
+    assert await ledger.record([record]) == 1
+    assert await ledger.record([record]) == 0
+    assert (await ledger.budget("r1")).spent_usd == Decimal("0.00015")
+    assert (await ledger.stats()).duplicates == 1
+
+
+@pytest.mark.asyncio
 async def test_concurrent_duplicates_count_once(ledger: Ledger) -> None:
     records = [make_record(f"c{i}") for i in range(50)]
     await asyncio.gather(*(ledger.record(records) for _ in range(20)))

@@ -669,3 +669,64 @@ async def test_a_settles_top_up_comes_only_from_idle_capacity() -> None:
     reply = await limiter.settle(SettleBatch(lease_id="a", session=a, seq=3, topups=wanted))
     assert reply.extras == [TopUp(key=KEY, amount=Amount())]  # nothing while b waits
     waiting.cancel()
+
+
+@pytest.mark.asyncio
+async def test_a_job_waiting_for_a_slot_gets_one_within_the_flush_interval() -> None:
+    """Concurrency binds while every token bucket is nearly full: the process keeping the
+    slots spare between its waves must hear within the flush interval (50 ms), not the relaxed
+    250 ms, that another job waits for one. Before: 0.25 s."""
+    limiter, clock = make(TierLimits(rpm=10**6, itpm=10**9, otpm=10**9, max_concurrency=4))
+    busy, handle = lease_on(limiter, clock, job="busy")
+    newcomer, _ = lease_on(limiter, clock, job="newcomer")
+    calls: list[asyncio.Future[None]] = []
+
+    def wave() -> None:  # four calls answered at once, every 10 ms: 400 calls a second
+        calls.extend(asyncio.ensure_future(_enter_and_leave(busy, 100)) for _ in range(4))
+
+    settles = 0
+    for step in range(100):  # warm: the busy lease holds all 4 slots and has the limiter's view
+        if step >= 30 and handle.calls["settle"] > settles:
+            break  # the newcomer asks right after a report
+        settles = handle.calls["settle"]
+        wave()
+        await spin()
+        clock.advance(0.01)
+        await spin()
+    asked_at, entered_at = clock.now(), list[float]()
+
+    async def newcomer_call() -> None:
+        async with newcomer.reserve(KEY, input_tokens=100, output_tokens=0) as permit:
+            entered_at.append(clock.now())
+            permit.settle(input_tokens=100, output_tokens=0)
+
+    waiting = asyncio.ensure_future(newcomer_call())
+    for _ in range(40):
+        await spin()
+        if entered_at:
+            break
+        wave()
+        await spin()
+        clock.advance(0.01)
+    assert entered_at and entered_at[0] - asked_at <= 0.06 + 1e-9
+    for _ in range(60):  # let everything queued behind the newcomer through
+        clock.advance(0.05)
+        await spin()
+    await asyncio.wait_for(asyncio.gather(waiting, *calls), 5)
+
+
+@pytest.mark.asyncio
+async def test_a_resent_settle_batch_grants_its_top_up_once() -> None:
+    """A lease re-sends a batch whose answer it did not get (the limiter unreachable for a
+    moment, the batch maybe applied): it gets the same top-up, and the buckets lose it once.
+    Before: a second top-up went into stock the lease never heard of, gone from the buckets
+    for as long as the lease lived."""
+    limiter, _ = make()
+    session = await register(limiter, "a")
+    batch = SettleBatch(lease_id="a", session=session, seq=2,
+                        topups=[TopUp(key=KEY, amount=Amount(requests=16, input_tokens=1_000))])
+    first = await limiter.settle(batch)
+    again = await limiter.settle(batch)
+    assert again.extras == first.extras == [
+        TopUp(key=KEY, amount=Amount(requests=16, input_tokens=1_000))]
+    assert (await limiter.status()).buckets[0].held == Amount(requests=16, input_tokens=1_000)
