@@ -98,6 +98,8 @@ OnText = Callable[[TextDelta | StreamRestarted], None]
 _WINDOW_ESTIMATE_FACTOR = 0.75
 _RETIRE_TIMEOUT_S = 3.0
 """Longest ``Agent.retire`` waits for its lease to give its stock back."""
+_WARM_TIMEOUT_S = 3.0
+"""Longest ``Agent.warm`` waits: warming is best effort, the first call does what is left."""
 _DRAIN_TURNS = 4
 """Loop turns a speculative call gives its losers to read what already arrived (~10 us)."""
 
@@ -317,8 +319,15 @@ class Agent:
             if len(finished) >= left:
                 whole.set()
 
-        tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            for index, request in enumerate(requests):
+                tasks.append(asyncio.create_task(one(index, request)))
+                # One turn of the loop per ask: its HTTP request leaves before the next ask's
+                # pipeline runs (aiohttp writes a body in a task of its own, which would queue
+                # behind every other ask of the batch: the first request would leave only
+                # after the last one's ~0.6 ms pipeline; docs/performance.md).
+                await asyncio.sleep(0)
             while left:
                 await ready.wait()
                 # Replies finishing close together go back together: one streamed item for ten
@@ -350,6 +359,29 @@ class Agent:
             _log.exception("agent %s: a batched ask failed", self.spec.name)
             return RaytroupeError(f"agent {self.spec.name} failed on this request "
                                   f"({type(exc).__name__}); see the agent's log")
+
+    async def warm(self) -> None:
+        """Before the first call: pay the one-time costs of a first call now, off its path.
+
+        The client's request built (``MessagesPost.warm``: the first call skips the SDK's
+        request building), the limiter lease registered (its first grant: one round trip, not
+        two) and the run's budget asked once. A map phase's first wave starts ~25 calls per
+        host at once, each paying these (``docs/performance.md``, "The map phase's wall
+        time"); a topology calls this while its agents start. Best effort and bounded: what
+        fails or is slow here is done by the first call, as without it.
+        """
+        steps = [self._post.warm(), self.lease.open()]
+        if self.spec.run_id:
+            steps.append(self._budgets.capped(self.spec.run_id))
+        try:
+            async with asyncio.timeout(_WARM_TIMEOUT_S):
+                failed = [r for r in await asyncio.gather(*steps, return_exceptions=True)
+                          if isinstance(r, Exception)]
+        except TimeoutError as exc:
+            failed = [exc]
+        for exc in failed:
+            _log.debug("agent %s: a warming step failed (%s); the first call does it",
+                       self.spec.name, type(exc).__name__)
 
     async def flush(self) -> None:
         """Wait until every Ledger record of this agent is acknowledged."""

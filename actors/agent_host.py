@@ -113,6 +113,11 @@ class AgentHost:
             async for item in agent.stream(request):
                 yield item
 
+    async def warm(self, spec: AgentSpec, backend: Backend) -> None:
+        """``Agent.warm`` of the agent ``spec`` names (made now rather than on its first call)."""
+        self._sweep()
+        await self._agent(spec, backend).warm()
+
     async def flush(self) -> None:
         """Wait until every Ledger record of this host is acknowledged (every run's)."""
         await self.ledger.flush()
@@ -125,12 +130,7 @@ class AgentHost:
     @contextlib.contextmanager
     def _using(self, spec: AgentSpec, backend: Backend, request: AskRequest) -> Iterator[Agent]:
         self._sweep()
-        agent = self._agents.get(spec.name)
-        if agent is None:
-            agent = self._agents[spec.name] = Agent(spec, backend,
-                                                    clients=(self._lease(backend.job),
-                                                             self.ledger))
-            self._job_of[spec.name] = backend.job
+        agent = self._agent(spec, backend)
         run_id = request.run_id or spec.run_id
         self.served[run_id] = self.served.get(run_id, 0) + 1
         if len(self.served) > _RUNS_KEPT:  # a long-lived host: forget the oldest runs
@@ -141,6 +141,17 @@ class AgentHost:
         finally:
             self._busy[spec.name] -= 1
             self._used[spec.name] = time.monotonic()
+
+    def _agent(self, spec: AgentSpec, backend: Backend) -> Agent:
+        """The agent ``spec`` names, made on its first use."""
+        agent = self._agents.get(spec.name)
+        if agent is None:
+            agent = self._agents[spec.name] = Agent(spec, backend,
+                                                    clients=(self._lease(backend.job),
+                                                             self.ledger))
+            self._job_of[spec.name] = backend.job
+            self._used[spec.name] = time.monotonic()  # swept if never called
+        return agent
 
     def _sweep(self) -> None:
         """Drop agents idle for ``IDLE_TTL_S``: a driver that died never closed them."""
@@ -189,8 +200,9 @@ class _Method:
 @dataclass(frozen=True)
 class HostedAgent:
     """An agent served by a warm host, used like an Agent actor's handle: ``ask.remote``,
-    ``stream.remote`` (a streaming generator; ``ray.cancel`` stops it), ``flush.remote`` and
-    ``retire.remote`` (a flush: the lease is the host's, kept for the next run)."""
+    ``stream.remote`` (a streaming generator; ``ray.cancel`` stops it), ``warm.remote``,
+    ``flush.remote`` and ``retire.remote`` (a flush: the lease is the host's, kept for the
+    next run)."""
 
     host: Any
     spec: AgentSpec
@@ -203,6 +215,10 @@ class HostedAgent:
     @property
     def stream(self) -> _Method:
         return _Method(self.host.stream, (self.spec, self.backend))
+
+    @property
+    def warm(self) -> _Method:
+        return _Method(self.host.warm, (self.spec, self.backend))
 
     @property
     def flush(self) -> _Method:

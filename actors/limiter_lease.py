@@ -195,6 +195,12 @@ class LimiterLease:
         finally:
             self._finished(permit)
 
+    async def open(self) -> None:
+        """Register with the limiter now, before the first call (a process about to call):
+        that call's grant then costs one round trip instead of two."""
+        if self._session is None and not self._closed:
+            await self._flush()
+
     async def close(self) -> None:
         """Give back all stock and spare slots and let the limiter forget this lease.
 

@@ -19,13 +19,14 @@ aiohttp's error through the transport's own mapping, as ``_attempt_request`` rai
 ``actors/api_call.py`` translates both exactly as before. A client this cannot mirror exactly
 (a proxy, middleware, token credentials, request hooks, a base URL that redirects: httpx
 follows redirects by rules of its own) keeps the SDK's path for every call, and every
-client's first call takes it too (the SDK resolves the platform
-headers there); the request's headers, with the key, live only in this object, whose repr
-shows none of them (``docs/reliability.md`` §4).
+client's first call takes it too (the SDK resolves the platform headers there), unless
+:meth:`MessagesPost.warm` did that first; the request's headers, with the key, live only in
+this object, whose repr shows none of them (``docs/reliability.md`` §4).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +35,7 @@ import aiohttp
 import anthropic
 import httpx2
 import yarl
-from anthropic._base_client import AsyncAPIClient
+from anthropic._base_client import AsyncAPIClient, get_platform
 from anthropic._models import FinalRequestOptions
 from anthropic._vendor.httpx_aiohttp.transport import AiohttpTransport, map_aiohttp_exceptions
 from multidict import CIMultiDict
@@ -106,6 +107,24 @@ class MessagesPost:
         """Whether calls skip the SDK's request building (after the client's first call)."""
         return self._wire is not None
 
+    async def warm(self) -> None:
+        """Do now what the client's first call would: then that call goes direct too.
+
+        The SDK's first request resolves its platform headers (in a thread) and opens its
+        transport's aiohttp session; only then is the request built once. Done at the agent's
+        start instead, a host's first wave of calls (~25 at once) skips the SDK's request
+        building as every later call does (``docs/performance.md``, "The map phase's wall
+        time"). What this cannot mirror keeps the SDK's path, as on a first call.
+        """
+        if self._tried:
+            return
+        client = self.client
+        if client._platform is None:  # as ``request()`` does: it may block, so in a thread
+            client._platform = await asyncio.to_thread(get_platform)
+        wire = self._built(opening=True)
+        if wire is not None:
+            self._wire, self._tried = wire, True
+
     async def post(self, body: bytes) -> tuple[Mapping[str, str], bytes]:
         """Send ``body``; the reply's headers and bytes for a 2xx, else the SDK's exception."""
         wire = self._wire
@@ -148,8 +167,11 @@ class MessagesPost:
             self._wire = None if response.history else self._built()
         return response.headers, response.content
 
-    def _built(self) -> _Wire | None:
-        """The SDK's request for this client, or None if the transport is not one to mirror."""
+    def _built(self, opening: bool = False) -> _Wire | None:
+        """The SDK's request for this client, or None if the transport is not one to mirror.
+
+        ``opening``: open the transport's session first, as its first request would.
+        """
         client = self.client
         if not _mirrorable(client):
             return None
@@ -159,7 +181,11 @@ class MessagesPost:
             http = client._client
             transport = http._transport_for_url(request.url)
             if not isinstance(transport, AiohttpTransport) or transport.proxy is not None \
-                    or transport.uds or not isinstance(transport.client, aiohttp.ClientSession):
+                    or transport.uds:
+                return None
+            if opening and not isinstance(transport.client, aiohttp.ClientSession):
+                transport.client = transport.get_client()  # as ``handle_async_request`` does
+            if not isinstance(transport.client, aiohttp.ClientSession):
                 return None
             return _Wire(request, transport, http)
         except Exception as exc:  # another SDK's internals: keep its own path

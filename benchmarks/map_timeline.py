@@ -178,12 +178,25 @@ def _report(marks: dict[str, float], args: argparse.Namespace) -> dict[str, Any]
             "ideal_s": round((waves + 1) * args.latency, 2),
             "wall_over_ideal": round(wall / ((waves + 1) * args.latency), 3),
             "start_ms": round((asks[0] - marks["map"]) * 1000, 1),
+            "first_wave_ms": _first_wave(calls, args.in_flight),
             "map_ms": round((replies[-1] - asks[0]) * 1000, 1),
             "map_per_wave_ms": round((replies[-1] - asks[0]) * 1000 / waves, 2),
             "end_ms": round((marks["done"] - replies[-1]) * 1000, 1),
             "end_marks_ms": {k: round((t - replies[-1]) * 1000, 1) for k, t in marks.items()
                              if k != "map"},
             "steps_ms": report, "calls": calls if args.timeline else None}
+
+
+def _first_wave(calls: list[dict[str, Any]], in_flight: int) -> dict[str, float]:
+    """The first ``in_flight`` calls (cold: first grants, connections, requests), from the
+    first ask: when their HTTP sends started (first, last) and when their last reply came."""
+    first = calls[:in_flight]
+    t0 = first[0]["ask"]
+    sends = sorted(c["post_in"] for c in first if "post_in" in c)
+    ms = {"first_send": sends[0] if sends else math.nan,
+          "last_send": sends[-1] if sends else math.nan,
+          "last_reply": max(c.get("reply", math.nan) for c in first)}
+    return {k: round((t - t0) * 1000, 1) for k, t in ms.items()}
 
 
 async def _main(base: cluster.Runtime, args: argparse.Namespace) -> dict[str, Any]:

@@ -168,6 +168,16 @@ class MapperPool:
                                      for h in self._hosts))
         return {h.name: node for h, node in zip(self._hosts, ids, strict=True)}
 
+    async def warm(self) -> None:
+        """Each host pays its first call's one-time costs now (``Agent.warm``): the first
+        wave's ~25 calls per host would each wait on them. A host that fails here is left to
+        its first call."""
+        results = await asyncio.gather(*(h.handle.warm.remote() for h in self._hosts),
+                                       return_exceptions=True)
+        for host, result in zip(self._hosts, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("mapper host %s could not warm up: %s", host.name, result)
+
     async def retire(self) -> None:
         """Before :meth:`stop`: every host's Ledger records acknowledged and its limiter stock
         given back (``Agent.retire``), skipping dead hosts.

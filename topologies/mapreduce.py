@@ -208,9 +208,11 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
         retiring: asyncio.Task[None] | None = None
         try:
             # The reducer's start-up (a process importing the SDK: about a CPU second) runs
-            # beside the hosts' own, not through the map phase's first waves on 2 cores
-            # (docs/performance.md, "The map phase's wall time").
-            nodes, _ = await asyncio.gather(pool.nodes(), reducer.__ray_ready__.remote())
+            # beside the hosts' own, not through the map phase's first waves on 2 cores; and
+            # each agent pays its first call's one-time costs (Agent.warm) before the map
+            # phase, not in its first wave or the answer (docs/performance.md, "The map
+            # phase's wall time").
+            nodes, *_ = await asyncio.gather(pool.nodes(), pool.warm(), reducer.warm.remote())
             try:
                 stats = await self._map(task, run, pool, store, tree)
             except BaseException:

@@ -157,3 +157,25 @@ def test_a_cpu_bound_host_still_gets_many_asks_per_ray_call(rig: Rig) -> None:
 
     calls, items = asyncio.run(main())
     assert calls <= 200 / 4 and items <= 200 / 3
+
+
+def _first_call_work_left(agent: Any) -> list[str]:
+    """Runs in the agent (``__ray_call__``): which of a first call's one-time costs are left."""
+    left = [] if agent._post.direct else ["the SDK's first request"]
+    left += [] if agent.lease._session is not None else ["the limiter lease's registration"]
+    left += [] if agent.spec.run_id in agent._budgets._known else ["the run's budget"]
+    return left
+
+
+def test_a_warmed_agent_has_paid_its_first_calls_one_time_costs_without_calling(
+        rig: Rig) -> None:
+    rig.emulator.reset()
+    agent, _ = rig.agent("haiku")
+    assert len(ray.get(agent.__ray_call__.remote(_first_call_work_left))) == 3
+
+    ray.get(agent.warm.remote())
+
+    assert ray.get(agent.__ray_call__.remote(_first_call_work_left)) == []
+    assert rig.emulator.received == []  # warming sent nothing to the API
+    reply = ray.get(agent.ask.remote(AskRequest(prompt="hi", max_tokens=20)))
+    assert reply.text and len(rig.emulator.received) == 1

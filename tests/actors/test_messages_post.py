@@ -319,3 +319,17 @@ async def test_redirects_follow_httpxs_rules_as_the_sdks_path_does(
         assert not post.direct
     finally:
         await served.runner.cleanup()
+
+
+async def test_a_warmed_clients_first_call_goes_direct_with_the_sdks_wire(
+        emulator: Served, posts: Callable[..., MessagesPost]) -> None:
+    reference = posts(emulator.url)
+    await reference.client.messages.create(**PARAMS)
+    post = posts(emulator.url)
+    await post.warm()  # an agent's start: no call made yet
+    assert post.direct and not emulator.seen[1:]
+    first = await api_call.send(post, PARAMS, Attempt())
+    assert first.error is None and first.content
+    sdk_wire, first_wire = (_host_named_alike(w) for w in emulator.seen)
+    assert first_wire == sdk_wire  # the SDK's headers (platform ones too) and body
+    _no_key(post)
