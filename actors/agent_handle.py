@@ -103,6 +103,24 @@ async def ready(handle: Any, name: str = "") -> None:
     await asyncio.shield(probe)
 
 
+async def alive(handle: Any, name: str = "") -> None:
+    """Ask the agent whether it is up (one round trip) and wait for its restart if it is not.
+
+    Before a call that must not be lost to a death nobody has seen yet: a run's final call
+    after a long phase in which the agent's node may have gone (its process restarts
+    elsewhere). Sent to the dead process, the call would fail as ``AgentLost``, maybe billed;
+    after this, it goes to the restarted one.
+
+    Raises:
+        AgentUnavailable: it did not come back in time, or it is dead for good.
+    """
+    try:
+        await handle.__ray_ready__.remote()
+    except RayActorError:
+        _probe(handle, name or "(unnamed)")
+    await ready(handle, name)
+
+
 def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException:
     """What a caller gets for ``exc``, raised by a call to the agent: our own error out of
     Ray's ``RayTaskError`` wrapper, or, for the agent's death, ``AgentLost``."""

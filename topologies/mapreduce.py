@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from actors import agent_handle
 from actors.errors import ConfigError
 from actors.message_batches import BATCH_MAX_REQUESTS
 from actors.messages import AgentSpec
@@ -226,6 +227,9 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             await run.phase("reduce", "combining the notes", total=None)
             notes = await tree.finish()
             await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
+            # The reducer lived through the map phase: if its node went meanwhile, its final
+            # call waits for its restart instead of failing on the dead process.
+            await agent_handle.alive(reducer, "reducer")
             answer = await run.ask("reducer", _reduce_prompt(task.question, notes),
                                    topic="answer", final=True,
                                    max_tokens=self.config.reducer_max_tokens)

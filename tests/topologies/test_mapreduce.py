@@ -8,7 +8,9 @@ prompts' first words), records each request and counts mapper calls in flight.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -270,3 +272,42 @@ def _stored(store_dir: Path) -> int:
         store.close()
 
 
+
+
+def test_a_reducer_killed_during_the_map_phase_still_gives_the_answer(
+        rig: TopologyRig, tmp_path: Path) -> None:
+    """The reducer starts beside the mapper hosts and lives through the map phase: losing its
+    process there (kill -9, or its node) must not lose the run's answer."""
+    text = "\n\n".join(f"Record {i:03d} notes the mill race on the river Tarrow."
+                       for i in range(30))
+    killed: list[int] = []
+
+    def kill_reducer() -> None:
+        gcs = ray.get_runtime_context().gcs_address
+        pids = [a.pid for a in list_actors(address=gcs, detail=True, limit=10_000)
+                if a.name.endswith("/mapreduce/reducer") and a.state == "ALIVE"]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed.extend(pids)
+
+    first = threading.Event()
+
+    async def mapper(user: str) -> str:
+        if not first.is_set():  # the emulator's one loop: the first mapper call kills, once
+            first.set()
+            await asyncio.to_thread(kill_reducer)
+        return "note: " + _source(user)
+
+    class KillingResponder(Responder):
+        async def __call__(self, body: dict[str, Any]) -> str:
+            if body["system"][0]["text"].startswith(ROLES["mapper"]):
+                return await mapper(body["messages"][-1]["content"])
+            return await super().__call__(body)
+
+    responder = KillingResponder({"reducer": lambda user: "ANSWER from the notes"})
+    result, seen = _query(rig, MapReduceTask(question="Which records?", text=text),
+                          {"chunk_size": 200, "max_parallel_mappers": 3, "mapper_hosts": 2,
+                           "store_dir": tmp_path}, responder)
+    assert len(killed) == 1
+    assert result.output == "ANSWER from the notes"
+    assert seen["rollup"][f"{result.run_id}/mapreduce/reducer"].calls == 1
