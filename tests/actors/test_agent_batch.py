@@ -132,7 +132,10 @@ def test_a_host_holds_replies_long_only_while_its_calls_are_fast(rig: Rig) -> No
         asyncio.run(main())
 
     fast, _ = rig.agent("haiku")
-    batch(fast)
+    for _ in range(6):  # a loaded box's first call (a new connection) can take a second:
+        batch(fast)     # the average forgets it within a few batches of fast replies
+        if _host_hold(fast) == call_pace.HOLD_S:
+            break
     assert _host_hold(fast) == call_pace.HOLD_S
     with run_emulator(latency_s=0.3) as slow_api:
         slow, _ = rig.agent("haiku", emulator=slow_api)
