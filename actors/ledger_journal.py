@@ -301,17 +301,19 @@ def _commit(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
 
 def _apply(conn: sqlite3.Connection, change: JournalWrite) -> tuple[bool, ...]:
     inserted = _insert_entries(conn, change.entries)
-    for res in change.reserve:
+    for res in change.reserve:  # ids kept as the calls table keeps them: never with a key
         conn.execute("INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?)",
-                     (res.call_id, res.attempt, res.run_id, str(res.amount_usd),
-                      res.expires_at))
-    for key in change.release:
-        conn.execute("DELETE FROM reservations WHERE call_id = ? AND attempt = ?", key)
+                     (_kept(res.call_id), res.attempt, _kept(res.run_id),
+                      str(res.amount_usd), res.expires_at))
+    for call_id, attempt in change.release:
+        conn.execute("DELETE FROM reservations WHERE call_id = ? AND attempt = ?",
+                     (_kept(call_id), attempt))
     for run_id, cap in change.budgets:
         if cap is None:
-            conn.execute("DELETE FROM budgets WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM budgets WHERE run_id = ?", (_kept(run_id),))
         else:
-            conn.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)", (run_id, str(cap)))
+            conn.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)",
+                         (_kept(run_id), str(cap)))
     return inserted
 
 
@@ -341,8 +343,7 @@ def _insert_entries(conn: sqlite3.Connection,
         inserted.append(key not in known)
         known.add(key)
     conn.executemany(_INSERT, [row for row, new in zip(rows, inserted, strict=True) if new])
-    conn.executemany("DELETE FROM reservations WHERE call_id = ? AND attempt = ?",
-                     [(entry.record.call_id, entry.record.attempt) for entry in entries])
+    conn.executemany("DELETE FROM reservations WHERE call_id = ? AND attempt = ?", stored)
     return tuple(inserted)
 
 
@@ -361,6 +362,11 @@ def _journaled(conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> set[tup
 def redact(text: str) -> str:
     """Replace anything shaped like an Anthropic API key: a journal must never hold one."""
     return _KEY_PATTERN.sub("[redacted-key]", text)
+
+
+def _kept(text: str) -> str:
+    """``text`` as the journal keeps it: redacted if it holds something shaped like a key."""
+    return redact(text) if "sk-ant-" in text else text
 
 
 def _row_of(entry: JournalEntry) -> tuple[Any, ...]:

@@ -100,7 +100,7 @@ async def _record_leaky_fields(data_dir: Path) -> None:
     await ledger.record([make_record(error_type=f"authentication_error {CANARY}",
                                      request_id=CANARY, incarnation=CANARY)])
     await ledger.set_budget("r1", Decimal("1"))
-    await ledger.reserve("r1", "c2", 0, Decimal("0.1"))
+    await ledger.reserve("r1", f"{CANARY}-c2", 0, Decimal("0.1"))  # a user's call id prefix
     await ledger.close()
 
 
