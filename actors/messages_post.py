@@ -21,7 +21,8 @@ aiohttp's error through the transport's own mapping, as ``_attempt_request`` rai
 follows redirects by rules of its own) keeps the SDK's path for every call, and every
 client's first call takes it too (the SDK resolves the platform headers there), unless
 :meth:`MessagesPost.warm` did that first; the request's headers, with the key, live only in
-this object, whose repr shows none of them (``docs/reliability.md`` §4).
+this object, whose repr shows none of them (``docs/reliability.md`` §4). An SDK whose internals
+this needs have moved (``MIRRORS_SDK`` false) keeps its own path too: slower, never wrong.
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ import aiohttp
 import anthropic
 import httpx2
 import yarl
-from anthropic._base_client import AsyncAPIClient, get_platform
-from anthropic._models import FinalRequestOptions
-from anthropic._vendor.httpx_aiohttp.transport import AiohttpTransport, map_aiohttp_exceptions
 from multidict import CIMultiDict
+
+try:  # the SDK internals the built request mirrors (anthropic 2.x's)
+    from anthropic._base_client import AsyncAPIClient, get_platform
+    from anthropic._models import FinalRequestOptions
+    from anthropic._vendor.httpx_aiohttp.transport import (
+        AiohttpTransport,
+        map_aiohttp_exceptions,
+    )
+except ImportError:  # an SDK that moved one: every call keeps the SDK's own path
+    MIRRORS_SDK = False
+else:
+    MIRRORS_SDK = True
 
 _log = logging.getLogger(__name__)
 _PATH = "/v1/messages"
@@ -116,7 +126,7 @@ class MessagesPost:
         building as every later call does (``docs/performance.md``, "The map phase's wall
         time"). What this cannot mirror keeps the SDK's path, as on a first call.
         """
-        if self._tried:
+        if self._tried or not MIRRORS_SDK:
             return
         client = self.client
         if client._platform is None:  # as ``request()`` does: it may block, so in a thread
@@ -173,7 +183,7 @@ class MessagesPost:
         ``opening``: open the transport's session first, as its first request would.
         """
         client = self.client
-        if not _mirrorable(client):
+        if not MIRRORS_SDK or not _mirrorable(client):
             return None
         try:
             request = client._build_request(

@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import pickle
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -333,3 +334,41 @@ async def test_a_warmed_clients_first_call_goes_direct_with_the_sdks_wire(
     sdk_wire, first_wire = (_host_named_alike(w) for w in emulator.seen)
     assert first_wire == sdk_wire  # the SDK's headers (platform ones too) and body
     _no_key(post)
+
+
+_MOVED_INTERNAL = """
+import asyncio, json, sys
+import anthropic._base_client as base
+saved = base.get_platform
+del base.get_platform  # an SDK release that moved an internal the built request mirrors
+from actors import api_call
+from actors.messages_post import MIRRORS_SDK, MessagesPost, pooled_client
+base.get_platform = saved  # the SDK itself is whole again
+
+async def main() -> None:
+    post = MessagesPost(pooled_client(sys.argv[1], sys.argv[2], 60.0))
+    await post.warm()
+    attempts = [await api_call.send(post, json.loads(sys.argv[3]), api_call.Attempt())
+                for _ in range(2)]
+    print(json.dumps({"mirrors": MIRRORS_SDK, "direct": post.direct,
+                      "errors": [str(a.error) for a in attempts if a.error],
+                      "texts": [a.content[0].text for a in attempts]}))
+    await post.client.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_sdk_without_the_mirrored_internals_keeps_its_own_path(
+        emulator: Served) -> None:
+    """A newer SDK inside our pin's range may move a private module: agents must still work."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MOVED_INTERNAL, KEY, emulator.url, json.dumps(PARAMS),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2_000:]
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert seen["mirrors"] is False and seen["direct"] is False, seen
+    assert not seen["errors"] and all(seen["texts"]), seen
+    assert len(emulator.seen) == 2  # both calls reached the API, through the SDK
+
