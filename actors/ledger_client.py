@@ -201,6 +201,8 @@ class LedgerClient:
             del self._pending[:self._max_batch]
             if not self._pending:
                 self._has_records.clear()
+            if self._journal is not None:
+                self._journal.seal()  # records queued from now on go to a new segment
             self._in_flight = len(batch)
             try:
                 await self._send_until_acked(batch)
@@ -209,9 +211,9 @@ class LedgerClient:
                 raise
             finally:
                 self._in_flight = 0
+            if self._journal is not None:
+                self._journal.acknowledged(len(batch))  # oldest first, as they were written
             if not self._pending:
-                if self._journal is not None:
-                    self._journal.clear()  # all it holds is acknowledged now
                 self._idle.set()
 
     async def _linger(self) -> None:

@@ -12,10 +12,10 @@ process loses nothing: its restarted incarnation, on the same node and with the 
 ships the files its predecessors left. Only the loss of the node itself (power, kernel, disk)
 loses what had not been shipped yet, at most ``linger_s`` worth of records.
 
-Layout: ``<dir>/<incarnation>.jsonl``, one ``CallRecord`` JSON per line; ``<dir>`` is per actor
-(its id, kept across restarts) and per Ray session, in ``/dev/shm`` (memory) or else in the
-session directory on the node (:func:`journal_dir`).
-A file is emptied once everything written to it has been acknowledged.
+Layout: ``<dir>/<incarnation>-<segment>.jsonl``, one ``CallRecord`` JSON per line; ``<dir>`` is
+per actor (its id, kept across restarts) and per Ray session, in ``/dev/shm`` (memory) or else
+in the session directory on the node (:func:`journal_dir`).
+A segment is deleted once every record written to it has been acknowledged.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import uuid
+from collections import deque
 from pathlib import Path
 
 import ray
@@ -76,7 +77,14 @@ def session_dir() -> Path:
 
 
 class RecordJournal:
-    """This incarnation's journal file, and the files earlier incarnations left behind.
+    """This incarnation's journal, in segments, and the files earlier incarnations left behind.
+
+    Records are acknowledged in the order they were written (one batch in flight at a time,
+    oldest first), so the journal keeps a count of unacknowledged records per segment: the
+    sender seals the segment when it takes a batch (later records go to a new one) and a
+    segment is deleted once all of its records are acknowledged. One file emptied only when
+    nothing at all was queued never emptied on a busy host (a record arrives during every
+    send): it grew by every record for as long as the host lived, in memory (``/dev/shm``).
 
     Args:
         directory: The actor's journal directory (:func:`actor_journal_dir`).
@@ -85,16 +93,23 @@ class RecordJournal:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.path = directory / f"{uuid.uuid4().hex}{_SUFFIX}"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._written = False
+        self._incarnation = uuid.uuid4().hex
+        self._segments: deque[_Segment] = deque()
+        self._fd = -1
+        self._open_segment()
 
     def __repr__(self) -> str:
-        return f"RecordJournal({str(self.path)!r})"
+        return f"RecordJournal({str(self.path)!r}, segments={len(self._segments)})"
+
+    @property
+    def path(self) -> Path:
+        """The segment records are appended to now."""
+        return self._segments[-1].path
 
     def leftovers(self) -> list[Path]:
         """Journals of earlier incarnations of this actor (their records may not be shipped)."""
-        return sorted(p for p in self.directory.glob(f"*{_SUFFIX}") if p != self.path)
+        return sorted(p for p in self.directory.glob(f"*{_SUFFIX}")
+                      if not p.name.startswith(self._incarnation))
 
     def append(self, record: CallRecord) -> None:
         """Write one record before its reply leaves.
@@ -103,16 +118,46 @@ class RecordJournal:
         may afford it on its loop, and the page cache is what survives a process kill.
         """
         os.write(self._fd, record.model_dump_json().encode() + b"\n")
-        self._written = True
+        self._segments[-1].unacked += 1
 
-    def clear(self) -> None:
-        """Everything written so far is acknowledged: empty the file."""
-        if self._written:
-            os.ftruncate(self._fd, 0)
-            self._written = False
+    def seal(self) -> None:
+        """A batch is being taken: later records go to a new segment, so that this one can be
+        deleted once the batch is acknowledged."""
+        if self._segments[-1].unacked:
+            os.close(self._fd)
+            self._open_segment()
+
+    def acknowledged(self, count: int) -> None:
+        """The oldest ``count`` unacknowledged records are acknowledged: delete every sealed
+        segment that holds nothing else."""
+        for segment in self._segments:
+            taken = min(count, segment.unacked)
+            segment.unacked -= taken
+            count -= taken
+            if not count:
+                break
+        while len(self._segments) > 1 and not self._segments[0].unacked:
+            self._segments.popleft().path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close the open segment; one holding nothing unacknowledged is deleted."""
         os.close(self._fd)
+        self._fd = -1
+        while self._segments and not self._segments[0].unacked:
+            self._segments.popleft().path.unlink(missing_ok=True)
+
+    def _open_segment(self) -> None:
+        number = self._segments[-1].number + 1 if self._segments else 0
+        path = self.directory / f"{self._incarnation}-{number:06d}{_SUFFIX}"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._segments.append(_Segment(path, number))
+
+
+class _Segment:
+    __slots__ = ("number", "path", "unacked")
+
+    def __init__(self, path: Path, number: int) -> None:
+        self.path, self.number, self.unacked = path, number, 0
 
 
 def read_journal(path: Path) -> list[CallRecord]:

@@ -16,6 +16,7 @@ from actors.errors import BudgetExceeded
 from actors.ledger import LEDGER_NAME, get_ledger
 from actors.ledger_client import LedgerClient
 from actors.messages import Usage
+from actors.record_journal import read_journal
 from tests.actors.ledger_fixtures import make_record
 from tests.polling import wait_for_async
 
@@ -87,6 +88,26 @@ async def test_a_busy_process_sends_its_records_about_twice_a_second(ledger_ns: 
 
     await wait_for_async(_all_arrived, "the records, with no flush")
     assert (await ledger.stats.remote()).record_batches <= 3  # before: 5 (one per 50)
+    await client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_busy_processs_journal_holds_only_what_is_not_acknowledged(
+        ledger_ns: str, tmp_path: Path) -> None:
+    """Records keep arriving while every batch is on its way (a host answering steadily):
+    the local journal, in memory on a real node, must shrink as batches are acknowledged,
+    not keep every record until the host has a quiet moment."""
+    ledger = get_ledger(tmp_path / "ledger", namespace=ledger_ns)
+    client = LedgerClient(ledger, linger_s=0.05, journal_dir=tmp_path / "journal")
+    for i in range(600):  # about a second of answers, one every ~1.5 ms: no quiet moment
+        client.record(make_record(f"c{i}"))
+        await asyncio.sleep(0.001)
+    kept = sum(len(read_journal(p)) for p in (tmp_path / "journal").glob("*.jsonl"))
+    assert client.sent_batches >= 5
+    assert kept <= 200, kept  # before: all 600, on the disk until the host went quiet
+    await client.flush()
+    assert sum(len(read_journal(p)) for p in (tmp_path / "journal").glob("*.jsonl")) == 0
+    assert (await ledger.totals.remote("r1")).attempts == 600
     await client.aclose()
 
 
