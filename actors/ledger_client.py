@@ -79,8 +79,11 @@ class LedgerClient:
         self._sender: asyncio.Task[None] | None = None
         self._has_records = asyncio.Event()
         self._due = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._queued = 0
+        """Records queued so far; acknowledged in the order queued (one batch at a time)."""
+        self._acked = 0
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        """Flushes waiting: each for the records queued before it (not for later ones)."""
         self.sent_batches = 0
         """Batches acknowledged so far (for tests and diagnosis)."""
         if journal_dir == "actor":
@@ -96,6 +99,11 @@ class LedgerClient:
     def __repr__(self) -> str:
         return (f"LedgerClient(pending={len(self._pending)}, in_flight={self._in_flight}, "
                 f"sent_batches={self.sent_batches})")
+
+    @property
+    def unacknowledged(self) -> int:
+        """Records queued and not yet acknowledged by the Ledger (what the journal holds)."""
+        return self._queued - self._acked
 
     async def reserve(self, run_id: str, call_id: str, attempt: int,
                       worst_case_usd: Decimal, ttl_s: float | None = None) -> None:
@@ -139,7 +147,7 @@ class LedgerClient:
         if self._journal is not None:
             self._journal.append(record)
         self._pending.append(record)
-        self._idle.clear()
+        self._queued += 1
         self._has_records.set()
         if len(self._pending) >= self._batch_size:
             self._due.set()
@@ -154,25 +162,32 @@ class LedgerClient:
             await self.flush()
 
     async def flush(self) -> None:
-        """Send what is queued now and wait until every record is acknowledged.
+        """Send what is queued now and wait until all of it is acknowledged.
 
-        That includes records an earlier incarnation left in its journal. Bound the wait with
+        That includes records an earlier incarnation left in its journal, not records queued
+        after this call: a run's end on a host that keeps answering other runs returns when
+        its own records are in, not when the host next falls quiet. Bound the wait with
         ``asyncio.timeout`` if the Ledger may be gone for good: records stay queued, and
         retried, after a timeout.
         """
         if not self._replayed.is_set():
             await asyncio.to_thread(self._replayed.wait)
-        if self._idle.is_set():
+        if self._acked >= self._queued:
             return
         if self._pending:  # after a cancelled aclose(), records may wait for a new sender
             self._start()
             self._has_records.set()
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self._queued, acked)
+        self._flushes.append(entry)
         self._flushers += 1
         self._due.set()
         try:
-            await self._idle.wait()
+            await acked
         finally:
             self._flushers -= 1
+            if entry in self._flushes:
+                self._flushes.remove(entry)
 
     async def aclose(self) -> None:
         """Flush, then stop the background sender."""
@@ -213,8 +228,18 @@ class LedgerClient:
                 self._in_flight = 0
             if self._journal is not None:
                 self._journal.acknowledged(len(batch))  # oldest first, as they were written
-            if not self._pending:
-                self._idle.set()
+            self._acked += len(batch)
+            self._wake_flushes()
+
+    def _wake_flushes(self) -> None:
+        """Settle every flush whose records are all acknowledged now."""
+        waiting = []
+        for target, acked in self._flushes:
+            if target > self._acked:
+                waiting.append((target, acked))
+            elif not acked.done():
+                acked.set_result(None)
+        self._flushes = waiting
 
     async def _linger(self) -> None:
         """Wait until a batch is full, someone flushes, or the records have waited linger_s."""

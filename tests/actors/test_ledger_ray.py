@@ -98,16 +98,49 @@ async def test_a_busy_processs_journal_holds_only_what_is_not_acknowledged(
     the local journal, in memory on a real node, must shrink as batches are acknowledged,
     not keep every record until the host has a quiet moment."""
     ledger = get_ledger(tmp_path / "ledger", namespace=ledger_ns)
+    await ledger.totals.remote("r1")  # up: its start-up would hold the first batch
     client = LedgerClient(ledger, linger_s=0.05, journal_dir=tmp_path / "journal")
     for i in range(600):  # about a second of answers, one every ~1.5 ms: no quiet moment
         client.record(make_record(f"c{i}"))
         await asyncio.sleep(0.001)
+    # Read with no await in between: the sender runs on this loop, so nothing moves meanwhile.
     kept = sum(len(read_journal(p)) for p in (tmp_path / "journal").glob("*.jsonl"))
-    assert client.sent_batches >= 5
-    assert kept <= 200, kept  # before: all 600, on the disk until the host went quiet
+    assert client.sent_batches >= 2
+    assert kept == client.unacknowledged < 600, kept  # before: all 600 until a quiet moment
     await client.flush()
     assert sum(len(read_journal(p)) for p in (tmp_path / "journal").glob("*.jsonl")) == 0
     assert (await ledger.totals.remote("r1")).attempts == 600
+    await client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_flush_waits_for_the_records_before_it_not_for_a_quiet_moment(
+        ledger_ns: str, tmp_path: Path) -> None:
+    """One run ends on a host that keeps answering another: its flush returns once its own
+    records are acknowledged, though the host never falls quiet."""
+    ledger = get_ledger(tmp_path, namespace=ledger_ns)
+    client = LedgerClient(ledger, linger_s=0.05, journal_dir=None)
+    stop = asyncio.Event()
+
+    async def other_run() -> None:
+        for i in range(1_000_000):
+            if stop.is_set():
+                return
+            client.record(make_record(f"other-{i}", run_id="other"))
+            await asyncio.sleep(0)  # a record queued on every turn: never a quiet moment
+
+    busy = asyncio.create_task(other_run())
+    for i in range(50):
+        client.record(make_record(f"mine-{i}", run_id="mine"))
+    await asyncio.sleep(0.2)
+    try:
+        async with asyncio.timeout(10):
+            await client.flush()  # before: waited for the other run to end
+        assert not busy.done()
+        assert (await ledger.totals.remote("mine")).attempts == 50
+    finally:
+        stop.set()
+        await busy
     await client.aclose()
 
 
