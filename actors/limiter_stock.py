@@ -86,7 +86,14 @@ class KeyStock:
         self.headers: tuple[HeaderReading, float] | None = None
         self.retry_after: tuple[float, float] | None = None
         self.overloaded = 0
+        self.overloaded_trailing = 0
+        """Overloaded answers since the last answered call (``KeyReport.overloaded_trailing``)."""
         self.overload_retry_after: float | None = None
+        self.overloads_noted = 0
+        """Overloaded answers this lease has settled for the key, ever."""
+        self.overloads_heard = 0
+        """Of those, the ones the limiter had counted by its last answer to a report: a retry
+        after an overloaded answer waits until this catches up (``LimiterLease.reserve``)."""
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -263,10 +270,11 @@ class KeyStock:
                            in_flight=Amount.of([max(0.0, x) for x in self.sent]),
                            released_slots=self.released, headers=headers, retry_after_s=retry,
                            answered=self.answered, overloaded=self.overloaded,
+                           overloaded_trailing=self.overloaded_trailing,
                            overload_retry_after_s=self.overload_retry_after)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
         self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
-        self.overloaded, self.overload_retry_after = 0, None
+        self.overloaded, self.overloaded_trailing, self.overload_retry_after = 0, 0, None
         self._reported_sent = tuple(self.sent)
         return report
 

@@ -209,6 +209,9 @@ class KeyReport(_Frozen):
     through."""
     overloaded: int = Field(default=0, ge=0)
     """Calls answered 529/5xx (overloaded): enough in a row open the key's circuit breaker."""
+    overloaded_trailing: int = Field(default=0, ge=0)
+    """Of ``overloaded``, those that came after the report's last answered call, in the order
+    the lease settled them: a streak that the answers before it in the batch do not break."""
     overload_retry_after_s: float | None = None
     """The longest ``retry-after`` those overloaded answers asked for, if any."""
 
