@@ -73,11 +73,12 @@ class Permit:
     may have been billed) and frees the concurrency slot.
     """
 
-    __slots__ = ("_done", "_landed", "_lease", "_stock", "input_tokens", "output_tokens")
+    __slots__ = ("_done", "_landed", "_lease", "_sent", "_stock", "input_tokens",
+                 "output_tokens")
 
     def __init__(self, lease: LimiterLease, stock: KeyStock, input_tokens: int,
-                 output_tokens: int) -> None:
-        self._lease, self._stock = lease, stock
+                 output_tokens: int, sent: float) -> None:
+        self._lease, self._stock, self._sent = lease, stock, sent
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
         self._done = self._landed = False
 
@@ -275,9 +276,10 @@ class LimiterLease:
     # -- serving from stock ------------------------------------------------------------------
 
     def _serve(self, local: KeyStock, input_tokens: int, output_tokens: int) -> Permit:
-        local.take(input_tokens, output_tokens, self._clock.now())
+        now = self._clock.now()
+        local.take(input_tokens, output_tokens, now)
         self._mark_dirty()
-        return Permit(self, local, input_tokens, output_tokens)
+        return Permit(self, local, input_tokens, output_tokens, now)
 
     def _undo(self, permit: Permit) -> None:
         permit._done = permit._landed = True
@@ -407,15 +409,12 @@ class LimiterLease:
         self._note_headers(local, headers)
         if overloaded:
             self._mark_dirty(urgent=True)  # the breaker counts streaks cluster-wide
-            local.overloaded += 1
-            local.overloaded_trailing += 1
-            local.overloads_noted += 1
+            local.overloaded_call(permit._sent)
             if retry_after_s is not None:
                 local.overload_retry_after = max(local.overload_retry_after or 0.0,
                                                  retry_after_s)
         else:
-            local.answered += 1
-            local.overloaded_trailing = 0
+            local.answered_call(permit._sent)
         self._mark_dirty()
         if local.probing:
             self._start_flush()  # the probe's answer: the cluster waits to hear it

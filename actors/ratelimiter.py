@@ -437,14 +437,17 @@ class RateLimiter:
 
         Only reports that arrive while no pause is on count: overloaded answers of calls sent
         before a pause say nothing new, and the probe's own reopens the breaker at once
-        (issue 12, D16). A batch's answers break the streak, and only the overloaded answers
-        that the lease settled after its last answer continue it: across a batch the order is
-        kept by the lease, not here. Counting none of a batch that held any answer missed the
-        whole first wave of an outage whenever a call answered just before it shared the
-        batch, and every call's retry went out before the breaker opened (D16's 47 requests).
+        (issue 12, D16). Within a lease, calls are ordered by when they were sent, not
+        answered (``KeyReport.overloaded_trailing``); across leases, a report's answers end
+        the streak. Counting none of a batch that held any answer, as before, missed an
+        outage's whole first wave whenever a call sent just before it was answered in the
+        same batch (its reply lands after the instant 529s), and every call's retry went out
+        before the breaker opened (D16's 47 requests in CI).
         """
         probe_out = state.probing and state.probe_until > 0
-        streak = report.overloaded_trailing if report.answered else report.overloaded
+        streak = report.overloaded_trailing
+        if streak is None:
+            streak = 0 if report.answered else report.overloaded
         if report.answered:
             # Answers of calls sent before the pause say nothing of the storm: only one that
             # lands once a probe went out ends it (a slow old call may pass for it, rarely),
@@ -452,7 +455,8 @@ class RateLimiter:
             probe_passed = probe_out and not streak
             if probe_passed:
                 state.probing = False
-            state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency)
+            state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency,
+                                   ends_streak=report.answers_break_streak)
         if streak:
             pause = state.breaker.overloaded(streak, report.overload_retry_after_s, probe_out)
             if pause is not None:

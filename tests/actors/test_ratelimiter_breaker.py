@@ -16,6 +16,7 @@ import pytest
 
 from actors.limiter_breaker import FIRST_PAUSE_S, OPEN_AFTER
 from actors.limiter_lease import LimiterLease
+from actors.limiter_stock import KeyStock
 from actors.limits import GrantRequest, KeyReport, Need, SettleBatch, TierLimits
 from actors.ratelimiter import RateLimiter
 from tests.actors.test_ratelimiter import KEY, InProcessHandle, make, spin, until
@@ -101,22 +102,43 @@ async def test_overloaded_reports_open_the_breaker_only_after_k_in_a_row() -> No
 @pytest.mark.asyncio
 async def test_the_first_wave_opens_the_breaker_though_an_earlier_answer_shares_its_batch(
         ) -> None:
-    # D16 on a loaded CI box: a call answered just before the outage and the outage's first
-    # wave went out in one batch. Counting none of a batch that held an answer kept the
-    # breaker shut until every call's retry had been answered 529 too (47 requests, not ~31).
+    # D16 on a loaded CI box: a call sent just before the outage was answered after its first
+    # wave's 529s (they come back at once), in the same batch. Counting none of a batch that
+    # held an answer kept the breaker shut until every call's retry had been answered 529 too
+    # (47 requests in the window, not ~31).
     limiter, clock = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
                                      max_concurrency=40))
     lease = LimiterLease(InProcessHandle(limiter), clock=clock)
     async with contextlib.AsyncExitStack() as calls:
-        permits = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                                 output_tokens=0))
-                   for _ in range(1 + OPEN_AFTER)]
-        permits[0].settle(input_tokens=10, output_tokens=0)  # the last answer before it
-        for permit in permits[1:]:
+        before = await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
+                                                               output_tokens=0))
+        clock.advance(0.01)
+        wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
+                                                              output_tokens=0))
+                for _ in range(OPEN_AFTER)]
+        for permit in wave:
             permit.overloaded()
-    clock.advance(0.05)  # one batch: answered 1, overloaded 5 (all 5 after the answer)
+        before.settle(input_tokens=10, output_tokens=0)  # sent first, answered last
+    clock.advance(0.05)  # one batch: answered 1, overloaded 5
     await spin()
     assert (await limiter.status()).buckets[0].paused_for_s > 0
+
+
+def test_a_lease_orders_answers_by_when_their_calls_were_sent() -> None:
+    stock = KeyStock(KEY)
+    stock.overloaded_call(sent=1.0)
+    stock.overloaded_call(sent=1.1)
+    stock.answered_call(sent=0.9)  # sent before both, answered after: old news
+    report = stock.report(now=2.0)
+    assert (report.answered, report.overloaded_trailing, report.answers_break_streak) == \
+        (1, 2, False)
+    stock.answered_call(sent=1.05)  # sent between them: the streak starts again after it
+    stock.overloaded_call(sent=1.2)
+    report = stock.report(now=2.1)
+    assert (report.overloaded_trailing, report.answers_break_streak) == (2, True)
+    stock.answered_call(sent=1.3)  # nothing overloaded after it: it ends the streak
+    report = stock.report(now=2.2)
+    assert (report.overloaded_trailing, report.answers_break_streak) == (0, True)
 
 
 class SlowReplies(InProcessHandle):
