@@ -693,8 +693,9 @@ class Agent:
         attempt = Attempt()
         try:
             async with self.lease.reserve(key, input_tokens=estimate,
-                                          output_tokens=ctx.max_tokens,
-                                          timeout_s=wait_s) as permit:
+                                          output_tokens=ctx.max_tokens, timeout_s=wait_s,
+                                          after_overloaded=bool(ctx.attempts) and
+                                          (ctx.attempts[-1].status or 0) >= 500) as permit:
                 await self._send(params, on_text, attempt)
                 attempt.unanswered(estimate, ctx.max_tokens)
                 self._settle(permit, attempt)

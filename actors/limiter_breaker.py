@@ -44,9 +44,12 @@ class Breaker:
         self.pause_s = FIRST_PAUSE_S if not self.pause_s else min(MAX_PAUSE_S, self.pause_s * 2)
         return max(self.pause_s, retry_after_s or 0.0)
 
-    def answered(self, count: int, probe_passed: bool, limit: int) -> None:
-        """Note ``count`` answered calls: the probe's starts the ramp, later ones grow it."""
-        self.streak = 0
+    def answered(self, count: int, probe_passed: bool, limit: int,
+                 ends_streak: bool = True) -> None:
+        """Note ``count`` answered calls: the probe's starts the ramp, later ones grow it;
+        they end the streak unless all were sent before the overloaded calls it counts."""
+        if ends_streak:
+            self.streak = 0
         if probe_passed and self.pause_s:
             self.ramp = RAMP_START
         elif self.ramp is not None:

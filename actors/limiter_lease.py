@@ -73,11 +73,12 @@ class Permit:
     may have been billed) and frees the concurrency slot.
     """
 
-    __slots__ = ("_done", "_landed", "_lease", "_stock", "input_tokens", "output_tokens")
+    __slots__ = ("_done", "_landed", "_lease", "_sent", "_stock", "input_tokens",
+                 "output_tokens")
 
     def __init__(self, lease: LimiterLease, stock: KeyStock, input_tokens: int,
-                 output_tokens: int) -> None:
-        self._lease, self._stock = lease, stock
+                 output_tokens: int, sent: float) -> None:
+        self._lease, self._stock, self._sent = lease, stock, sent
         self.input_tokens, self.output_tokens = input_tokens, output_tokens
         self._done = self._landed = False
 
@@ -166,6 +167,8 @@ class LimiterLease:
         self._relaxed = False
         """Every key relaxed as of the limiter's last views: reports may wait longer."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._replies: list[asyncio.Future[bool]] = []
+        """Retries waiting for the limiter's next answer to a report (``_hear_overloads``)."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -176,7 +179,8 @@ class LimiterLease:
 
     @asynccontextmanager
     async def reserve(self, key: BucketKey, *, input_tokens: int, output_tokens: int,
-                      timeout_s: float | None = None) -> AsyncIterator[Permit]:
+                      timeout_s: float | None = None,
+                      after_overloaded: bool = False) -> AsyncIterator[Permit]:
         """Wait (first come, first served) for a permit for one call to ``key``'s tier.
 
         Args:
@@ -184,12 +188,16 @@ class LimiterLease:
             input_tokens: The estimate of tokens counting toward the input limit.
             output_tokens: The call's ``max_tokens``.
             timeout_s: Longest to wait for the permit (a retry's time budget), None: no limit.
+            after_overloaded: The call's last attempt was answered overloaded (529/5xx): this
+                retry waits until the limiter has counted that answer, so that a circuit
+                breaker it opened stops the retry rather than stock taken before it opened.
 
         Raises:
             ConfigError: The call is larger than a bucket's whole per-minute capacity.
             TimeoutError: No permit within ``timeout_s`` (nothing was taken).
         """
-        permit = await self._acquire(key, int(input_tokens), int(output_tokens), timeout_s)
+        permit = await self._acquire(key, int(input_tokens), int(output_tokens), timeout_s,
+                                     after_overloaded)
         try:
             yield permit
         finally:
@@ -217,13 +225,16 @@ class LimiterLease:
                 timer.cancel()
 
     async def _acquire(self, key: BucketKey, input_tokens: int, output_tokens: int,
-                       timeout_s: float | None = None) -> Permit:
+                       timeout_s: float | None = None, after_overloaded: bool = False) -> Permit:
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("token counts must be >= 0")
         local = self._local(key)
         reason = local.too_big(input_tokens, output_tokens)
         if reason is not None:
             raise ConfigError(reason)
+        if after_overloaded and local.overloads_heard < local.overloads_noted:
+            async with asyncio.timeout(timeout_s):
+                await self._hear_overloads(local)
         now = self._clock.now()
         local.note_call(input_tokens, output_tokens, now)
         if not local.waiters and now < self._valid_until and \
@@ -246,12 +257,29 @@ class LimiterLease:
                     local.waiters.remove(waiter)
                 raise
 
+    async def _hear_overloads(self, local: KeyStock) -> None:
+        """Return once the limiter has answered a report holding every overloaded answer
+        settled here so far, its views taken in (a pause it opened now holds our stock).
+
+        The report went out within ``flush_interval_s`` of the answer, before any retry's
+        backoff ends, so this rarely waits; but on a loaded box the reply can come later
+        than the backoff, and stock spent meanwhile sent every retry into the outage (D16).
+        """
+        noted = local.overloads_noted
+        while local.overloads_heard < noted and not self._closed:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._replies.append(future)
+            self._start_flush()  # the report is in flight or due: at once, not in 50 ms
+            if not await future:
+                return  # the limiter did not answer: the grant path meets that error itself
+
     # -- serving from stock ------------------------------------------------------------------
 
     def _serve(self, local: KeyStock, input_tokens: int, output_tokens: int) -> Permit:
-        local.take(input_tokens, output_tokens, self._clock.now())
+        now = self._clock.now()
+        local.take(input_tokens, output_tokens, now)
         self._mark_dirty()
-        return Permit(self, local, input_tokens, output_tokens)
+        return Permit(self, local, input_tokens, output_tokens, now)
 
     def _undo(self, permit: Permit) -> None:
         permit._done = permit._landed = True
@@ -381,12 +409,12 @@ class LimiterLease:
         self._note_headers(local, headers)
         if overloaded:
             self._mark_dirty(urgent=True)  # the breaker counts streaks cluster-wide
-            local.overloaded += 1
+            local.overloaded_call(permit._sent)
             if retry_after_s is not None:
                 local.overload_retry_after = max(local.overload_retry_after or 0.0,
                                                  retry_after_s)
         else:
-            local.answered += 1
+            local.answered_call(permit._sent)
         self._mark_dirty()
         if local.probing:
             self._start_flush()  # the probe's answer: the cluster waits to hear it
@@ -501,10 +529,12 @@ class LimiterLease:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
             self._flushing = True
+            answered = False
             try:
                 while True:
                     self._again = False
                     sent = self._clock.now()
+                    noted = [(x, x.overloads_noted) for x in self._keys.values()]
                     batch = self._build_batch(closing)
                     try:
                         reply: SettleReply = await self._rpc("settle", batch)
@@ -512,6 +542,9 @@ class LimiterLease:
                         for topup in batch.topups:
                             self._local(topup.key).topping_up = False
                     self._adopt(reply)
+                    for local, count in noted:
+                        local.overloads_heard = max(local.overloads_heard, count)
+                    answered = True
                     self._renewed(sent)
                     self._topped_up(reply)
                     for local in self._keys.values():
@@ -523,6 +556,10 @@ class LimiterLease:
                         break
             finally:
                 self._flushing = False
+                replies, self._replies = self._replies, []
+                for future in replies:
+                    if not future.done():
+                        future.set_result(answered)
 
     def _build_batch(self, closing: bool) -> SettleBatch:
         now = self._clock.now()

@@ -86,7 +86,18 @@ class KeyStock:
         self.headers: tuple[HeaderReading, float] | None = None
         self.retry_after: tuple[float, float] | None = None
         self.overloaded = 0
+        self.last_answer_sent = -math.inf
+        """When the latest-sent call that was answered took its permit (persists)."""
+        self.streak: list[float] = []
+        """When the overloaded calls sent after that one took their permits (persists)."""
+        self.streak_reported = 0
+        self.streak_broken = False
         self.overload_retry_after: float | None = None
+        self.overloads_noted = 0
+        """Overloaded answers this lease has settled for the key, ever."""
+        self.overloads_heard = 0
+        """Of those, the ones the limiter had counted by its last answer to a report: a retry
+        after an overloaded answer waits until this catches up (``LimiterLease.reserve``)."""
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -196,6 +207,23 @@ class KeyStock:
         self.inflight -= 1
         self.spare_slots += 1
 
+    def answered_call(self, sent: float) -> None:
+        """A call that took its permit at ``sent`` was answered: it ends the overloaded
+        streak (the cluster's too), unless every overloaded call in it was sent after this
+        one; those sent after it start the streak again."""
+        self.answered += 1
+        self.last_answer_sent = max(self.last_answer_sent, sent)
+        kept = [t for t in self.streak if t > sent] if self.streak else self.streak
+        if not kept or len(kept) < len(self.streak):
+            self.streak, self.streak_reported, self.streak_broken = kept, 0, True
+
+    def overloaded_call(self, sent: float) -> None:
+        """A call that took its permit at ``sent`` was answered overloaded (529/5xx)."""
+        self.overloaded += 1
+        self.overloads_noted += 1
+        if sent > self.last_answer_sent:
+            self.streak.append(sent)
+
     def landed(self, input_tokens: int, output_tokens: int) -> None:
         """A call in flight was answered or given up on: its reservation is used."""
         for i, amount in enumerate((1, input_tokens, output_tokens)):
@@ -263,10 +291,13 @@ class KeyStock:
                            in_flight=Amount.of([max(0.0, x) for x in self.sent]),
                            released_slots=self.released, headers=headers, retry_after_s=retry,
                            answered=self.answered, overloaded=self.overloaded,
+                           overloaded_trailing=len(self.streak) - self.streak_reported,
+                           answers_break_streak=self.streak_broken,
                            overload_retry_after_s=self.overload_retry_after)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
         self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
         self.overloaded, self.overload_retry_after = 0, None
+        self.streak_reported, self.streak_broken = len(self.streak), False
         self._reported_sent = tuple(self.sent)
         return report
 

@@ -209,6 +209,14 @@ class KeyReport(_Frozen):
     through."""
     overloaded: int = Field(default=0, ge=0)
     """Calls answered 529/5xx (overloaded): enough in a row open the key's circuit breaker."""
+    overloaded_trailing: int | None = Field(default=None, ge=0)
+    """Overloaded answers that continue the key's streak: calls *sent* after the last call
+    the lease saw answered (a 529 comes back at once, a reply only after the model ran, so
+    the answer of a call sent before an outage lands after the outage's first 529s). None:
+    all of ``overloaded`` when the report holds no answer, else none."""
+    answers_break_streak: bool = True
+    """Whether the report's answers end the streak: False when every one of them was sent
+    before all the overloaded calls the lease's streak counts (old news, not a recovery)."""
     overload_retry_after_s: float | None = None
     """The longest ``retry-after`` those overloaded answers asked for, if any."""
 

@@ -429,22 +429,38 @@ class RateLimiter:
             # Pause for everyone, then send one probe; the rest wait for its answer rather
             # than all retrying at the end of the pause into the same 429 (issue 12, D2).
             self._pause(state, now + max(0.0, report.retry_after_s), self._metrics.pauses)
-        elif report.overloaded and not report.answered and now >= state.paused_until:
-            # Overloaded answers of calls sent before a pause say nothing new: only those
-            # after it count, and the probe's own reopens the breaker at once (issue 12, D16).
-            # A report with answers in it breaks the streak (its order is lost in the batch).
-            probe_failed = state.probing and state.probe_until > 0
-            pause = state.breaker.overloaded(report.overloaded, report.overload_retry_after_s,
-                                             probe_failed)
-            if pause is not None:
-                self._pause(state, now + pause, self._metrics.breaker_opens)
-        elif report.answered and now >= state.paused_until:
+        elif now >= state.paused_until:
+            self._count_answers(state, report, now)
+
+    def _count_answers(self, state: KeyBuckets, report: KeyReport, now: float) -> None:
+        """Feed a report's answered and overloaded calls to the key's breaker.
+
+        Only reports that arrive while no pause is on count: overloaded answers of calls sent
+        before a pause say nothing new, and the probe's own reopens the breaker at once
+        (issue 12, D16). Within a lease, calls are ordered by when they were sent, not
+        answered (``KeyReport.overloaded_trailing``); across leases, a report's answers end
+        the streak. Counting none of a batch that held any answer, as before, missed an
+        outage's whole first wave whenever a call sent just before it was answered in the
+        same batch (its reply lands after the instant 529s), and every call's retry went out
+        before the breaker opened (D16's 47 requests in CI).
+        """
+        probe_out = state.probing and state.probe_until > 0
+        streak = report.overloaded_trailing
+        if streak is None:
+            streak = 0 if report.answered else report.overloaded
+        if report.answered:
             # Answers of calls sent before the pause say nothing of the storm: only one that
-            # lands once a probe went out ends it (a slow old call may pass for it, rarely).
-            probe_passed = state.probing and state.probe_until > 0
+            # lands once a probe went out ends it (a slow old call may pass for it, rarely),
+            # and not when the lease settled an overloaded answer after it.
+            probe_passed = probe_out and not streak
             if probe_passed:
                 state.probing = False
-            state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency)
+            state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency,
+                                   ends_streak=report.answers_break_streak)
+        if streak:
+            pause = state.breaker.overloaded(streak, report.overload_retry_after_s, probe_out)
+            if pause is not None:
+                self._pause(state, now + pause, self._metrics.breaker_opens)
 
     def _pause(self, state: KeyBuckets, until: float, counter: Counter) -> None:
         """Pause the key for everyone, then let one probe out at a time."""
