@@ -33,7 +33,7 @@ from typing import Any
 
 import ray
 
-from actors import agent_handle
+from actors import agent_handle, lane_client
 from actors.call_pace import CallPace
 from actors.messages import AskRequest, Reply
 
@@ -67,10 +67,13 @@ class AskBatcher:
     Args:
         handle: The Agent actor handle.
         max_batch: Most asks in one Ray call.
+        lane: Ask over the agent's lane when it has one (``actors/lane_client.py``); False:
+            always over Ray (tests of Ray's path).
     """
 
-    def __init__(self, handle: Any, max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        self._handle, self._max_batch = handle, max_batch
+    def __init__(self, handle: Any, max_batch: int = DEFAULT_MAX_BATCH, *,
+                 lane: bool = True) -> None:
+        self._handle, self._max_batch, self._lane = handle, max_batch, lane
         self._queue: list[tuple[AskRequest, asyncio.Future[Reply]]] = []
         self._scheduled = False
         self._streams: set[asyncio.Task[None]] = set()
@@ -80,6 +83,8 @@ class AskBatcher:
         """Ray calls made (batches sent), for tests and diagnosis."""
         self.items = 0
         """Streamed items received (each a list of replies), for diagnosis."""
+        self.lane_asks = 0
+        """Asks answered over the agent's lane, for tests and diagnosis."""
 
     def __repr__(self) -> str:
         return f"AskBatcher(queued={len(self._queue)}, streams={len(self._streams)})"
@@ -92,6 +97,12 @@ class AskBatcher:
                 ``AgentLost`` if the host died before this ask's reply came back (asks made
                 once its death is seen wait for its restart: ``actors/agent_handle.py``).
         """
+        if self._lane:
+            await agent_handle.ready(self._handle)
+            reply = await agent_handle.lane_ask(self._handle, request)
+            if reply is not None:
+                self.lane_asks += 1
+                return reply
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._queue.append((request, future))
@@ -108,6 +119,8 @@ class AskBatcher:
         cancelled ones too: then their attempts' records exist, and a flush ships them."""
         if self._streams:
             await asyncio.wait(set(self._streams), timeout=timeout_s)
+        if self._lane:
+            await lane_client.settled(self._handle, timeout_s)
 
     def _gather(self, turns: int) -> None:
         """Hold asks while batches are in flight: a few loop turns (a burst of replies frees
