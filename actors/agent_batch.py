@@ -1,4 +1,4 @@
-"""Many asks per Ray call: the caller's side of ``Agent.ask_batch``.
+"""Many asks per Ray call: the caller's side of ``Agent.ask_batch`` (or of the agent's lane).
 
 Why: a Ray actor call costs about a millisecond of CPU across the caller and the actor, about
 as much as the SDK's whole HTTP call, and batching k requests per call is close to k times
@@ -19,6 +19,10 @@ ask per Ray call (measured: 1.3 asks per call at 50 in flight; about 10 with the
 Cancelling an ask does not stop a reply that is already on its way; once every ask of a batch
 is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
 (dropping a generator does not stop it).
+
+An agent on the caller's node is asked over its lane instead (``actors/lane_client.py``): one
+frame per ask, no Ray call, no hold (a frame costs ~0.05 ms, so waiting for company would only
+add its wait: ``docs/performance.md``, "A direct lane"); what follows is the path without one.
 
 Example::
 
