@@ -148,10 +148,18 @@ class Lane:
 class _Opening:
     """The lane of one actor in this process: being opened, open, or none (and since when)."""
 
-    __slots__ = ("checked", "loop", "task")
+    __slots__ = ("checked", "lane", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Lane | None]) -> None:
         self.task, self.loop, self.checked = task, task.get_loop(), time.monotonic()
+        self.lane: Lane | None = None
+        """The lane once open: the path of every ask after the first, a lookup."""
+        task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[Lane | None]) -> None:
+        self.checked = time.monotonic()
+        if not task.cancelled() and task.exception() is None:
+            self.lane = task.result()
 
 
 _LANES: dict[str, _Opening] = {}
@@ -167,6 +175,9 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
         return None
     key, loop = handle._actor_id.hex(), asyncio.get_running_loop()
     entry = _LANES.get(key)
+    if entry is not None and entry.lane is not None and not entry.lane.closed and \
+            entry.loop is loop:
+        return entry.lane
     if entry is None or entry.loop is not loop or _stale(entry):
         entry = _LANES[key] = _Opening(loop.create_task(_open(handle, lost)))
     try:
@@ -215,9 +226,6 @@ async def settled(handle: Any, timeout_s: float) -> None:
     has ended on the host, the cancelled ones too."""
     entry = _LANES.get(handle._actor_id.hex()) if isinstance(
         handle, ray.actor.ActorHandle) else None
-    if entry is None or entry.loop is not asyncio.get_running_loop() or not entry.task.done() \
-            or entry.task.cancelled() or entry.task.exception() is not None:
-        return
-    lane = entry.task.result()
-    if lane is not None:
-        await lane.settled(timeout_s)
+    if entry is not None and entry.lane is not None and \
+            entry.loop is asyncio.get_running_loop():
+        await entry.lane.settled(timeout_s)
