@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -95,8 +96,8 @@ class Lane:
     async def settled(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until every ask sent has ended on the host, the
         cancelled ones too: then their attempts' records exist."""
-        if not self._idle.is_set():
-            await asyncio.wait([asyncio.ensure_future(self._idle.wait())], timeout=timeout_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     def close(self) -> None:
         """Hang up (asks in flight are cancelled on the host)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import os
@@ -164,8 +165,9 @@ class _Connection:
                     if task is not None:
                         task.cancel()
                     continue
-                self._tasks[ask_id] = asyncio.get_running_loop().create_task(
+                task = self._tasks[ask_id] = asyncio.get_running_loop().create_task(
                     self._one(ask_id, kind, payload))
+                task.add_done_callback(functools.partial(self._ended, ask_id))
                 # One turn of the loop per ask, as ask_batch does: its HTTP request leaves
                 # before the next ask's pipeline runs (docs/performance.md).
                 await asyncio.sleep(0)
@@ -181,20 +183,23 @@ class _Connection:
         result: Reply | BaseException
         try:
             result = await self._server._answer(lane_wire.read_ask(kind, payload))
-        except asyncio.CancelledError:
-            self._out.send(lane_wire.frame(lane_wire.ENDED, ask_id))
-            raise
         except Exception as exc:  # a request that does not parse: its own error, as a value
             result = RaytroupeError(f"agent {self._server._label} could not read this request "
                                     f"({type(exc).__name__}: {exc})")
-        finally:
-            self._tasks.pop(ask_id, None)
         self._server.asks += 1
         try:
             data = lane_wire.reply_frame(ask_id, result)
         except Exception:  # an error that does not pickle: its message still goes back
             data = lane_wire.reply_frame(ask_id, RaytroupeError(str(result)))
         self._out.send(data)
+
+
+    def _ended(self, ask_id: int, task: asyncio.Task[None]) -> None:
+        """An ask's task is done; if it was cancelled (even before it started), tell the
+        caller it has ended: its attempts' records exist now."""
+        self._tasks.pop(ask_id, None)
+        if task.cancelled():
+            self._out.send(lane_wire.frame(lane_wire.ENDED, ask_id))
 
 
 class Outbox:
