@@ -33,6 +33,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,8 +52,11 @@ _log = logging.getLogger(__name__)
 OPEN_WINDOW_S = 10.0
 """Longest a lane's listener waits for its caller (who got its address over Ray just now)."""
 _HELLO_TIMEOUT_S = 5.0
-_MAX_SOCKET_PATH = 100
-"""A unix socket's path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS)."""
+_MAX_SOCKET_PATH = 103
+"""A unix socket's path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS, with its
+final NUL)."""
+_NAME_LENGTH = 35
+"""``/<actor id, 16>-<12 hex>.sock``."""
 
 Answer = Callable[[AskRequest], Awaitable[Reply | RaytroupeError]]
 
@@ -136,9 +140,12 @@ class LaneServer:
         left by a ``kill -9`` of an earlier incarnation) on first use."""
         if self._directory is None:
             directory = session_dir() / "lanes"
-            if len(str(directory)) + 40 > _MAX_SOCKET_PATH:  # a long session path
-                directory = Path(tempfile.mkdtemp(prefix="rt-lanes-"))
+            if len(str(directory)) + _NAME_LENGTH > _MAX_SOCKET_PATH:  # a long session path
+                directory = Path(tempfile.gettempdir()) / f"rt-lanes-{os.getuid()}"
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(directory)  # a fixed name in a shared temp dir: squatted?
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+                raise PermissionError(f"{directory} is not this user's own directory")
             os.chmod(directory, 0o700)
             for stale in directory.glob(f"{_actor_prefix()}-*.sock"):
                 with contextlib.suppress(FileNotFoundError):

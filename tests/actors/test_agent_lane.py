@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors import agent_handle, lane_wire
 from actors.agent_batch import AskBatcher
@@ -35,12 +36,10 @@ def _node() -> str:
 
 
 def _lane_files(agent: Any) -> list[Path]:
-    """The lane socket files of this actor on its node (``actors/lane_server.py``)."""
-    def files(_agent: Any) -> list[str]:
-        from actors.record_journal import session_dir
-
+    """The lane socket files of this actor (any incarnation) on its node."""
+    def files(agent: Any) -> list[str]:
         prefix = ray.get_runtime_context().get_actor_id()[:16]
-        return [str(p) for p in (session_dir() / "lanes").glob(f"{prefix}-*.sock")]
+        return [str(p) for p in agent._lanes._lane_dir().glob(f"{prefix}-*.sock")]
     return [Path(p) for p in ray.get(agent.__ray_call__.remote(files))]
 
 
@@ -149,21 +148,37 @@ def test_cancelling_an_ask_stops_the_hosts_call(rig: Rig) -> None:
     assert took < 1.5  # not the API's 3 s: the call was cut, not left to finish
 
 
-def test_agent_handle_ask_uses_the_lane_and_a_retired_agent_leaves_no_socket(
-        rig: Rig) -> None:
+def test_agent_handle_ask_goes_over_the_lane(rig: Rig) -> None:
     agent, _ = rig.agent("haiku")
 
-    async def main() -> tuple[Any, Any]:
+    async def main() -> Any:
         reply = await agent_handle.ask(agent, AskRequest(prompt="hi", max_tokens=20))
         with pytest.raises(ConfigError, match="max_tokens"):
             await agent_handle.ask(agent, AskRequest(prompt="hi", max_tokens=10_000_000))
-        return reply, await agent.open_lane.remote(_node())
+        return reply
 
-    reply, unused = asyncio.run(main())
-    served = ray.get(agent.__ray_call__.remote(lambda a: a._lanes.asks))
-    assert reply.text and served == 2
-    assert Path(unused.path).exists()  # a lane nobody took yet: its listener waits
+    reply = asyncio.run(main())
+    assert reply.text
+    assert ray.get(agent.__ray_call__.remote(lambda a: a._lanes.asks)) == 2  # both, no Ray call
+
+
+def _lane_when_up(agent: Any) -> Any:
+    try:
+        return ray.get(agent.open_lane.remote(_node()), timeout=5)
+    except (RayActorError, GetTimeoutError):
+        return None
+
+
+def test_no_lane_socket_outlives_a_retired_or_killed_listener(rig: Rig) -> None:
+    agent, _ = rig.agent("haiku")
+    unused = ray.get(agent.open_lane.remote(_node()))  # nobody connects: its listener waits
+    assert Path(unused.path).exists()
     ray.get(agent.retire.remote())
-    assert _lane_files(agent) == []
-    ray.kill(agent, no_restart=True)
-    wait_for(lambda: not Path(unused.path).exists(), "no socket file")
+    assert not Path(unused.path).exists()
+
+    stale = ray.get(agent.open_lane.remote(_node()))
+    _kill_9(agent)  # a dead process removes nothing: its next incarnation does
+    fresh = wait_for(lambda: _lane_when_up(agent), "the restarted agent to open a lane")
+
+    assert not Path(stale.path).exists() and Path(fresh.path).exists()
+    assert _lane_files(agent) == [Path(fresh.path)]
