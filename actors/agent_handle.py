@@ -147,7 +147,7 @@ def lost(handle: Any, name: str = "") -> AgentLost:
 
 async def lane_ask(handle: Any, request: AskRequest, name: str = "") -> Reply | None:
     """``request`` over the agent's lane (``actors/lane_client.py``: no Ray call per ask);
-    None if it has none (another node, a hosted agent): then the caller takes Ray's path.
+    None if it has none (another node): then the caller takes Ray's path.
 
     Call it after :func:`ready`. Raises the agent's own error for this request, or
     ``AgentLost`` if the agent died with it in flight.

@@ -1,6 +1,6 @@
 """The caller's end of a lane: asks to an Agent actor on this node over a unix socket.
 
-One lane per (process, actor), made on the first ask (``Agent.open_lane`` over Ray, then a
+One lane per (process, agent), made on the first ask (``Agent.open_lane`` over Ray, then a
 connection whose first frame carries the lane's token: ``actors/lane_server.py``) and kept
 while the actor lives. Each ask is one frame out and one back; asks and replies of one loop
 turn share one write. No hold for company: a frame costs ~0.05 ms, not the ~1 ms of CPU a
@@ -11,7 +11,8 @@ the connection drops (the actor died), every ask in flight on it fails with the 
 ``lost()`` makes (``AgentLost``, and the agent's probe starts, so later asks wait for the
 restart); the next ask opens a new lane from the restarted actor. Cancelling an ask stops its
 call on the host (a ``CANCEL`` frame), as ``ray.cancel`` does. An actor that gives no lane (on
-another node, a hosted agent, an error while opening) is asked over Ray.
+another node, an error while opening) is asked over Ray. A warm host's agent (``HostedAgent``)
+has a lane of its own, keyed by host and agent name.
 
 Example::
 
@@ -170,11 +171,11 @@ _LANES: dict[str, _Opening] = {}
 async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
     """The open lane to the actor ``handle``, opened now if needed; None: use Ray's path.
 
-    Only Agent actors' own handles have lanes (a hosted agent's handle has no ``open_lane``).
+    Agent actors and warm hosts' agents (``HostedAgent``, keyed by host and agent) have lanes.
     """
-    if not isinstance(handle, ray.actor.ActorHandle):
+    key, loop = _key(handle), asyncio.get_running_loop()
+    if key is None:
         return None
-    key, loop = handle._actor_id.hex(), asyncio.get_running_loop()
     entry = _LANES.get(key)
     if entry is not None and entry.lane is not None and not entry.lane.closed and \
             entry.loop is loop:
@@ -225,8 +226,15 @@ async def _open(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
 async def settled(handle: Any, timeout_s: float) -> None:
     """Wait (at most ``timeout_s``) until every ask sent on this loop's lane to ``handle``
     has ended on the host, the cancelled ones too."""
-    entry = _LANES.get(handle._actor_id.hex()) if isinstance(
-        handle, ray.actor.ActorHandle) else None
+    key = _key(handle)
+    entry = _LANES.get(key) if key is not None else None
     if entry is not None and entry.lane is not None and \
             entry.loop is asyncio.get_running_loop():
         await entry.lane.settled(timeout_s)
+
+
+def _key(handle: Any) -> str | None:
+    """The lane's key: an Agent actor's id, a hosted agent's ``lane_key``; None: no lane."""
+    if isinstance(handle, ray.actor.ActorHandle):
+        return handle._actor_id.hex()
+    return getattr(handle, "lane_key", None)

@@ -81,8 +81,10 @@ class LaneServer:
         return (f"LaneServer({self._label!r}, listening={len(self._listeners)}, "
                 f"connected={len(self._connections)})")
 
-    async def open(self, caller_node: str) -> LaneAddress | None:
-        """A new lane for a caller on ``caller_node``; None if that is another node."""
+    async def open(self, caller_node: str, answer: Answer | None = None
+                   ) -> LaneAddress | None:
+        """A new lane for a caller on ``caller_node``; None if that is another node.
+        ``answer`` runs its asks instead of the server's (a warm host's agent of one spec)."""
         node = ray.get_runtime_context().get_node_id()
         if caller_node != node:
             return None
@@ -91,7 +93,7 @@ class LaneServer:
         token = secrets.token_bytes(32)
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._greet(path, token, reader, writer)
+            await self._greet(path, token, answer or self._answer, reader, writer)
 
         self._listeners[path] = await asyncio.start_unix_server(serve, path=str(path))
         asyncio.get_running_loop().call_later(OPEN_WINDOW_S, self._stop_listening, path)
@@ -103,8 +105,8 @@ class LaneServer:
         for path in list(self._listeners):
             self._stop_listening(path)
 
-    async def _greet(self, path: Path, token: bytes, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _greet(self, path: Path, token: bytes, answer: Answer,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The first frame must carry the lane's token, and the lane must still be free."""
         try:
             async with asyncio.timeout(_HELLO_TIMEOUT_S):
@@ -124,7 +126,7 @@ class LaneServer:
         task = asyncio.current_task()  # asyncio serves each connection in a task of its own
         self._connections.add(task)  # type: ignore[arg-type]
         try:
-            await _Connection(self, reader, writer).serve()
+            await _Connection(self, answer, reader, writer).serve()
         finally:
             self._connections.discard(task)  # type: ignore[arg-type]
 
@@ -157,9 +159,9 @@ class LaneServer:
 class _Connection:
     """One caller's lane: each ask a task on the actor's loop, each result sent as it ends."""
 
-    def __init__(self, server: LaneServer, reader: asyncio.StreamReader,
+    def __init__(self, server: LaneServer, answer: Answer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
-        self._server, self._reader = server, reader
+        self._server, self._answer, self._reader = server, answer, reader
         self._out = Outbox(writer)
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -189,7 +191,7 @@ class _Connection:
     async def _one(self, ask_id: int, kind: int, payload: bytes) -> None:
         result: Reply | BaseException
         try:
-            result = await self._server._answer(lane_wire.read_ask(kind, payload))
+            result = await self._answer(lane_wire.read_ask(kind, payload))
         except Exception as exc:  # a request that does not parse: its own error, as a value
             result = RaytroupeError(f"agent {self._server._label} could not read this request "
                                     f"({type(exc).__name__}: {exc})")
