@@ -153,6 +153,8 @@ async def lane_ask(handle: Any, request: AskRequest, name: str = "") -> Reply | 
     ``AgentLost`` if the agent died with it in flight.
     """
     for _ in range(2):  # a lane found closed before this ask went out: open the next one
+        if lane_client.dropped(handle):  # its host hung up: up, or restarting?
+            await alive(handle, name)
         lane = await lane_client.lane_for(handle, functools.partial(lost, handle, name))
         if lane is None:
             return None

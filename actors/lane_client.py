@@ -9,7 +9,9 @@ Ray call costs, so batching would only add its wait (``docs/performance.md``, "A
 Faults keep Ray's path's semantics (``actors/agent_handle.py``, ``docs/reliability.md``): when
 the connection drops (the actor died), every ask in flight on it fails with the error
 ``lost()`` makes (``AgentLost``, and the agent's probe starts, so later asks wait for the
-restart); the next ask opens a new lane from the restarted actor. Cancelling an ask stops its
+restart); the next ask opens a new lane from the restarted actor. After a drop with no ask on
+it, the next ask first asks whether the actor is up (``agent_handle.alive``): a death seen is
+waited out, not met. Cancelling an ask stops its
 call on the host (a ``CANCEL`` frame), as ``ray.cancel`` does. An actor that gives no lane (on
 another node, an error while opening) is asked over Ray. A warm host's agent (``HostedAgent``)
 has a lane of its own, keyed by host and agent name.
@@ -33,6 +35,7 @@ from typing import Any
 import ray
 
 from actors import lane_wire
+from actors.errors import RaytroupeError
 from actors.lane_server import Outbox
 from actors.messages import AskRequest, Reply
 
@@ -67,6 +70,8 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closed = False
+        self.dropped = False
+        """Closed by the host's end (its process died?), not by this caller."""
         self.asks = 0
         """Asks sent on this lane (tests, diagnosis)."""
         self._reading = asyncio.get_running_loop().create_task(self._read(reader))
@@ -111,7 +116,7 @@ class Lane:
                 kind, ask_id, payload = await lane_wire.read_frame(reader)
                 self._ending.discard(ask_id)
                 if kind in (lane_wire.REPLY, lane_wire.ERROR):
-                    self._settle(ask_id, lane_wire.read_reply(kind, payload))
+                    self._settle(ask_id, _read_reply(kind, payload))
                 self._check_idle()
         except asyncio.CancelledError:
             dropped = False  # our own close (or our loop ending): not the actor's death
@@ -128,8 +133,7 @@ class Lane:
                 if not future.done():
                     future.set_exception(self._lost() if dropped else ConnectionError(
                         "the lane was closed by its caller"))
-            if dropped and not pending:
-                self._lost()  # the probe: the next ask waits for the restart
+            self.dropped = dropped
             self._ending.clear()
             self._idle.set()
 
@@ -145,6 +149,15 @@ class Lane:
     def _check_idle(self) -> None:
         if not self._pending and not self._ending:
             self._idle.set()
+
+
+def _read_reply(kind: int, payload: bytes) -> Reply | BaseException:
+    """A reply or error frame; one that does not read fails its own ask, not the lane."""
+    try:
+        return lane_wire.read_reply(kind, payload)
+    except Exception as exc:
+        return RaytroupeError(f"the agent's answer could not be read ({type(exc).__name__}: "
+                              f"{exc})")
 
 
 class _Opening:
@@ -221,6 +234,15 @@ async def _open(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
         writer.close()
         raise LaneRefused(f"the lane at {address.path} refused its token")
     return Lane(reader, writer, lost)
+
+
+def dropped(handle: Any) -> bool:
+    """Whether this loop's lane to ``handle`` was hung up by the host's end: its process may
+    have died since, so ask whether it is up (``agent_handle.alive``) before a new lane."""
+    key = _key(handle)
+    entry = _LANES.get(key) if key is not None else None
+    return entry is not None and entry.lane is not None and entry.lane.dropped and \
+        entry.loop is asyncio.get_running_loop()
 
 
 async def settled(handle: Any, timeout_s: float) -> None:

@@ -17,7 +17,7 @@ import pytest
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors import agent_handle, lane_wire
+from actors import agent_handle, lane_client, lane_wire
 from actors.agent_batch import AskBatcher
 from actors.errors import AgentLost, ConfigError
 from actors.ledger_journal import JOURNAL_NAME, read_entries
@@ -123,6 +123,27 @@ def test_a_kill_mid_batch_loses_its_asks_and_the_next_ask_gets_a_new_lane(rig: R
     assert all(isinstance(e, AgentLost) for e in lost), lost
     assert after.text and lane_asks == 2  # the warm-up, then a new lane after the restart
     assert _lane_files(agent) == []  # the dead incarnation's and the new one's
+
+
+def test_an_ask_after_an_idle_lane_dropped_waits_for_the_restart(rig: Rig) -> None:
+    """No ask was in flight when the host died: the next one is not lost, it waits for the
+    restarted host (a new lane), as a call made once a death is seen does over Ray."""
+    agent, _ = rig.agent("haiku")
+
+    async def main() -> tuple[Any, int]:
+        batcher = AskBatcher(agent)
+        await batcher.ask(AskRequest(prompt="before", max_tokens=20))
+        _kill_9(agent)
+        await wait_for_async(lambda: _true(lane_client.dropped(agent)), "the lane to drop")
+        after = await batcher.ask(AskRequest(prompt="after", max_tokens=20))
+        return after, batcher.lane_asks
+
+    after, lane_asks = asyncio.run(main())
+    assert after.text and lane_asks == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 def test_cancelling_an_ask_stops_the_hosts_call(rig: Rig) -> None:
