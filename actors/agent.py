@@ -61,6 +61,8 @@ from actors.errors import (
     PromptTooLongError,
     RaytroupeError,
 )
+from actors.lane_server import LaneServer
+from actors.lane_wire import LaneAddress
 from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
@@ -349,6 +351,15 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def open_lane(self, caller_node: str) -> LaneAddress | None:
+        """A direct lane for one caller on this node: its asks then skip Ray's per-call cost
+        (``actors/lane_server.py``); None for a caller on another node (Ray's path)."""
+        return await self._lanes.open(caller_node)
+
+    @functools.cached_property
+    def _lanes(self) -> LaneServer:
+        return LaneServer(self._ask_or_error, self.spec.name)
+
     async def _ask_or_error(self, request: AskRequest) -> Reply | RaytroupeError:
         """``ask``, with its error as a value: one failed request must not fail the batch."""
         try:
@@ -395,6 +406,8 @@ class Agent:
         and a job starting meanwhile under a binding limit would start that much short. A warm
         host's agent shares the host's lease, which the host keeps for the next run.
         """
+        if "_lanes" in self.__dict__:  # no listener (nor its socket file) outlives the actor
+            self._lanes.close()
         await self.flush()
         if not self._owns_lease:
             return

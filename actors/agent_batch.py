@@ -1,4 +1,4 @@
-"""Many asks per Ray call: the caller's side of ``Agent.ask_batch``.
+"""Many asks per Ray call: the caller's side of ``Agent.ask_batch`` (or of the agent's lane).
 
 Why: a Ray actor call costs about a millisecond of CPU across the caller and the actor, about
 as much as the SDK's whole HTTP call, and batching k requests per call is close to k times
@@ -20,6 +20,10 @@ Cancelling an ask does not stop a reply that is already on its way; once every a
 is cancelled, the batch's generator is cancelled (``ray.cancel``), which stops the host's calls
 (dropping a generator does not stop it).
 
+An agent on the caller's node is asked over its lane instead (``actors/lane_client.py``): one
+frame per ask, no Ray call, no hold (a frame costs ~0.05 ms, so waiting for company would only
+add its wait: ``docs/performance.md``, "A direct lane"); what follows is the path without one.
+
 Example::
 
     batcher = AskBatcher(agent)                    # one per agent handle, in the caller's loop
@@ -33,7 +37,7 @@ from typing import Any
 
 import ray
 
-from actors import agent_handle
+from actors import agent_handle, lane_client
 from actors.call_pace import CallPace
 from actors.messages import AskRequest, Reply
 
@@ -67,10 +71,13 @@ class AskBatcher:
     Args:
         handle: The Agent actor handle.
         max_batch: Most asks in one Ray call.
+        lane: Ask over the agent's lane when it has one (``actors/lane_client.py``); False:
+            always over Ray (tests of Ray's path).
     """
 
-    def __init__(self, handle: Any, max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        self._handle, self._max_batch = handle, max_batch
+    def __init__(self, handle: Any, max_batch: int = DEFAULT_MAX_BATCH, *,
+                 lane: bool = True) -> None:
+        self._handle, self._max_batch, self._lane = handle, max_batch, lane
         self._queue: list[tuple[AskRequest, asyncio.Future[Reply]]] = []
         self._scheduled = False
         self._streams: set[asyncio.Task[None]] = set()
@@ -80,6 +87,8 @@ class AskBatcher:
         """Ray calls made (batches sent), for tests and diagnosis."""
         self.items = 0
         """Streamed items received (each a list of replies), for diagnosis."""
+        self.lane_asks = 0
+        """Asks answered over the agent's lane, for tests and diagnosis."""
 
     def __repr__(self) -> str:
         return f"AskBatcher(queued={len(self._queue)}, streams={len(self._streams)})"
@@ -92,6 +101,12 @@ class AskBatcher:
                 ``AgentLost`` if the host died before this ask's reply came back (asks made
                 once its death is seen wait for its restart: ``actors/agent_handle.py``).
         """
+        if self._lane:
+            await agent_handle.ready(self._handle)
+            reply = await agent_handle.lane_ask(self._handle, request)
+            if reply is not None:
+                self.lane_asks += 1
+                return reply
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._queue.append((request, future))
@@ -108,6 +123,8 @@ class AskBatcher:
         cancelled ones too: then their attempts' records exist, and a flush ships them."""
         if self._streams:
             await asyncio.wait(set(self._streams), timeout=timeout_s)
+        if self._lane:
+            await lane_client.settled(self._handle, timeout_s)
 
     def _gather(self, turns: int) -> None:
         """Hold asks while batches are in flight: a few loop turns (a burst of replies frees

@@ -12,7 +12,9 @@ a call may have reached the API, which takes no idempotency key. So here:
   (one probe per agent, bounded by ``RESTART_WAIT_S``), then goes; if the agent never comes
   back it fails with :class:`~actors.errors.AgentUnavailable` (never sent, so not billed).
 
-The healthy path costs one dictionary lookup: no extra Ray round trip per call.
+The healthy path costs one dictionary lookup: no extra Ray round trip per call. An Agent actor
+on this node is asked over its lane (``actors/lane_client.py``: no Ray call per ask, the same
+errors); others over Ray.
 
 Example::
 
@@ -30,6 +32,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
+from actors import lane_client
 from actors.errors import AgentLost, AgentUnavailable, RaytroupeError
 from actors.messages import AskRequest, Reply, StreamItem
 
@@ -127,13 +130,38 @@ def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException
     # An actor error raised inside the agent (its Ledger died...) arrives as a RayTaskError
     # that is also a RayActorError: only a bare one is the agent's own death.
     if isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError):
-        name = name or "(unnamed)"
-        _probe(handle, name)
-        return AgentLost(f"agent {name} died while this call was in flight: it may have been "
-                         "billed (it may have reached the API, which takes no idempotency key, "
-                         "so it was not re-sent); the agent restarts and takes later calls")
+        return lost(handle, name)
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, RaytroupeError) else exc
+
+
+def lost(handle: Any, name: str = "") -> AgentLost:
+    """The error of a call in flight when the agent died (over Ray or its lane); starts the
+    agent's probe, so that later calls wait for its restart."""
+    name = name or "(unnamed)"
+    _probe(handle, name)
+    return AgentLost(f"agent {name} died while this call was in flight: it may have been "
+                     "billed (it may have reached the API, which takes no idempotency key, "
+                     "so it was not re-sent); the agent restarts and takes later calls")
+
+
+async def lane_ask(handle: Any, request: AskRequest, name: str = "") -> Reply | None:
+    """``request`` over the agent's lane (``actors/lane_client.py``: no Ray call per ask);
+    None if it has none (another node): then the caller takes Ray's path.
+
+    Call it after :func:`ready`. Raises the agent's own error for this request, or
+    ``AgentLost`` if the agent died with it in flight.
+    """
+    for _ in range(2):  # a lane found closed before this ask went out: open the next one
+        if lane_client.dropped(handle):  # its host hung up: up, or restarting?
+            await alive(handle, name)
+        lane = await lane_client.lane_for(handle, functools.partial(lost, handle, name))
+        if lane is None:
+            return None
+        if not lane.closed:
+            return await lane.ask(request)
+        await ready(handle, name)
+    return None
 
 
 async def ask(handle: Any, request: AskRequest, name: str = "") -> Reply:
@@ -144,6 +172,9 @@ async def ask(handle: Any, request: AskRequest, name: str = "") -> Reply:
     """
     name = name or request.role or ""
     await ready(handle, name)
+    reply = await lane_ask(handle, request, name)
+    if reply is not None:
+        return reply
     ref = handle.ask.remote(request)
     try:
         return await ref

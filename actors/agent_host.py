@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -41,7 +42,9 @@ import ray
 
 from actors import call_gc, singletons
 from actors.agent import Agent, Backend, spawn_agent
-from actors.errors import SingletonLost
+from actors.errors import RaytroupeError, SingletonLost
+from actors.lane_server import LaneServer
+from actors.lane_wire import LaneAddress
 from actors.ledger import LEDGER_NAME
 from actors.ledger_client import LedgerClient
 from actors.limiter_lease import LimiterLease
@@ -112,6 +115,26 @@ class AgentHost:
         with self._using(spec, backend, request) as agent:
             async for item in agent.stream(request):
                 yield item
+
+    async def open_lane(self, spec: AgentSpec, backend: Backend,
+                        caller_node: str) -> LaneAddress | None:
+        """A lane to the agent ``spec`` names, for a caller on this node (``Agent.open_lane``):
+        its asks skip Ray's per-call cost; None for a caller on another node."""
+        return await self._lanes.open(caller_node, functools.partial(self._lane_ask, spec,
+                                                                     backend))
+
+    async def _lane_ask(self, spec: AgentSpec, backend: Backend,
+                        request: AskRequest) -> Reply | RaytroupeError:
+        with self._using(spec, backend, request) as agent:
+            return await agent._ask_or_error(request)
+
+    @functools.cached_property
+    def _lanes(self) -> LaneServer:
+        return LaneServer(self._unbound, self.namespace)
+
+    @staticmethod
+    async def _unbound(_request: AskRequest) -> Reply | RaytroupeError:
+        return RaytroupeError("a warm host's lane serves the agent it was opened for")
 
     async def warm(self, spec: AgentSpec, backend: Backend) -> None:
         """``Agent.warm`` of the agent ``spec`` names (made now rather than on its first call)."""
@@ -219,6 +242,15 @@ class HostedAgent:
     @property
     def warm(self) -> _Method:
         return _Method(self.host.warm, (self.spec, self.backend))
+
+    @property
+    def open_lane(self) -> _Method:
+        return _Method(self.host.open_lane, (self.spec, self.backend))
+
+    @property
+    def lane_key(self) -> str:
+        """One lane per (caller, hosted agent): the host's id and the agent's name."""
+        return f"{self.host._actor_id.hex()}/{self.spec.name}"
 
     @property
     def flush(self) -> _Method:

@@ -50,6 +50,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "agent: ledger client + journal": ("ledger_client.py", "record_journal.py"),
     "agent: limiter lease": ("limiter_lease.py", "limiter_stock.py"),
     "agent: HTTP via SDK": ("api_call.py", "anthropic/", "aiohttp/", "yarl/", "httpx"),
+    "lane: frames both ends": ("lane_client.py", "lane_server.py", "lane_wire.py"),
     "agent: pipeline steps": ("actors/agent.py", "agent_batch.py", "token_estimate.py"),
     "driver: chunk store": ("chunk_store.py",),
     "driver: reduce tree + events": ("reduce_tree.py", "run_context.py", "session.py",

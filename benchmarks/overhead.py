@@ -7,20 +7,23 @@ do, so a ratio credits the pipeline and nothing else:
 * throughput, emulator latency 0: ``--calls`` whole calls, ``--in-flight`` at a time, through
   (a) one bare ``AsyncAnthropic`` in this process (``sdk_calls_per_s``), (b) the plain asyncio
   script a user would write instead: that client behind an ``asyncio.Semaphore`` and an
-  ``aiolimiter.AsyncLimiter`` (``plain_calls_per_s``), (c) ``--agents`` Agent actors, the asks
-  of each moment batched into one Ray call per agent as topologies send them
-  (``actors/agent_batch.py``: ``calls_per_s``) and one Ray call per ask
-  (``unbatched_calls_per_s``); each call: a limiter permit from the local lease, the HTTP call,
-  the settle, the record in the local journal;
-* latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, one at a time, through
-  the bare SDK, an agent, and a bare async Ray actor holding the same SDK client (what any actor
-  adds: Ray's round trip); ``added_latency_p50_ms`` is agent minus SDK, split into
-  ``actor_added_p50_ms`` (bare actor minus SDK) and ``pipeline_added_p50_ms`` (agent minus bare
-  actor). The three take turns in blocks of ``--latency-block`` calls, so that they share the
-  box's load; the first call of each block is not counted (it follows seconds of idleness).
-  After each turn, an empty call to the bare actor, first after 200 ms of idleness as every
-  call above follows (``ray_ping_idle_p50_ms``), then back to back (``ray_ping_p50_ms``): the
-  floor of Ray's round trip on this box, idle and warm (``docs/performance.md``).
+  ``aiolimiter.AsyncLimiter`` (``plain_calls_per_s``), (c) ``--agents`` Agent actors, asked
+  as topologies ask them (``actors/agent_batch.py``: over each agent's lane, a unix socket
+  with no Ray call per ask, ``actors/lane_client.py``: ``calls_per_s``), the asks of each
+  moment batched into one Ray call per agent (the path without a lane:
+  ``ray_batched_calls_per_s``) and one Ray call per ask (``unbatched_calls_per_s``); each call:
+  a limiter permit from the local lease, the HTTP call, the settle, the record in the local
+  journal;
+* latency, emulator latency 200 ms: p50 of ``--latency-calls`` calls, one at a time, through the
+  bare SDK, an agent (over its lane, as topologies ask it), and a bare async Ray actor holding
+  the same SDK client (what any actor call adds: Ray's round trip); ``added_latency_p50_ms`` is
+  agent minus SDK, split into ``actor_added_p50_ms`` (bare actor minus SDK) and
+  ``pipeline_added_p50_ms`` (agent minus bare actor: below 0 when the lane costs less than Ray's
+  round trip). The three take turns in blocks of ``--latency-block`` calls, so that they share
+  the box's load; the first call of each block is not counted (it follows seconds of idleness).
+  After each turn, an empty call to the bare actor, first after 200 ms of idleness as every call
+  above follows (``ray_ping_idle_p50_ms``), then back to back (``ray_ping_p50_ms``): the floor
+  of Ray's round trip on this box, idle and warm (``docs/performance.md``).
 
 Prints ONE JSON line: ``{"bench": "overhead", "calls_per_s", "sdk_calls_per_s",
 "plain_calls_per_s", "ratio_vs_sdk", "ratio_vs_plain", "added_latency_p50_ms", ...}``. Goals
@@ -112,10 +115,11 @@ def _plain_limiter() -> AsyncLimiter:
     return AsyncLimiter(10**7, 60)
 
 
-async def _agents(agents: list[Any], calls: int, in_flight: int,
-                  batched: bool = True) -> tuple[float, list[float]]:
-    """Calls through the agents: batched as topologies send them, or one Ray call each."""
-    batchers = [AskBatcher(a) for a in agents]
+async def _agents(agents: list[Any], calls: int, in_flight: int, batched: bool = True,
+                  lane: bool = True) -> tuple[float, list[float]]:
+    """Calls through the agents as topologies send them (over each agent's lane, or batched
+    over Ray without it), or one Ray call each."""
+    batchers = [AskBatcher(a, lane=lane) for a in agents]
 
     async def one(i: int) -> Any:
         request = AskRequest(prompt=f"{PROMPT} ({i})", max_tokens=MAX_TOKENS)
@@ -199,8 +203,10 @@ async def _round(fast: str, slow: str, agents: list[Any], slow_agent: list[Any],
     plain, _ = await _sdk(fast, calls, in_flight, _plain_limiter())
     batched, _ = await _agents(agents, calls, in_flight)
     unbatched, _ = await _agents(agents, calls, in_flight, batched=False)
+    ray_batched, _ = await _agents(agents, calls, in_flight, lane=False)
     latency = await _latency(slow, slow_agent[0], bare_actor, args)
-    return {"calls_per_s": batched, "unbatched_calls_per_s": unbatched, "sdk_calls_per_s": sdk,
+    return {"calls_per_s": batched, "unbatched_calls_per_s": unbatched,
+            "ray_batched_calls_per_s": ray_batched, "sdk_calls_per_s": sdk,
             "plain_calls_per_s": plain, "ratio_vs_sdk": batched / sdk,
             "ratio_vs_plain": batched / plain, **latency}
 

@@ -1,4 +1,5 @@
-"""Many asks per Ray call (``AskBatcher`` -> ``Agent.ask_batch``): fewer Ray calls, the same
+"""Many asks per Ray call (``AskBatcher`` -> ``Agent.ask_batch``, its path when the agent has no
+lane: ``tests/actors/test_agent_lane.py``): fewer Ray calls, the same
 replies, errors kept to their own request, and the same bill."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def test_asks_of_one_moment_share_one_ray_call_and_are_billed_exactly(rig: Rig) 
     agent, run_id = rig.agent("haiku")
 
     async def main() -> tuple[list[object], int]:
-        batcher = AskBatcher(agent)
+        batcher = AskBatcher(agent, lane=False)
         requests = [AskRequest(prompt=f"Question {i}", max_tokens=20) for i in range(ASKS)]
         requests[5] = AskRequest(prompt="too long an answer", max_tokens=10_000_000)
         replies = await asyncio.gather(*(batcher.ask(r) for r in requests),
@@ -48,7 +49,7 @@ def test_a_lone_ask_is_a_plain_call_and_raises_its_own_error(rig: Rig) -> None:
     agent, _ = rig.agent("haiku")
 
     async def main() -> int:
-        batcher = AskBatcher(agent)
+        batcher = AskBatcher(agent, lane=False)
         with pytest.raises(ConfigError, match="max_tokens"):
             await batcher.ask(AskRequest(prompt="hi", max_tokens=10_000_000))
         reply = await batcher.ask(AskRequest(prompt="hi", max_tokens=20))
@@ -65,7 +66,7 @@ def _trickle(agent: Any, fast_calls: bool, every_s: float) -> tuple[list[Any], i
     ``benchmarks/overhead.py``); else it has seen it take the API's 0.3 s."""
 
     async def main() -> tuple[list[Any], int]:
-        batcher = AskBatcher(agent)
+        batcher = AskBatcher(agent, lane=False)
         if fast_calls:
             for _ in range(3):
                 batcher.pace.saw(0.005)
@@ -149,7 +150,7 @@ def test_a_cpu_bound_host_still_gets_many_asks_per_ray_call(rig: Rig) -> None:
     agent, _ = rig.agent("haiku")
 
     async def main() -> tuple[int, int]:
-        batcher, gate = AskBatcher(agent), asyncio.Semaphore(50)
+        batcher, gate = AskBatcher(agent, lane=False), asyncio.Semaphore(50)
 
         async def one(i: int) -> None:
             async with gate:

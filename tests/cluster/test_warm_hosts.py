@@ -107,5 +107,33 @@ def test_each_job_on_a_warm_host_draws_from_its_own_share_of_the_limit(warm: Any
     assert ray.get(host.stats.remote())["jobs"] == []  # a job's lease goes with its last agent
 
 
+def test_hosted_agents_are_asked_over_lanes_of_their_own(warm: Any) -> None:
+    """A warm host's agents skip Ray's per-call cost too (``actors/lane_client.py``): one lane
+    per agent, each bound to its agent, so the Ledger still names the agent that asked."""
+    from actors import agent_handle
+    from actors.agent_host import spawn
+    from actors.messages import AgentSpec, AskRequest
+
+    runtime, host, _ = warm
+    run_id = f"lanes-{uuid.uuid4().hex[:6]}"
+    agents = [spawn(AgentSpec(name=f"{run_id}/t/{role}", tier="haiku", run_id=run_id),
+                    runtime.backend) for role in ("a", "b")]
+    before = ray.get(host.__ray_call__.remote(lambda h: h._lanes.asks))
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(agent_handle.ask(
+            a, AskRequest(prompt=f"Hi {i}", max_tokens=5, run_id=run_id))
+            for i, a in enumerate(agents * 2))))
+
+    replies = asyncio.run(main())
+
+    assert [r.agent for r in replies] == [a.spec.name for a in agents * 2]
+    assert ray.get(host.__ray_call__.remote(lambda h: h._lanes.asks)) - before == 4
+    ray.get(host.flush.remote())
+    rollup = ray.get(runtime.ledger.rollup.remote(run_id, "agent"))
+    assert sorted((r.key, r.calls) for r in rollup) == [(a.spec.name, 2) for a in agents]
+    ray.get(host.close.remote([a.spec.name for a in agents]))
+
+
 async def _gather(runtime: Any) -> list[tuple[str, Any]]:
     return list(await asyncio.gather(_run(runtime, TIGHT_USD), _run(runtime, Decimal("1"))))
