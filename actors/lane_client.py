@@ -1,8 +1,8 @@
 """The caller's end of a lane: asks to an Agent actor on this node over a unix socket.
 
-One lane per (process, agent), made on the first ask (``Agent.open_lane`` over Ray, then a
-connection whose first frame carries the lane's token: ``actors/lane_server.py``) and kept
-while the actor lives. Each ask is one frame out and one back; asks and replies of one loop
+One lane per (process, event loop, agent), made on the first ask (``Agent.open_lane`` over
+Ray, then a connection whose first frame carries the lane's token: ``actors/lane_server.py``)
+and kept while the actor lives. Each ask is one frame out and one back; asks and replies of one loop
 turn share one write. No hold for company: a frame costs ~0.05 ms, not the ~1 ms of CPU a
 Ray call costs, so batching would only add its wait (``docs/performance.md``, "A direct lane").
 
@@ -177,8 +177,10 @@ class _Opening:
             self.lane = task.result()
 
 
-_LANES: dict[str, _Opening] = {}
-"""Lanes by actor id: one per (process, actor), on the loop that opened it."""
+_LANES: dict[tuple[str, int], _Opening] = {}
+"""Lanes by (agent's key, ``id`` of the loop that opened them): a lane serves one loop, and
+two loops asking in turn (threads of a server) must each keep theirs, not replace the other's
+(which would open a lane per turn and leave the replaced ones connected)."""
 
 
 async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
@@ -194,11 +196,20 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
             entry.loop is loop:
         return entry.lane
     if entry is None or entry.loop is not loop or _stale(entry):
+        _forget_closed_loops()
         entry = _LANES[key] = _Opening(loop.create_task(_open(handle, lost)))
     try:
         return await asyncio.shield(entry.task)
     except Exception:  # the actor is down or failed: this ask takes Ray's path (its error)
         return None
+
+
+def _forget_closed_loops() -> None:
+    """Drop the lanes of loops that have closed (an ``asyncio.run`` per request): their
+    connections are gone, and a new loop may reuse a closed one's ``id``."""
+    for key, entry in list(_LANES.items()):
+        if entry.loop.is_closed():
+            _LANES.pop(key, None)
 
 
 def _stale(entry: _Opening) -> bool:
@@ -255,8 +266,9 @@ async def settled(handle: Any, timeout_s: float) -> None:
         await entry.lane.settled(timeout_s)
 
 
-def _key(handle: Any) -> str | None:
-    """The lane's key: an Agent actor's id, a hosted agent's ``lane_key``; None: no lane."""
-    if isinstance(handle, ray.actor.ActorHandle):
-        return handle._actor_id.hex()
-    return getattr(handle, "lane_key", None)
+def _key(handle: Any) -> tuple[str, int] | None:
+    """The lane's key on the running loop: an Agent actor's id or a hosted agent's
+    ``lane_key``, and the loop's ``id``; None: no lane."""
+    agent = handle._actor_id.hex() if isinstance(handle, ray.actor.ActorHandle) else \
+        getattr(handle, "lane_key", None)
+    return None if agent is None else (agent, id(asyncio.get_running_loop()))

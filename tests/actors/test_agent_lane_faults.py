@@ -1,0 +1,53 @@
+"""The direct lane (``actors/lane_client.py``, ``actors/lane_server.py``) under what a fleet's
+callers do: several event loops in one process asking the same agent, and peers that are not
+lane callers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from actors import agent_handle
+from actors.messages import AskRequest
+from tests.actors.agent_fixtures import Rig
+
+
+@pytest.fixture
+def two_loops() -> Iterator[list[asyncio.AbstractEventLoop]]:
+    """Two event loops, each running in a thread of its own (a threaded server's workers)."""
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    yield loops
+    for loop, thread in zip(loops, threads, strict=True):
+        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(5)  # as asyncio.run does
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_two_loops_asking_in_turn_keep_one_lane_each(rig: Rig,
+                                                     two_loops: list[Any]) -> None:
+    agent, _ = rig.agent("haiku")
+    for i in range(4):
+        for loop in two_loops:
+            reply = asyncio.run_coroutine_threadsafe(
+                agent_handle.ask(agent, AskRequest(prompt=f"q {i}", max_tokens=20)), loop
+            ).result(30)
+            assert reply.text
+
+    connected = ray.get(agent.__ray_call__.remote(lambda a: len(a._lanes._connections)))
+    assert connected == 2  # one lane per loop, not a new one (and a leaked one) per turn
