@@ -110,7 +110,7 @@ class LaneServer:
         """The first frame must carry the lane's token, and the lane must still be free."""
         try:
             async with asyncio.timeout(_HELLO_TIMEOUT_S):
-                kind, _, payload = await lane_wire.read_frame(reader)
+                kind, _, payload = await lane_wire.read_frame(reader, len(token))
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors import agent_handle
+from actors import agent_handle, lane_wire
 from actors.messages import AskRequest
 from tests.actors.agent_fixtures import Rig
 
@@ -51,3 +51,20 @@ def test_two_loops_asking_in_turn_keep_one_lane_each(rig: Rig,
 
     connected = ray.get(agent.__ray_call__.remote(lambda a: len(a._lanes._connections)))
     assert connected == 2  # one lane per loop, not a new one (and a leaked one) per turn
+
+
+def test_a_peer_without_the_token_cannot_make_the_host_wait_for_a_huge_first_frame(
+        rig: Rig) -> None:
+    agent, _ = rig.agent("haiku")
+    address = ray.get(agent.open_lane.remote(ray.get_runtime_context().get_node_id()))
+
+    async def hung_up_after_header() -> bytes:
+        reader, writer = await asyncio.open_unix_connection(address.path)
+        writer.write(lane_wire.HEADER.pack(lane_wire.MAX_FRAME, lane_wire.HELLO, 0))
+        try:  # the host must not buffer (nor wait for) 64 MiB from an unauthenticated peer
+            return await asyncio.wait_for(reader.read(), 2.0)
+        finally:
+            writer.close()
+
+    assert asyncio.run(hung_up_after_header()) == b""
+
