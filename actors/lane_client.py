@@ -85,10 +85,13 @@ class Lane:
         if self.closed:
             raise ConnectionError("the lane is closed")  # not sent: the caller takes Ray's path
         ask_id = next(self._ids)
+        # Built first: an ask that cannot be sent (a check that does not pickle) must not
+        # stay pending, or ``settled`` (a run's flush) would wait its whole timeout for it.
+        data = lane_wire.ask_frame(ask_id, request)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[ask_id] = future
         self._idle.clear()
-        self._out.send(lane_wire.ask_frame(ask_id, request))
+        self._out.send(data)
         self.asks += 1
         try:
             return await future

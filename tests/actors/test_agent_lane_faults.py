@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import ray
 
 from actors import agent_handle, lane_wire
+from actors.agent_batch import AskBatcher
 from actors.messages import AskRequest
 from tests.actors.agent_fixtures import Rig
 
@@ -68,3 +70,19 @@ def test_a_peer_without_the_token_cannot_make_the_host_wait_for_a_huge_first_fra
 
     assert asyncio.run(hung_up_after_header()) == b""
 
+
+def test_an_ask_that_cannot_be_sent_leaves_nothing_for_settled_to_wait_for(rig: Rig) -> None:
+    agent, _ = rig.agent("haiku")
+    lock = threading.Lock()  # not picklable: neither path can send this check
+
+    async def main() -> float:
+        batcher = AskBatcher(agent)
+        await batcher.ask(AskRequest(prompt="warm-up", max_tokens=20))  # the lane is open
+        with pytest.raises(TypeError, match="lock"):
+            await batcher.ask(AskRequest(prompt="q", max_tokens=20,
+                                         check=lambda text: lock.locked() or bool(text)))
+        started = time.monotonic()
+        await batcher.settled(5.0)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 1.0  # nothing in flight: a run's flush does not wait 5 s
