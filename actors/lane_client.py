@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from actors import lane_wire
 from actors.errors import RaytroupeError
@@ -217,16 +218,18 @@ def _forget_closed_loops() -> None:
 
 def _stale(entry: _Opening) -> bool:
     """Whether this actor's lane must be opened again: it closed (the actor died), opening
-    it failed, or the actor gave none a while ago (it may have moved to this node)."""
+    it failed as the actor died, or a while ago the actor gave none (it may have moved to this
+    node) or failed to open one (its socket directory, its file descriptors: asked again at
+    every ask, it would cost each ask a failing Ray call first)."""
     task = entry.task
     if not task.done():
         return False
-    if task.cancelled() or task.exception() is not None:
+    if task.cancelled():
         return True
-    lane = task.result()
-    if lane is None:
+    failed = task.exception()
+    if isinstance(failed, RayTaskError) or (failed is None and task.result() is None):
         return time.monotonic() - entry.checked > NO_LANE_RECHECK_S
-    return lane.closed
+    return failed is not None or task.result().closed
 
 
 async def _open(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,29 @@ def test_an_ask_that_cannot_be_sent_leaves_nothing_for_settled_to_wait_for(rig: 
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 1.0  # nothing in flight: a run's flush does not wait 5 s
+
+
+def _break_lanes_and_count_opens(agent: Any) -> None:
+    """The host cannot listen (its lane directory is gone: a squatted or full ``/tmp``)."""
+    lanes = agent._lanes
+    lanes._directory = Path("/nonexistent/raytroupe-lanes")
+    opened, agent.lane_opens = lanes.open, 0
+
+    async def counted(caller_node: str) -> Any:
+        agent.lane_opens += 1
+        return await opened(caller_node)
+
+    lanes.open = counted
+
+
+def test_a_host_that_cannot_open_a_lane_is_not_asked_for_one_at_every_ask(rig: Rig) -> None:
+    agent, _ = rig.agent("haiku")
+    ray.get(agent.__ray_call__.remote(_break_lanes_and_count_opens))
+
+    async def main() -> list[Any]:
+        return [await agent_handle.ask(agent, AskRequest(prompt=f"q {i}", max_tokens=20))
+                for i in range(5)]
+
+    assert all(reply.text for reply in asyncio.run(main()))  # over Ray's path
+    opens = ray.get(agent.__ray_call__.remote(lambda a: a.lane_opens))
+    assert opens == 1  # not one extra (failing) Ray call before every ask
