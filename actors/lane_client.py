@@ -125,21 +125,29 @@ class Lane:
         except asyncio.CancelledError:
             dropped = False  # our own close (or our loop ending): not the actor's death
             raise
+        except GeneratorExit:  # our loop was closed with this task pending, now collected:
+            self.closed = True  # no loop left to close on or tell (the socket closes with it)
+            raise
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except Exception:  # a frame we cannot read: a bug, so hang up and say so
             _log.exception("a lane frame could not be read; the lane is closed")
         finally:
-            self.closed = True
-            self._writer.close()
-            pending, self._pending = self._pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(self._lost() if dropped else ConnectionError(
-                        "the lane was closed by its caller"))
-            self.dropped = dropped
-            self._ending.clear()
-            self._idle.set()
+            if not self.closed:
+                self._hang_up(dropped)
+
+    def _hang_up(self, dropped: bool) -> None:
+        """The connection is over: fail what is pending (``lost()``'s error if it dropped)."""
+        self.closed = True
+        self._writer.close()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(self._lost() if dropped else ConnectionError(
+                    "the lane was closed by its caller"))
+        self.dropped = dropped
+        self._ending.clear()
+        self._idle.set()
 
     def _settle(self, ask_id: int, result: Reply | BaseException) -> None:
         future = self._pending.pop(ask_id, None)

@@ -5,6 +5,8 @@ lane callers."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -113,3 +115,19 @@ def test_a_host_that_cannot_open_a_lane_is_not_asked_for_one_at_every_ask(rig: R
     assert all(reply.text for reply in asyncio.run(main()))  # over Ray's path
     opens = ray.get(agent.__ray_call__.remote(lambda a: a.lane_opens))
     assert opens == 1  # not one extra (failing) Ray call before every ask
+
+
+def test_a_loop_closed_with_its_lane_open_leaves_no_error_behind(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, _ = rig.agent("haiku")
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    loop = asyncio.new_event_loop()  # run_until_complete, then close: no task is cancelled
+    assert loop.run_until_complete(agent_handle.ask(agent, AskRequest(prompt="q"))).text
+    loop.close()
+    assert asyncio.run(agent_handle.ask(agent, AskRequest(prompt="again"))).text
+    del loop
+    gc.collect()  # the closed loop's lane is forgotten, and its reader's task collected
+
+    assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in unraisable] == []
