@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 import ray
+from ray.util.state import list_actors
 
 from actors import agent_handle, lane_wire
 from actors.agent_batch import AskBatcher
 from actors.messages import AskRequest
 from tests.actors.agent_fixtures import Rig
+from tests.polling import wait_for
 
 
 @pytest.fixture
@@ -131,3 +133,23 @@ def test_a_loop_closed_with_its_lane_open_leaves_no_error_behind(
     gc.collect()  # the closed loop's lane is forgotten, and its reader's task collected
 
     assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in unraisable] == []
+
+
+def _state(actor_id: str) -> str:
+    return list_actors(address=ray.get_runtime_context().gcs_address,
+                       filters=[("actor_id", "=", actor_id)])[0].state
+
+
+def test_an_agent_whose_handles_are_all_dropped_stops_though_it_had_a_lane(rig: Rig) -> None:
+    agent, _ = rig.agent("haiku")
+    actor_id = agent._actor_id.hex()
+
+    async def main(handle: Any) -> Any:
+        return await agent_handle.ask(handle, AskRequest(prompt="q", max_tokens=20))
+
+    assert asyncio.run(main(agent)).text  # over the lane
+    del agent  # as after a user's own spawn_agent: Ray stops an actor nobody holds
+    gc.collect()
+
+    wait_for(lambda: _state(actor_id) == "DEAD", "the agent, held by nobody, to stop",
+             timeout_s=15, every_s=0.5)
