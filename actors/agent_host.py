@@ -247,10 +247,13 @@ class HostedAgent:
     def open_lane(self) -> _Method:
         return _Method(self.host.open_lane, (self.spec, self.backend))
 
-    @property
+    @functools.cached_property
     def lane_key(self) -> str:
-        """One lane per (caller, hosted agent): the host's id and the agent's name."""
-        return f"{self.host._actor_id.hex()}/{self.spec.name}"
+        """One lane per (caller, hosted agent): the host's id, the agent's name and its spec
+        and job. A lane is bound to the spec it was opened with, so an agent spawned again
+        under its name with another spec (a later run's ``run_id``) must not reuse it."""
+        return (f"{self.host._actor_id.hex()}/{self.spec.name}/{hash(self.spec):x}/"
+                f"{self.backend.job}")
 
     @property
     def flush(self) -> _Method:
