@@ -121,7 +121,7 @@ class AgentHost:
         """A lane to the agent ``spec`` names, for a caller on this node (``Agent.open_lane``):
         its asks skip Ray's per-call cost; None for a caller on another node."""
         return await self._lanes.open(caller_node, functools.partial(self._lane_ask, spec,
-                                                                     backend))
+                                                                     backend), spec.name)
 
     async def _lane_ask(self, spec: AgentSpec, backend: Backend,
                         request: AskRequest) -> Reply | RaytroupeError:
@@ -149,6 +149,8 @@ class AgentHost:
         """Drop these agents (their run ended); records already journaled are still shipped."""
         for name in names:
             self._drop(name)
+            if "_lanes" in self.__dict__:
+                self._lanes.hang_up(name)
 
     @contextlib.contextmanager
     def _using(self, spec: AgentSpec, backend: Backend, request: AskRequest) -> Iterator[Agent]:
