@@ -45,6 +45,10 @@ _log = logging.getLogger(__name__)
 NO_LANE_RECHECK_S = 30.0
 """An actor that gave no lane (another node) is asked again after this: it may have moved."""
 _CONNECT_TIMEOUT_S = 5.0
+FORGET_ENDED_S = 120.0
+"""A lane that ended this long ago is let go (``_forget_ended``): its agent was stopped (a
+run's end) or restarted long since, so ``dropped`` has nothing left to tell the next ask."""
+_clock = time.monotonic
 
 
 class LaneRefused(ConnectionError):
@@ -71,6 +75,7 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closed = False
+        self.ended_at: float | None = None
         self.dropped = False
         """Closed by the host's end (its process died?), not by this caller."""
         self.asks = 0
@@ -138,7 +143,7 @@ class Lane:
 
     def _hang_up(self, dropped: bool) -> None:
         """The connection is over: fail what is pending (``lost()``'s error if it dropped)."""
-        self.closed = True
+        self.closed, self.ended_at = True, _clock()
         self._writer.close()
         pending, self._pending = self._pending, {}
         for future in pending.values():
@@ -178,13 +183,13 @@ class _Opening:
     __slots__ = ("checked", "lane", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Lane | None]) -> None:
-        self.task, self.loop, self.checked = task, task.get_loop(), time.monotonic()
+        self.task, self.loop, self.checked = task, task.get_loop(), _clock()
         self.lane: Lane | None = None
         """The lane once open: the path of every ask after the first, a lookup."""
         task.add_done_callback(self._opened)
 
     def _opened(self, task: asyncio.Task[Lane | None]) -> None:
-        self.checked = time.monotonic()
+        self.checked = _clock()
         if not task.cancelled() and task.exception() is None:
             self.lane = task.result()
 
@@ -208,7 +213,7 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
             entry.loop is loop:
         return entry.lane
     if entry is None or entry.loop is not loop or _stale(entry):
-        _forget_closed_loops()
+        _forget_ended()
         entry = _LANES[key] = _Opening(loop.create_task(_open(handle, lost)))
     try:
         return await asyncio.shield(entry.task)
@@ -216,11 +221,15 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
         return None
 
 
-def _forget_closed_loops() -> None:
-    """Drop the lanes of loops that have closed (an ``asyncio.run`` per request): their
-    connections are gone, and a new loop may reuse a closed one's ``id``."""
+def _forget_ended() -> None:
+    """Drop the lanes of loops that have closed (an ``asyncio.run`` per request; a new loop
+    may reuse a closed one's ``id``) and those that ended ``FORGET_ENDED_S`` ago: a long-lived
+    driver running run after run of new agents would keep one per agent it ever asked.
+    Called as a lane is opened, so it costs the asks nothing."""
+    now = _clock()
     for key, entry in list(_LANES.items()):
-        if entry.loop.is_closed():
+        ended_at = entry.lane.ended_at if entry.lane is not None else None
+        if entry.loop.is_closed() or (ended_at is not None and now - ended_at > FORGET_ENDED_S):
             _LANES.pop(key, None)
 
 
@@ -236,7 +245,7 @@ def _stale(entry: _Opening) -> bool:
         return True
     failed = task.exception()
     if isinstance(failed, RayTaskError) or (failed is None and task.result() is None):
-        return time.monotonic() - entry.checked > NO_LANE_RECHECK_S
+        return _clock() - entry.checked > NO_LANE_RECHECK_S
     return failed is not None or task.result().closed
 
 

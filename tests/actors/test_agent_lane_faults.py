@@ -17,11 +17,12 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
-from actors import agent_handle, lane_wire
+from actors import agent_handle, lane_client, lane_wire
 from actors.agent_batch import AskBatcher
 from actors.messages import AskRequest
 from tests.actors.agent_fixtures import Rig
-from tests.polling import wait_for
+from tests.fake_clock import FakeClock
+from tests.polling import wait_for, wait_for_async
 
 
 @pytest.fixture
@@ -153,3 +154,28 @@ def test_an_agent_whose_handles_are_all_dropped_stops_though_it_had_a_lane(rig: 
 
     wait_for(lambda: _state(actor_id) == "DEAD", "the agent, held by nobody, to stop",
              timeout_s=15, every_s=0.5)
+
+
+async def _closed(lane: Any) -> bool:
+    return lane.closed
+
+
+def test_lanes_to_agents_stopped_long_ago_are_let_go(rig: Rig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(start=1_000.0)
+    monkeypatch.setattr(lane_client, "_clock", clock)
+    first, _ = rig.agent("haiku")
+    second, _ = rig.agent("haiku")
+
+    async def main() -> list[str]:  # a long-lived driver: a run, then another much later
+        await agent_handle.ask(first, AskRequest(prompt="q", max_tokens=20))
+        lane = await lane_client.lane_for(first, ConnectionError)
+        ray.kill(first, no_restart=True)  # the end of a run: its agents stopped
+        await wait_for_async(lambda: _closed(lane), "the stopped agent's lane to close")
+        clock.advance(lane_client.FORGET_ENDED_S + 1)
+        await agent_handle.ask(second, AskRequest(prompt="q", max_tokens=20))
+        return [agent for agent, _loop in lane_client._LANES]
+
+    kept = asyncio.run(main())
+    assert first._actor_id.hex() not in kept  # not one lane kept per agent ever asked
+    assert second._actor_id.hex() in kept
