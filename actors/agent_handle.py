@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import ray
@@ -137,12 +138,24 @@ def translated(handle: Any, exc: BaseException, name: str = "") -> BaseException
 
 def lost(handle: Any, name: str = "") -> AgentLost:
     """The error of a call in flight when the agent died (over Ray or its lane); starts the
-    agent's probe, so that later calls wait for its restart."""
+    agent's probe, so that later calls wait for its restart (none if its handle is gone)."""
     name = name or "(unnamed)"
-    _probe(handle, name)
+    if handle is not None:
+        _probe(handle, name)
     return AgentLost(f"agent {name} died while this call was in flight: it may have been "
                      "billed (it may have reached the API, which takes no idempotency key, "
                      "so it was not re-sent); the agent restarts and takes later calls")
+
+
+def _lost_later(handle: Any, name: str) -> Callable[[], AgentLost]:
+    """``lost`` for a lane to call when it drops, holding the handle weakly: a lane lives in
+    ``lane_client`` as long as its process, and Ray stops an actor only once nobody holds a
+    handle to it (a user's own ``spawn_agent`` then ``del``). A warm host's agent (a
+    ``HostedAgent``, which may be made per call) is held as before: its host outlives runs."""
+    if not isinstance(handle, ray.actor.ActorHandle):
+        return functools.partial(lost, handle, name)
+    weak = weakref.ref(handle)
+    return lambda: lost(weak(), name)
 
 
 async def lane_ask(handle: Any, request: AskRequest, name: str = "") -> Reply | None:
@@ -155,7 +168,7 @@ async def lane_ask(handle: Any, request: AskRequest, name: str = "") -> Reply | 
     for _ in range(2):  # a lane found closed before this ask went out: open the next one
         if lane_client.dropped(handle):  # its host hung up: up, or restarting?
             await alive(handle, name)
-        lane = await lane_client.lane_for(handle, functools.partial(lost, handle, name))
+        lane = await lane_client.lane_for(handle, _lost_later(handle, name))
         if lane is None:
             return None
         if not lane.closed:

@@ -121,7 +121,7 @@ class AgentHost:
         """A lane to the agent ``spec`` names, for a caller on this node (``Agent.open_lane``):
         its asks skip Ray's per-call cost; None for a caller on another node."""
         return await self._lanes.open(caller_node, functools.partial(self._lane_ask, spec,
-                                                                     backend))
+                                                                     backend), spec.name)
 
     async def _lane_ask(self, spec: AgentSpec, backend: Backend,
                         request: AskRequest) -> Reply | RaytroupeError:
@@ -149,6 +149,8 @@ class AgentHost:
         """Drop these agents (their run ended); records already journaled are still shipped."""
         for name in names:
             self._drop(name)
+            if "_lanes" in self.__dict__:
+                self._lanes.hang_up(name)
 
     @contextlib.contextmanager
     def _using(self, spec: AgentSpec, backend: Backend, request: AskRequest) -> Iterator[Agent]:
@@ -247,10 +249,13 @@ class HostedAgent:
     def open_lane(self) -> _Method:
         return _Method(self.host.open_lane, (self.spec, self.backend))
 
-    @property
+    @functools.cached_property
     def lane_key(self) -> str:
-        """One lane per (caller, hosted agent): the host's id and the agent's name."""
-        return f"{self.host._actor_id.hex()}/{self.spec.name}"
+        """One lane per (caller, hosted agent): the host's id, the agent's name and its spec
+        and job. A lane is bound to the spec it was opened with, so an agent spawned again
+        under its name with another spec (a later run's ``run_id``) must not reuse it."""
+        return (f"{self.host._actor_id.hex()}/{self.spec.name}/{hash(self.spec):x}/"
+                f"{self.backend.job}")
 
     @property
     def flush(self) -> _Method:

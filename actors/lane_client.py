@@ -1,8 +1,8 @@
 """The caller's end of a lane: asks to an Agent actor on this node over a unix socket.
 
-One lane per (process, agent), made on the first ask (``Agent.open_lane`` over Ray, then a
-connection whose first frame carries the lane's token: ``actors/lane_server.py``) and kept
-while the actor lives. Each ask is one frame out and one back; asks and replies of one loop
+One lane per (process, event loop, agent), made on the first ask (``Agent.open_lane`` over
+Ray, then a connection whose first frame carries the lane's token: ``actors/lane_server.py``)
+and kept while the actor lives. Each ask is one frame out and one back; asks and replies of one loop
 turn share one write. No hold for company: a frame costs ~0.05 ms, not the ~1 ms of CPU a
 Ray call costs, so batching would only add its wait (``docs/performance.md``, "A direct lane").
 
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from actors import lane_wire
 from actors.errors import RaytroupeError
@@ -44,6 +45,10 @@ _log = logging.getLogger(__name__)
 NO_LANE_RECHECK_S = 30.0
 """An actor that gave no lane (another node) is asked again after this: it may have moved."""
 _CONNECT_TIMEOUT_S = 5.0
+FORGET_ENDED_S = 120.0
+"""A lane that ended this long ago is let go (``_forget_ended``): its agent was stopped (a
+run's end) or restarted long since, so ``dropped`` has nothing left to tell the next ask."""
+_clock = time.monotonic
 
 
 class LaneRefused(ConnectionError):
@@ -70,6 +75,7 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closed = False
+        self.ended_at: float | None = None
         self.dropped = False
         """Closed by the host's end (its process died?), not by this caller."""
         self.asks = 0
@@ -85,10 +91,13 @@ class Lane:
         if self.closed:
             raise ConnectionError("the lane is closed")  # not sent: the caller takes Ray's path
         ask_id = next(self._ids)
+        # Built first: an ask that cannot be sent (a check that does not pickle) must not
+        # stay pending, or ``settled`` (a run's flush) would wait its whole timeout for it.
+        data = lane_wire.ask_frame(ask_id, request)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[ask_id] = future
         self._idle.clear()
-        self._out.send(lane_wire.ask_frame(ask_id, request))
+        self._out.send(data)
         self.asks += 1
         try:
             return await future
@@ -121,21 +130,29 @@ class Lane:
         except asyncio.CancelledError:
             dropped = False  # our own close (or our loop ending): not the actor's death
             raise
+        except GeneratorExit:  # our loop was closed with this task pending, now collected:
+            self.closed = True  # no loop left to close on or tell (the socket closes with it)
+            raise
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except Exception:  # a frame we cannot read: a bug, so hang up and say so
             _log.exception("a lane frame could not be read; the lane is closed")
         finally:
-            self.closed = True
-            self._writer.close()
-            pending, self._pending = self._pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(self._lost() if dropped else ConnectionError(
-                        "the lane was closed by its caller"))
-            self.dropped = dropped
-            self._ending.clear()
-            self._idle.set()
+            if not self.closed:
+                self._hang_up(dropped)
+
+    def _hang_up(self, dropped: bool) -> None:
+        """The connection is over: fail what is pending (``lost()``'s error if it dropped)."""
+        self.closed, self.ended_at = True, _clock()
+        self._writer.close()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(self._lost() if dropped else ConnectionError(
+                    "the lane was closed by its caller"))
+        self.dropped = dropped
+        self._ending.clear()
+        self._idle.set()
 
     def _settle(self, ask_id: int, result: Reply | BaseException) -> None:
         future = self._pending.pop(ask_id, None)
@@ -166,19 +183,21 @@ class _Opening:
     __slots__ = ("checked", "lane", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Lane | None]) -> None:
-        self.task, self.loop, self.checked = task, task.get_loop(), time.monotonic()
+        self.task, self.loop, self.checked = task, task.get_loop(), _clock()
         self.lane: Lane | None = None
         """The lane once open: the path of every ask after the first, a lookup."""
         task.add_done_callback(self._opened)
 
     def _opened(self, task: asyncio.Task[Lane | None]) -> None:
-        self.checked = time.monotonic()
+        self.checked = _clock()
         if not task.cancelled() and task.exception() is None:
             self.lane = task.result()
 
 
-_LANES: dict[str, _Opening] = {}
-"""Lanes by actor id: one per (process, actor), on the loop that opened it."""
+_LANES: dict[tuple[str, int], _Opening] = {}
+"""Lanes by (agent's key, ``id`` of the loop that opened them): a lane serves one loop, and
+two loops asking in turn (threads of a server) must each keep theirs, not replace the other's
+(which would open a lane per turn and leave the replaced ones connected)."""
 
 
 async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
@@ -194,6 +213,7 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
             entry.loop is loop:
         return entry.lane
     if entry is None or entry.loop is not loop or _stale(entry):
+        _forget_ended()
         entry = _LANES[key] = _Opening(loop.create_task(_open(handle, lost)))
     try:
         return await asyncio.shield(entry.task)
@@ -201,18 +221,32 @@ async def lane_for(handle: Any, lost: Callable[[], BaseException]) -> Lane | Non
         return None
 
 
+def _forget_ended() -> None:
+    """Drop the lanes of loops that have closed (an ``asyncio.run`` per request; a new loop
+    may reuse a closed one's ``id``) and those that ended ``FORGET_ENDED_S`` ago: a long-lived
+    driver running run after run of new agents would keep one per agent it ever asked.
+    Called as a lane is opened, so it costs the asks nothing."""
+    now = _clock()
+    for key, entry in list(_LANES.items()):
+        ended_at = entry.lane.ended_at if entry.lane is not None else None
+        if entry.loop.is_closed() or (ended_at is not None and now - ended_at > FORGET_ENDED_S):
+            _LANES.pop(key, None)
+
+
 def _stale(entry: _Opening) -> bool:
     """Whether this actor's lane must be opened again: it closed (the actor died), opening
-    it failed, or the actor gave none a while ago (it may have moved to this node)."""
+    it failed as the actor died, or a while ago the actor gave none (it may have moved to this
+    node) or failed to open one (its socket directory, its file descriptors: asked again at
+    every ask, it would cost each ask a failing Ray call first)."""
     task = entry.task
     if not task.done():
         return False
-    if task.cancelled() or task.exception() is not None:
+    if task.cancelled():
         return True
-    lane = task.result()
-    if lane is None:
-        return time.monotonic() - entry.checked > NO_LANE_RECHECK_S
-    return lane.closed
+    failed = task.exception()
+    if isinstance(failed, RayTaskError) or (failed is None and task.result() is None):
+        return _clock() - entry.checked > NO_LANE_RECHECK_S
+    return failed is not None or task.result().closed
 
 
 async def _open(handle: Any, lost: Callable[[], BaseException]) -> Lane | None:
@@ -255,8 +289,9 @@ async def settled(handle: Any, timeout_s: float) -> None:
         await entry.lane.settled(timeout_s)
 
 
-def _key(handle: Any) -> str | None:
-    """The lane's key: an Agent actor's id, a hosted agent's ``lane_key``; None: no lane."""
-    if isinstance(handle, ray.actor.ActorHandle):
-        return handle._actor_id.hex()
-    return getattr(handle, "lane_key", None)
+def _key(handle: Any) -> tuple[str, int] | None:
+    """The lane's key on the running loop: an Agent actor's id or a hosted agent's
+    ``lane_key``, and the loop's ``id``; None: no lane."""
+    agent = handle._actor_id.hex() if isinstance(handle, ray.actor.ActorHandle) else \
+        getattr(handle, "lane_key", None)
+    return None if agent is None else (agent, id(asyncio.get_running_loop()))

@@ -72,7 +72,8 @@ class LaneServer:
     def __init__(self, answer: Answer, label: str) -> None:
         self._answer, self._label = answer, label
         self._listeners: dict[Path, asyncio.AbstractServer] = {}
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], str] = {}
+        """Each connected lane's serving task, and the tag it was opened with."""
         self._directory: Path | None = None
         self.asks = 0
         """Asks served over lanes (tests, diagnosis)."""
@@ -81,10 +82,11 @@ class LaneServer:
         return (f"LaneServer({self._label!r}, listening={len(self._listeners)}, "
                 f"connected={len(self._connections)})")
 
-    async def open(self, caller_node: str, answer: Answer | None = None
+    async def open(self, caller_node: str, answer: Answer | None = None, tag: str = ""
                    ) -> LaneAddress | None:
         """A new lane for a caller on ``caller_node``; None if that is another node.
-        ``answer`` runs its asks instead of the server's (a warm host's agent of one spec)."""
+        ``answer`` runs its asks instead of the server's (a warm host's agent of one spec);
+        ``tag`` names the lane for ``hang_up`` (that agent's name)."""
         node = ray.get_runtime_context().get_node_id()
         if caller_node != node:
             return None
@@ -93,7 +95,7 @@ class LaneServer:
         token = secrets.token_bytes(32)
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._greet(path, token, answer or self._answer, reader, writer)
+            await self._greet(path, token, answer or self._answer, reader, writer, tag)
 
         self._listeners[path] = await asyncio.start_unix_server(serve, path=str(path))
         asyncio.get_running_loop().call_later(OPEN_WINDOW_S, self._stop_listening, path)
@@ -105,12 +107,21 @@ class LaneServer:
         for path in list(self._listeners):
             self._stop_listening(path)
 
+    def hang_up(self, tag: str) -> None:
+        """Close the lanes opened with ``tag`` (a warm host's agent whose run ended): their
+        callers' next asks open new lanes; kept, each would hold a connection (two file
+        descriptors) for as long as both processes live, one per agent per run."""
+        for task, lane_tag in list(self._connections.items()):
+            if lane_tag == tag:
+                task.cancel()
+
     async def _greet(self, path: Path, token: bytes, answer: Answer,
-                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     tag: str) -> None:
         """The first frame must carry the lane's token, and the lane must still be free."""
         try:
             async with asyncio.timeout(_HELLO_TIMEOUT_S):
-                kind, _, payload = await lane_wire.read_frame(reader)
+                kind, _, payload = await lane_wire.read_frame(reader, len(token))
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
@@ -124,11 +135,11 @@ class LaneServer:
         self._stop_listening(path)  # taken: nothing listens any more, the file is gone
         writer.write(lane_wire.frame(lane_wire.WELCOME))
         task = asyncio.current_task()  # asyncio serves each connection in a task of its own
-        self._connections.add(task)  # type: ignore[arg-type]
+        self._connections[task] = tag  # type: ignore[index]
         try:
             await _Connection(self, answer, reader, writer).serve()
         finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
+            self._connections.pop(task, None)  # type: ignore[call-overload]
 
     def _stop_listening(self, path: Path) -> None:
         listener = self._listeners.pop(path, None)

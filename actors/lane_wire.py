@@ -48,15 +48,17 @@ def frame(kind: int, ask_id: int = 0, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind, ask_id) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
-    """The next frame: (kind, ask id, payload).
+async def read_frame(reader: asyncio.StreamReader,
+                     limit: int = MAX_FRAME) -> tuple[int, int, bytes]:
+    """The next frame: (kind, ask id, payload); ``limit``: the largest payload taken (a peer
+    not yet authenticated gets the token's size, so it cannot make the host buffer more).
 
     Raises:
         asyncio.IncompleteReadError: the peer closed the connection.
-        ConnectionError: a frame larger than ``MAX_FRAME`` (not a lane peer).
+        ConnectionError: a frame larger than ``limit`` (not a lane peer).
     """
     size, kind, ask_id = HEADER.unpack(await reader.readexactly(HEADER.size))
-    if size > MAX_FRAME:
+    if size > limit:
         raise ConnectionError(f"a lane frame of {size} bytes: not a lane peer")
     return kind, ask_id, (await reader.readexactly(size) if size else b"")
 
