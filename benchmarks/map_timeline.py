@@ -165,7 +165,7 @@ def _stamp_reducer() -> None:
             REDUCER["installed"] = handle.__ray_call__.remote(_install_reducer_stamps)
         return handle
 
-    async def stamped_final(self: Any, key: str, handle: Any, request: Any) -> Any:
+    async def stamped_final(self: Any, key: str, handle: Any, request: Any, *rest: Any) -> Any:
         REDUCER["stream"] = time.time()
         items = REDUCER["items"] = []
         original = self.emit
@@ -176,7 +176,7 @@ def _stamp_reducer() -> None:
 
         self.emit = emit
         try:
-            return await final(self, key, handle, request)
+            return await final(self, key, handle, request, *rest)
         finally:
             self.emit = original
             REDUCER["reply"] = time.time()
