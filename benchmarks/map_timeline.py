@@ -14,7 +14,10 @@ Ideal = waves x latency; each slot of the ``--in-flight`` window runs ``waves`` 
 after the other, so the wall is about the slowest slot's sum of (``reply - ask``) plus the
 gaps before its next ``ask``. The report splits the mean of those into steps (milliseconds
 per call, median and p90) and adds the start (map phase to first ask) and the end (last
-reply to the answer). ``--timeline FILE`` writes every chunk's stamps as JSON lines.
+reply to the answer). ``reducer_ms`` splits the end: the reducer's final call stamped in the
+driver (the stream's call, its first and last streamed item, its reply) and in the reducer
+(the call reaching it, its HTTP call's start, first and last text delta and end), each in ms
+after the last mapper reply. ``--timeline FILE`` writes every chunk's stamps as JSON lines.
 
 Prints ONE JSON line: ``{"bench": "map_timeline", "wall_s", "ideal_s", "steps_ms": {...}}``.
 
@@ -45,11 +48,13 @@ import cluster
 from actors import agent_batch
 from actors.limits import TierLimits
 from emulator import EmulatorProcess, Limits
-from topologies import create_session, mapper_pool
+from topologies import create_session, mapper_pool, run_context
 from topologies.mapreduce import MapReduceTask
 
 STAMPS: dict[str, dict[str, float]] = {}
 """call_id -> stamp name -> time.time(), the driver's stamps."""
+REDUCER: dict[str, Any] = {}
+"""The reducer's final call: the driver's stamps and, after the session, the reducer's."""
 
 
 def _install_host_stamps(agent: Any) -> None:
@@ -87,6 +92,28 @@ def _host_stamps(agent: Any) -> dict[str, dict[str, float]]:
     return getattr(agent, "_timeline", {})
 
 
+def _install_reducer_stamps(agent: Any) -> None:
+    """Runs inside the reducer (``__ray_call__``): stamp its streamed call's steps."""
+    from actors import api_call
+
+    agent._timeline = stamps = {}
+    params, stream = agent._params, api_call.stream
+
+    def stamped_params(*args: Any, **kwargs: Any) -> Any:
+        stamps.setdefault("host_in", time.time())
+        return params(*args, **kwargs)
+
+    async def stamped_stream(client: Any, call_params: Any, attempt: Any) -> Any:
+        stamps["post_in"] = time.time()
+        async for delta in stream(client, call_params, attempt):
+            stamps.setdefault("first_delta", time.time())
+            stamps["last_delta"] = time.time()
+            yield delta
+        stamps["post_out"] = time.time()
+
+    agent._params, api_call.stream = stamped_params, stamped_stream
+
+
 def _stamp_driver() -> None:
     """Wrap the pool's ask, the batcher's send and the pool's start and retire."""
     pool_ask, stream, single = (mapper_pool.MapperPool.ask, agent_batch.AskBatcher._stream,
@@ -117,12 +144,52 @@ def _stamp_driver() -> None:
             host_stamps.update(part)
         await retire(self)
 
+    _stamp_reducer()
     agent_batch.AskBatcher._stream = stamped_stream  # type: ignore[method-assign]
     del single  # a lone ask goes through _stream too (it calls _single)
     mapper_pool.MapperPool.ask = ask  # type: ignore[method-assign]
     mapper_pool.MapperPool.nodes = stamped_nodes  # type: ignore[method-assign]
     mapper_pool.MapperPool.retire = stamped_retire  # type: ignore[method-assign]
     STAMPS["_hosts"] = host_stamps  # type: ignore[assignment]
+
+
+def _stamp_reducer() -> None:
+    """Wrap the crew's spawn of the reducer (stamps installed in it), the run's final
+    stream (the driver's stamps) and the crew's stop (the reducer's stamps collected)."""
+    agent, final, stop = (run_context.Crew.agent, run_context.RunContext._stream,
+                          run_context.Crew.stop)
+
+    async def stamped_agent(self: Any, key: str) -> Any:
+        handle = await agent(self, key)
+        if key == "reducer" and "installed" not in REDUCER:
+            REDUCER["installed"] = handle.__ray_call__.remote(_install_reducer_stamps)
+        return handle
+
+    async def stamped_final(self: Any, key: str, handle: Any, request: Any, *rest: Any) -> Any:
+        REDUCER["stream"] = time.time()
+        items = REDUCER["items"] = []
+        original = self.emit
+
+        async def emit(event: Any) -> None:
+            items.append(time.time())
+            await original(event)
+
+        self.emit = emit
+        try:
+            return await final(self, key, handle, request, *rest)
+        finally:
+            self.emit = original
+            REDUCER["reply"] = time.time()
+
+    async def stamped_stop(self: Any) -> None:
+        handle = self.handles.get("reducer")
+        if handle is not None and "installed" in REDUCER:
+            REDUCER["host"] = await handle.__ray_call__.remote(_host_stamps)
+        await stop(self)
+
+    run_context.Crew.agent = stamped_agent  # type: ignore[method-assign]
+    run_context.RunContext._stream = stamped_final  # type: ignore[method-assign]
+    run_context.Crew.stop = stamped_stop  # type: ignore[method-assign]
 
 
 async def _run(runtime: cluster.Runtime, args: argparse.Namespace) -> dict[str, float]:
@@ -184,7 +251,21 @@ def _report(marks: dict[str, float], args: argparse.Namespace) -> dict[str, Any]
             "end_ms": round((marks["done"] - replies[-1]) * 1000, 1),
             "end_marks_ms": {k: round((t - replies[-1]) * 1000, 1) for k, t in marks.items()
                              if k != "map"},
+            "reducer_ms": _reducer(replies[-1]),
             "steps_ms": report, "calls": calls if args.timeline else None}
+
+
+def _reducer(last_reply: float) -> dict[str, float]:
+    """The final call's steps, in ms from the last mapper reply: the driver's stream call,
+    the reducer's start of it, its HTTP call (start, first and last text delta, end), the
+    driver's first and last streamed item and its reply."""
+    host = REDUCER.get("host") or {}
+    items = REDUCER.get("items") or [math.nan]
+    marks = {"stream": REDUCER.get("stream", math.nan), **host,
+             "first_item": items[0], "last_item": items[-1],
+             "reply": REDUCER.get("reply", math.nan), "items": len(items)}
+    return {k: (v if k == "items" else round((v - last_reply) * 1000, 1))
+            for k, v in marks.items()}
 
 
 def _first_wave(calls: list[dict[str, Any]], in_flight: int) -> dict[str, float]:

@@ -74,7 +74,7 @@ def chunk_key(*, model: str, system: str, prompt: str, max_tokens: int) -> str:
 
 
 class ChunkStore:
-    """Mapped outputs by key, in one SQLite file; used from one driver thread.
+    """Mapped outputs by key, in one SQLite file; used from one thread at a time.
 
     Args:
         path: The database file (its folder is created).
@@ -83,7 +83,9 @@ class ChunkStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # Used by one thread at a time: the driver's loop, then a worker thread may close it
+        # (the close checkpoints the WAL: disk work kept off the loop).
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError:

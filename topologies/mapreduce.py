@@ -23,7 +23,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,8 @@ from topologies.reduce_tree import Note, TreeReducer, render_notes
 from topologies.run_context import RunContext
 
 __all__ = ["MapReduce", "MapReduceConfig", "MapReduceResult", "MapReduceTask"]
+
+log = logging.getLogger("raytroupe")
 
 MAX_HOSTS = 16
 _PROMPT_OVERHEAD_TOKENS = 1_000
@@ -207,6 +210,9 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                            self.config.reduce_budget_tokens - _PROMPT_OVERHEAD_TOKENS,
                            max_in_flight=self.config.max_parallel_combiners)
         retiring: asyncio.Task[None] | None = None
+        closing: asyncio.Task[None] | None = None
+        stop = asyncio.Event()  # the mapper hosts may be stopped
+        warming: list[asyncio.Task[None]] = []
         try:
             # The reducer's start-up (a process importing the SDK: about a CPU second) runs
             # beside the hosts' own, not through the map phase's first waves on 2 cores; and
@@ -215,29 +221,48 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
             # phase's wall time").
             nodes, *_ = await asyncio.gather(pool.nodes(), pool.warm(), reducer.warm.remote())
             try:
-                stats = await self._map(task, run, pool, store, tree)
+                stats = await self._map(task, run, pool, store, tree,
+                                        all_sent=lambda: warming.append(
+                                            asyncio.create_task(_warm_again(reducer))))
             except BaseException:
                 await _release(pool)
                 raise
-            # The hosts' work is done: flush their records, give back their limiter stock
-            # (a host lost with its node is skipped, not fatal) and stop them, while the
-            # reduce runs (waited for before the answer is returned).
-            retiring = asyncio.create_task(_release(pool))
+            # The hosts' work is done: flush their records and give back their limiter stock
+            # (a host lost with its node is skipped, not fatal) at once, while the reduce
+            # runs; stop them once the answer streams: two processes' exit (~15-25 ms of CPU
+            # on 2 cores) would slow the reducer's request. Waited for before the answer is
+            # returned.
+            retiring = asyncio.create_task(_release(pool, stop))
+            if store is not None:  # nothing more to store: its close (a WAL checkpoint, 5-10
+                # ms of disk after 2,000 chunks) runs in a thread, off the answer's path
+                closing = asyncio.create_task(asyncio.to_thread(store.close))
             phase[0] = "reduce"
             await run.phase("reduce", "combining the notes", total=None)
             notes = await tree.finish()
-            await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
             # The reducer lived through the map phase: if its node went meanwhile, its final
-            # call waits for its restart instead of failing on the dead process.
-            await agent_handle.alive(reducer, "reducer")
-            answer = await run.ask("reducer", _reduce_prompt(task.question, notes),
-                                   topic="answer", final=True,
-                                   max_tokens=self.config.reducer_max_tokens)
+            # call waits for its restart instead of failing on the dead process. Asked while
+            # the prompt is built.
+            ready = asyncio.create_task(agent_handle.alive(reducer, "reducer"))
+            try:
+                await run.phase("answer", f"the reducer reads {len(notes)} notes", total=1)
+                prompt = _reduce_prompt(task.question, notes)
+            except BaseException:
+                ready.cancel()
+                raise
+            await ready
+            answer = await run.ask("reducer", prompt, topic="answer", final=True,
+                                   max_tokens=self.config.reducer_max_tokens,
+                                   on_first_text=stop.set)
         finally:
+            for warm in warming:  # done long since, but after a failure it may not be
+                warm.cancel()
+            stop.set()
             if retiring is not None:
                 await retiring
             await tree.aclose()
-            if store is not None:
+            if closing is not None:
+                await closing
+            elif store is not None:
                 store.close()
         return run.result(
             MapReduceResult, output=answer.text, question=task.question,
@@ -272,7 +297,8 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
         return ChunkStore((self.config.store_dir or data_dir / "mapreduce") / "chunks.sqlite3")
 
     async def _map(self, plan: MapPlan, run: RunContext, pool: MapperPool,
-                   store: ChunkStore | None, tree: TreeReducer) -> MapStats:
+                   store: ChunkStore | None, tree: TreeReducer,
+                   all_sent: Callable[[], None] | None = None) -> MapStats:
         tier, model = self.model_for("mapper")
         await run.phase("map", f"{plan.chunk_count} chunks of {len(plan.corpus.documents)} "
                         "documents", total=plan.chunk_count)
@@ -280,7 +306,7 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                          system=self.prompt("mapper", question=plan.question), model=model,
                          tier=tier, max_tokens=self.max_tokens_for("mapper",
                                                                    self.config.mapper_max_tokens),
-                         max_in_flight=self.config.max_parallel_mappers)
+                         max_in_flight=self.config.max_parallel_mappers, all_sent=all_sent)
         if self.config.batch:
             return await BatchedMap(phase, self.config.batch_size).run_all(plan)
         return await phase.run_all(plan)
@@ -318,9 +344,29 @@ class MapReduce(Architecture[MapReduceConfig, MapReduceResult]):
                           f"{type(task).__name__}")
 
 
-async def _release(pool: MapperPool) -> None:
-    """The hosts' records flushed and limiter stock given back, then the hosts stopped."""
+async def _warm_again(reducer: Any) -> None:
+    """The reducer's per-run state made fresh again as the map phase ends (``Agent.warm``).
+
+    Its budget answer, asked at the start, is older than ``budget_check.RECHECK_S`` after a
+    long map phase, so its final call would first wait for a Ledger round trip, and at the
+    moment the mapper hosts' last records reach the Ledger (5-10 ms on 2 cores,
+    ``docs/performance.md``, "The reducer's final call"). Asked when the last chunk's call starts,
+    a wave before the end, the answer is fresh when the call comes. Best effort, as at the
+    start: a warm that fails leaves that to the call.
+    """
+    try:
+        await reducer.warm.remote()
+    except Exception as exc:
+        log.debug("the reducer could not warm up again (%s); its call does it",
+                  type(exc).__name__)
+
+
+async def _release(pool: MapperPool, stop: asyncio.Event | None = None) -> None:
+    """The hosts' records flushed and limiter stock given back, then the hosts stopped (once
+    ``stop`` is set, if given)."""
     await pool.retire()
+    if stop is not None:
+        await stop.wait()
     pool.stop()
 
 

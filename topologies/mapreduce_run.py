@@ -25,7 +25,7 @@ Example (a chunk frames its text as data for the mapper):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -137,6 +137,9 @@ class MapPhase:
     tier: Tier
     max_tokens: int
     max_in_flight: int
+    all_sent: Callable[[], None] | None = None
+    """Called once every chunk's call has started (about a wave before the phase ends),
+    unless a failure stopped the phase first."""
     stats: MapStats = field(default_factory=MapStats)
 
     async def run_all(self, plan: MapPlan) -> MapStats:
@@ -160,6 +163,9 @@ class MapPhase:
                 task = asyncio.create_task(self._map_one(chunk, prompt, key, slots))
                 tasks.add(task)
                 task.add_done_callback(lambda t: _collect(t, tasks, failures))
+            else:
+                if self.all_sent is not None:
+                    self.all_sent()
             # After a failure no new chunk starts, but the calls in flight finish and are
             # stored: a budget stop's calls already hold a reservation within the cap, and a
             # call cancelled after it was sent is billed all the same (issue 12, D14b).

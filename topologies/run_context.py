@@ -183,13 +183,16 @@ class RunContext:
 
     async def ask(self, key: str, prompt: str, *, topic: str = "", final: bool = False,
                   max_tokens: int | None = None, variables: Mapping[str, Any] | None = None,
-                  history: Sequence[Any] = ()) -> Finding:
+                  history: Sequence[Any] = (),
+                  on_first_text: Callable[[], None] | None = None) -> Finding:
         """Ask agent ``key`` (its role's system prompt filled from the run's variables).
 
         ``final=True`` marks the run's answer: streamed as ``text`` events under
         ``session.run()``. An architecture that only knows afterwards which reply is the
         answer (a draft the critic accepts) asks with ``final=False`` and calls
-        :meth:`answer` with the one it keeps. Raises our error (``BudgetExceeded``,
+        :meth:`answer` with the one it keeps. ``on_first_text`` is called when a streamed
+        answer's first text arrives (the model is generating: work the request should not
+        compete with may start). Raises our error (``BudgetExceeded``,
         ``CallFailed``...) unwrapped from Ray's, after firing the plugins' ``on_error``.
         """
         arch = self.architecture
@@ -204,7 +207,7 @@ class RunContext:
         try:
             async with self.throttled(request):
                 if final and self.stream_final:
-                    reply = await self._stream(key, handle, request)
+                    reply = await self._stream(key, handle, request, on_first_text)
                 else:
                     reply = await agent_handle.ask(handle, request, key)
         except Exception as exc:
@@ -238,12 +241,16 @@ class RunContext:
         return self.throttle.hold(text_tokens(request.system or "") + text_tokens(request.prompt)
                                   + turns)
 
-    async def _stream(self, key: str, handle: Any, request: AskRequest) -> Reply:
+    async def _stream(self, key: str, handle: Any, request: AskRequest,
+                      on_first_text: Callable[[], None] | None = None) -> Reply:
         reply: Reply | None = None
         # agent_handle.stream cancels the generator if we stop early (a dropped one keeps the
         # model, and its bill, running) and turns the agent's death into our own error.
         async for item in agent_handle.stream(handle, request, key):
             if isinstance(item, TextDelta):
+                if on_first_text is not None:
+                    on_first_text()
+                    on_first_text = None
                 await self.emit(TextChunk(agent=key, text=item.text))
             elif isinstance(item, Reply):
                 reply = item

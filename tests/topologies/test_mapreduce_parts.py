@@ -6,12 +6,18 @@ import asyncio
 import itertools
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from actors.messages import AskRequest, Reply, Usage
+from tests.polling import wait_for_async
 from topologies.chunk_store import ChunkStore, chunk_key
 from topologies.chunking import chunk_spans, text_tokens
+from topologies.corpus import load_corpus
+from topologies.mapreduce_run import MapPhase, MapPlan
 from topologies.reduce_tree import Note, TreeReducer
 
 PROSE = " ".join(f"Sentence {i} tells of the river and the bridge." for i in range(400))
@@ -78,6 +84,20 @@ def test_stored_results_survive_reopening_the_store(tmp_path: Path) -> None:
     store.close()
     again = ChunkStore(path)
     assert (again.get("k1"), again.get("k2"), again.count()) == ("replaced", None, 1)
+    again.close()
+
+
+def test_a_store_closed_from_a_worker_thread_keeps_every_result(tmp_path: Path) -> None:
+    """A run closes its store in a thread (the close checkpoints the WAL: disk work kept off
+    the driver's loop); what the loop stored is all there, and the WAL is folded in."""
+    path = tmp_path / "chunks.sqlite3"
+    store = ChunkStore(path)
+    for i in range(200):
+        store.put(f"k{i}", f"note {i}")
+    asyncio.run(asyncio.to_thread(store.close))
+    assert not path.with_name(path.name + "-wal").exists()
+    again = ChunkStore(path)
+    assert (again.count(), again.get("k199")) == (200, "note 199")
     again.close()
 
 
@@ -168,3 +188,65 @@ def test_runs_started_together_on_one_data_dir_all_open_its_chunk_store(tmp_path
             opener.join(timeout=60)
         assert [outcomes.get(timeout=10) for _ in openers] == ["ok"] * 4
         assert ChunkStore(Path(path)).get("k") == "v"
+
+
+class _Pool:
+    """Stands in for the mapper hosts (no Ray needed for the loop's order): answers each ask
+    after ``gate`` opens, and logs when each was asked."""
+
+    def __init__(self, log: list[str], fail: str | None = None) -> None:
+        self.log, self.fail = log, fail
+        self.gate = asyncio.Event()
+
+    async def ask(self, request: AskRequest) -> Reply:
+        source = request.prompt.splitlines()[0]
+        self.log.append(source)
+        await self.gate.wait()
+        if source == self.fail:
+            raise RuntimeError("mapper failed")
+        return Reply(text="a note", agent="r/mapreduce/mapper-1", tier="haiku", model="m")
+
+
+def _phase(pool: _Pool, log: list[str], in_flight: int) -> MapPhase:
+    async def nothing(*_: object) -> None:
+        return None
+
+    run = SimpleNamespace(run_id="r", emit=nothing, usage=Usage(), cost_usd=Decimal(0),
+                          crew=SimpleNamespace(plugins=SimpleNamespace(fire=nothing)))
+    tree = TreeReducer(lambda notes, level: nothing(), budget_tokens=100_000)
+    return MapPhase(run=run, pool=pool, store=None, tree=tree, system="s",  # type: ignore[arg-type]
+                    model="m", tier="haiku", max_tokens=16, max_in_flight=in_flight,
+                    all_sent=lambda: log.append("all sent"))
+
+
+def _plan(chunks: int) -> MapPlan:
+    text = "\n\n".join(f"Record {i} reads the gauge by the old mill bridge." for i in range(chunks))
+    return MapPlan.build("Which gauge?", load_corpus(text), chunk_tokens=20, overlap_tokens=0)
+
+
+def test_the_map_phase_says_once_when_every_chunk_is_sent_before_its_replies_are_in() -> None:
+    """Map-reduce warms its reducer again there, a wave before the map phase ends."""
+    log: list[str] = []
+    pool = _Pool(log)
+
+    async def run() -> None:
+        async def said() -> bool:
+            return "all sent" in log and len(log) == 7
+
+        mapping = asyncio.create_task(_phase(pool, log, in_flight=10).run_all(_plan(6)))
+        await wait_for_async(said, "the six asks and the word")
+        assert not mapping.done()  # said while the calls were still in flight
+        pool.gate.set()
+        assert (await mapping).mapped == 6
+
+    asyncio.run(run())
+    assert log.count("all sent") == 1
+
+
+def test_a_map_phase_stopped_by_a_failure_never_says_every_chunk_is_sent() -> None:
+    log: list[str] = []
+    pool = _Pool(log, fail="Source: <text> part 1/6")
+    pool.gate.set()
+    with pytest.raises(RuntimeError, match="mapper failed"):
+        asyncio.run(_phase(pool, log, in_flight=1).run_all(_plan(6)))
+    assert "all sent" not in log

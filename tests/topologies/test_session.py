@@ -16,7 +16,9 @@ from topologies.errors import (
     RoleCardinalityError,
     UnknownArchitecture,
 )
+from topologies.messages import ArchitectureResult
 from topologies.research import ResearchConfig
+from topologies.run_context import RunContext
 
 pytestmark = pytest.mark.asyncio
 
@@ -118,3 +120,32 @@ async def test_session_model_applies_to_roles_the_config_leaves_open(rig: Topolo
             result = await session.query("Tabs beat spaces.")
     assert [a.tier for a in script.asked] == ["opus", "opus", "haiku"]
     assert result.winner == "draw"
+
+
+async def test_on_first_text_is_called_once_as_a_streamed_answer_starts(
+        rig: TopologyRig, tmp_path: Path) -> None:
+    """``run.ask(..., on_first_text=...)``: called once, before the answer's first text event
+    (map-reduce stops its mapper hosts there, once the reducer's request is out); a run that
+    does not stream its answer (``query``) never calls it."""
+    (tmp_path / "speaker.md").write_text("You answer briefly.\n")
+    seen: list[str] = []
+
+    class Teller(Architecture):  # type: ignore[type-arg]
+        roles = (RoleSpec(name="speaker", default_tier="haiku", final=True),)
+
+        async def execute(self, task: str, run: RunContext) -> ArchitectureResult:
+            finding = await run.ask("speaker", task, final=True,
+                                    on_first_text=lambda: seen.append("first"))
+            return run.result(ArchitectureResult, output=finding.text)
+
+    with rig.script(lambda asked: "one two three four five"):
+        async with create_session(Teller, config={"prompts_dir": tmp_path},
+                                  runtime=rig.runtime) as session:
+            async for event in session.run("Say five words."):
+                if event.kind == "text":
+                    seen.append(event.text)
+            assert seen[0] == "first" and seen.count("first") == 1
+            assert "".join(seen[1:]) == "one two three four five"
+            seen.clear()
+            result = await session.query("Say five words.")
+    assert result.output == "one two three four five" and seen == []
