@@ -99,6 +99,11 @@ async def _run(runtime: cluster.Runtime, responder: Mapper,
             "mapper_requests": responder.mapper_requests}
 
 
+@ray.remote(num_cpus=0)
+def _node_of() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 def main() -> None:
     c = Cluster(initialize_head=True, head_node_args=HEAD)
     try:
@@ -108,6 +113,12 @@ def main() -> None:
             workers[node.node_id] = node
         c.wait_for_nodes()
         ray.init(address=c.address, log_to_driver=False)
+        # wait_for_nodes asks the GCS; the raylet that places the driver's actors learns of the
+        # workers later (on a loaded box, after the hosts were placed: a soft affinity to a
+        # node it does not know yet lands on one it does). A task needing each worker's own
+        # resource runs only once that worker is in the raylet's view.
+        ray.get([_node_of.options(resources={f"worker{i}": 0.001}).remote()
+                 for i in range(3)], timeout=60)
         started = time.monotonic()
         with run_emulator(latency_s=0) as emu:
             responder = Mapper()
