@@ -233,8 +233,12 @@ class LimiterLease:
         if reason is not None:
             raise ConfigError(reason)
         if after_overloaded and local.overloads_heard < local.overloads_noted:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
             async with asyncio.timeout(timeout_s):
                 await self._hear_overloads(local)
+            if timeout_s is not None:  # one budget for both waits, not one each
+                timeout_s = max(0.0, timeout_s - (loop.time() - start))
         now = self._clock.now()
         local.note_call(input_tokens, output_tokens, now)
         if not local.waiters and now < self._valid_until and \

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors.limiter_breaker import FIRST_PAUSE_S, OPEN_AFTER
+from actors.limiter_buckets import LoopClock
 from actors.limiter_lease import LimiterLease
 from actors.limiter_stock import KeyStock
 from actors.limits import GrantRequest, KeyReport, Need, SettleBatch, TierLimits
@@ -207,3 +208,28 @@ async def test_a_retry_after_a_529_waits_for_the_limiter_to_count_it_not_for_sto
     # The 20 calls, then one probe per pause (1 s, then 2 s: the second lands after the end).
     # A retry served from stock before the lease heard of the breaker: 20 + 16 more.
     assert len(in_outage) <= 20 + 2, in_outage
+
+
+@pytest.mark.asyncio
+async def test_a_retry_waiting_to_be_heard_keeps_to_its_time_budget() -> None:
+    # ``timeout_s`` is the retry's whole budget (the call's ``max_wait_s``): the wait for the
+    # limiter to hear of the 529 spends it too. It restarted the budget for the wait in the
+    # queue: a call whose budget is shorter than the pause failed only after both waits.
+    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                 max_concurrency=40))
+    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s=0.15))  # type: ignore[arg-type]
+    await lease.open()
+    async with contextlib.AsyncExitStack() as calls:
+        wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
+                                                              output_tokens=0))
+                for _ in range(OPEN_AFTER)]
+        for permit in wave:
+            permit.overloaded()  # opens the breaker: a 1 s pause once the lease hears of it
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0, timeout_s=0.4,
+                                 after_overloaded=True):
+            pass
+    assert loop.time() - start < 0.5  # not 0.15 or more to hear of the 529, then 0.4 more
+    await lease.close()
