@@ -233,3 +233,32 @@ async def test_a_retry_waiting_to_be_heard_keeps_to_its_time_budget() -> None:
             pass
     assert loop.time() - start < 0.5  # not 0.15 or more to hear of the 529, then 0.4 more
     await lease.close()
+
+
+@pytest.mark.asyncio
+async def test_a_retry_goes_once_its_529_is_heard_not_after_the_reports_queued_behind() -> None:
+    # The lease sends report after report while something urgent keeps coming up (a 429 on
+    # another tier here; a contended key's give-backs on a busy process). A retry waiting to
+    # be heard was let go only once that run of reports ended: a round trip per report more.
+    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                 max_concurrency=40))
+    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s=0.2))  # type: ignore[arg-type]
+    await lease.open()
+    other = KEY.model_copy(update={"tier": "haiku"})
+    async with lease.reserve(other, input_tokens=10, output_tokens=0) as limited:
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as failed:
+            failed.overloaded()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        retry = asyncio.ensure_future(_enter(lease.reserve(
+            KEY, input_tokens=10, output_tokens=0, after_overloaded=True)))
+        await asyncio.sleep(0.05)  # the report of the 529 is on its way
+        limited.rate_limited(retry_after_s=5.0)  # urgent: a report right after it
+        await retry
+    assert loop.time() - start < 0.35  # one round trip (0.2 s), not two
+    await lease.close()
+
+
+async def _enter(reserve: Any) -> None:
+    async with reserve:
+        pass
