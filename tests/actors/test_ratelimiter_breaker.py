@@ -210,15 +210,21 @@ async def test_a_retry_after_a_529_waits_for_the_limiter_to_count_it_not_for_sto
     assert len(in_outage) <= 20 + 2, in_outage
 
 
+async def _slow_lease(delay_s: float) -> LimiterLease:
+    """A registered lease on the real clock whose settle replies take ``delay_s``."""
+    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                 max_concurrency=40))
+    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s))  # type: ignore[arg-type]
+    await lease.open()
+    return lease
+
+
 @pytest.mark.asyncio
 async def test_a_retry_waiting_to_be_heard_keeps_to_its_time_budget() -> None:
     # ``timeout_s`` is the retry's whole budget (the call's ``max_wait_s``): the wait for the
     # limiter to hear of the 529 spends it too. It restarted the budget for the wait in the
     # queue: a call whose budget is shorter than the pause failed only after both waits.
-    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
-                                 max_concurrency=40))
-    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s=0.15))  # type: ignore[arg-type]
-    await lease.open()
+    lease = await _slow_lease(delay_s=0.15)
     async with contextlib.AsyncExitStack() as calls:
         wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
                                                               output_tokens=0))
@@ -240,10 +246,7 @@ async def test_a_retry_goes_once_its_529_is_heard_not_after_the_reports_queued_b
     # The lease sends report after report while something urgent keeps coming up (a 429 on
     # another tier here; a contended key's give-backs on a busy process). A retry waiting to
     # be heard was let go only once that run of reports ended: a round trip per report more.
-    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
-                                 max_concurrency=40))
-    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s=0.2))  # type: ignore[arg-type]
-    await lease.open()
+    lease = await _slow_lease(delay_s=0.2)
     other = KEY.model_copy(update={"tier": "haiku"})
     async with lease.reserve(other, input_tokens=10, output_tokens=0) as limited:
         async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as failed:
