@@ -16,7 +16,7 @@ import pytest
 
 from actors.limiter_breaker import FIRST_PAUSE_S, OPEN_AFTER
 from actors.limiter_buckets import LoopClock
-from actors.limiter_lease import LimiterLease
+from actors.limiter_lease import RELAXED_FLUSH_S, LimiterLease
 from actors.limiter_stock import KeyStock
 from actors.limits import GrantRequest, KeyReport, Need, SettleBatch, TierLimits
 from actors.ratelimiter import RateLimiter
@@ -111,12 +111,9 @@ async def test_the_first_wave_opens_the_breaker_though_an_earlier_answer_shares_
                                      max_concurrency=40))
     lease = LimiterLease(InProcessHandle(limiter), clock=clock)
     async with contextlib.AsyncExitStack() as calls:
-        before = await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                               output_tokens=0))
+        before = await _hold(calls, lease)
         clock.advance(0.01)
-        wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                              output_tokens=0))
-                for _ in range(OPEN_AFTER)]
+        wave = [await _hold(calls, lease) for _ in range(OPEN_AFTER)]
         for permit in wave:
             permit.overloaded()
         before.settle(input_tokens=10, output_tokens=0)  # sent first, answered last
@@ -226,9 +223,7 @@ async def test_a_retry_waiting_to_be_heard_keeps_to_its_time_budget() -> None:
     # queue: a call whose budget is shorter than the pause failed only after both waits.
     lease = await _slow_lease(delay_s=0.15)
     async with contextlib.AsyncExitStack() as calls:
-        wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                              output_tokens=0))
-                for _ in range(OPEN_AFTER)]
+        wave = [await _hold(calls, lease) for _ in range(OPEN_AFTER)]
         for permit in wave:
             permit.overloaded()  # opens the breaker: a 1 s pause once the lease hears of it
     loop = asyncio.get_running_loop()
@@ -265,3 +260,34 @@ async def test_a_retry_goes_once_its_529_is_heard_not_after_the_reports_queued_b
 async def _enter(reserve: Any) -> None:
     async with reserve:
         pass
+
+
+@pytest.mark.asyncio
+async def test_a_late_answer_from_another_process_does_not_hide_the_first_wave() -> None:
+    # D16 runs its agents in two processes: the reply of a call one of them sent just before
+    # the outage lands after the other's first 529s, in a report of its own.
+    limiter, clock = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                     max_concurrency=40))
+    old, new = (LimiterLease(InProcessHandle(limiter), clock=clock) for _ in range(2))
+    async with contextlib.AsyncExitStack() as calls:
+        before = await _hold(calls, old)
+        clock.advance(0.01)
+        wave = [await _hold(calls, new) for _ in range(OPEN_AFTER)]
+        for permit in wave[:2]:
+            permit.overloaded()
+        clock.advance(0.05)  # the first two 529s are reported
+        await spin()
+        before.settle(input_tokens=10, output_tokens=0)  # sent before them, answered after
+        clock.advance(RELAXED_FLUSH_S)  # and reported
+        await spin()
+        for permit in wave[2:]:
+            permit.overloaded()
+    clock.advance(0.05)
+    await spin()
+    assert (await limiter.status()).buckets[0].paused_for_s > 0
+
+
+async def _hold(calls: contextlib.AsyncExitStack, lease: LimiterLease) -> Any:
+    """A permit held until ``calls`` closes: a call in flight."""
+    return await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
+                                                         output_tokens=0))
