@@ -29,27 +29,36 @@ class Breaker:
     def __init__(self) -> None:
         self.streak = 0
         """Overloaded answers since the last answered call."""
+        self.since: float | None = None
+        """When the earliest-sent of those was sent (the limiter's clock), None: unknown."""
         self.pause_s = 0.0
         """The last pause; 0 once the ramp is over (the next opening starts small again)."""
         self.ramp: int | None = None
         """Concurrency allowed while ramping up after a probe got through, else None."""
 
-    def overloaded(self, count: int, retry_after_s: float | None, probe_failed: bool
-                   ) -> float | None:
-        """Note ``count`` overloaded answers; return the pause to start if the breaker opens."""
+    def overloaded(self, count: int, retry_after_s: float | None, probe_failed: bool,
+                   sent_at: float | None = None) -> float | None:
+        """Note ``count`` overloaded answers, the earliest sent at ``sent_at``; return the
+        pause to start if the breaker opens."""
+        if sent_at is not None:
+            self.since = sent_at if self.since is None or not self.streak else \
+                min(self.since, sent_at)
         self.streak += count
         if not probe_failed and self.streak < OPEN_AFTER:
             return None
-        self.streak, self.ramp = 0, None
+        self.streak, self.ramp, self.since = 0, None, None
         self.pause_s = FIRST_PAUSE_S if not self.pause_s else min(MAX_PAUSE_S, self.pause_s * 2)
         return max(self.pause_s, retry_after_s or 0.0)
 
     def answered(self, count: int, probe_passed: bool, limit: int,
-                 ends_streak: bool = True) -> None:
-        """Note ``count`` answered calls: the probe's starts the ramp, later ones grow it;
-        they end the streak unless all were sent before the overloaded calls it counts."""
-        if ends_streak:
-            self.streak = 0
+                 ends_streak: bool = True, sent_at: float | None = None) -> None:
+        """Note ``count`` answered calls, the latest sent at ``sent_at``: the probe's starts
+        the ramp, later ones grow it; they end the streak unless all were sent before the
+        overloaded calls it counts (told by their lease, or by the send times: another
+        process's reply to a call sent before an outage lands after its first 529s)."""
+        if ends_streak and not (sent_at is not None and self.since is not None
+                                and sent_at < self.since):
+            self.streak, self.since = 0, None
         if probe_passed and self.pause_s:
             self.ramp = RAMP_START
         elif self.ramp is not None:

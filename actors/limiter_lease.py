@@ -233,8 +233,12 @@ class LimiterLease:
         if reason is not None:
             raise ConfigError(reason)
         if after_overloaded and local.overloads_heard < local.overloads_noted:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
             async with asyncio.timeout(timeout_s):
                 await self._hear_overloads(local)
+            if timeout_s is not None:  # one budget for both waits, not one each
+                timeout_s = max(0.0, timeout_s - (loop.time() - start))
         now = self._clock.now()
         local.note_call(input_tokens, output_tokens, now)
         if not local.waiters and now < self._valid_until and \
@@ -545,6 +549,7 @@ class LimiterLease:
                     for local, count in noted:
                         local.overloads_heard = max(local.overloads_heard, count)
                     answered = True
+                    self._answer_replies(True)  # not after the reports queued behind this
                     self._renewed(sent)
                     self._topped_up(reply)
                     for local in self._keys.values():
@@ -556,10 +561,15 @@ class LimiterLease:
                         break
             finally:
                 self._flushing = False
-                replies, self._replies = self._replies, []
-                for future in replies:
-                    if not future.done():
-                        future.set_result(answered)
+                self._answer_replies(answered)
+
+    def _answer_replies(self, answered: bool) -> None:
+        """Wake the retries waiting in ``_hear_overloads``: each checks whether it was heard
+        and, if not, waits for the next answer."""
+        replies, self._replies = self._replies, []
+        for future in replies:
+            if not future.done():
+                future.set_result(answered)
 
     def _build_batch(self, closing: bool) -> SettleBatch:
         now = self._clock.now()

@@ -92,6 +92,8 @@ class KeyStock:
         """When the overloaded calls sent after that one took their permits (persists)."""
         self.streak_reported = 0
         self.streak_broken = False
+        self.report_answer_sent = -math.inf
+        """When the latest-sent call answered since the last report took its permit."""
         self.overload_retry_after: float | None = None
         self.overloads_noted = 0
         """Overloaded answers this lease has settled for the key, ever."""
@@ -213,6 +215,7 @@ class KeyStock:
         one; those sent after it start the streak again."""
         self.answered += 1
         self.last_answer_sent = max(self.last_answer_sent, sent)
+        self.report_answer_sent = max(self.report_answer_sent, sent)
         kept = [t for t in self.streak if t > sent] if self.streak else self.streak
         if not kept or len(kept) < len(self.streak):
             self.streak, self.streak_reported, self.streak_broken = kept, 0, True
@@ -286,6 +289,7 @@ class KeyStock:
         if self.retry_after is not None:
             pause, seen = self.retry_after
             retry = max(0.0, pause - (now - seen))
+        trailing = self.streak[self.streak_reported:]
         report = KeyReport(key=self.key, used=Amount.of(self.used),
                            returned=Amount.of(self.returned), charged=Amount.of(self.charged),
                            in_flight=Amount.of([max(0.0, x) for x in self.sent]),
@@ -293,14 +297,22 @@ class KeyStock:
                            answered=self.answered, overloaded=self.overloaded,
                            overloaded_trailing=len(self.streak) - self.streak_reported,
                            answers_break_streak=self.streak_broken,
+                           answered_age_s=_age(now, self.report_answer_sent),
+                           overloaded_age_s=_age(now, min(trailing, default=-math.inf)),
                            overload_retry_after_s=self.overload_retry_after)
         self.used, self.returned, self.charged = [0.0] * 3, [0.0] * 3, [0.0] * 3
         self.released, self.headers, self.retry_after, self.answered = 0, None, None, 0
         self.overloaded, self.overload_retry_after = 0, None
         self.streak_reported, self.streak_broken = len(self.streak), False
+        self.report_answer_sent = -math.inf
         self._reported_sent = tuple(self.sent)
         return report
 
     def __repr__(self) -> str:
         return (f"{self.key.tier}: {self.inflight} in flight, {len(self.waiters)} waiting, "
                 f"stock {self.stock[0]:.0f} req/{self.stock[1]:.0f} in/{self.stock[2]:.0f} out")
+
+
+def _age(now: float, sent: float) -> float | None:
+    """How long ago ``sent`` was, None if never (-inf)."""
+    return None if sent == -math.inf else max(0.0, now - sent)

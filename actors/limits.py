@@ -217,6 +217,12 @@ class KeyReport(_Frozen):
     answers_break_streak: bool = True
     """Whether the report's answers end the streak: False when every one of them was sent
     before all the overloaded calls the lease's streak counts (old news, not a recovery)."""
+    answered_age_s: float | None = Field(default=None, ge=0)
+    """How long before the report the latest-sent of its answered calls was sent: across
+    leases the limiter orders answers and overloaded calls by this (None: unknown)."""
+    overloaded_age_s: float | None = Field(default=None, ge=0)
+    """How long before the report the earliest-sent of its trailing overloaded calls was
+    sent (None: unknown, or none)."""
     overload_retry_after_s: float | None = None
     """The longest ``retry-after`` those overloaded answers asked for, if any."""
 

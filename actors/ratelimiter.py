@@ -456,9 +456,11 @@ class RateLimiter:
             if probe_passed:
                 state.probing = False
             state.breaker.answered(report.answered, probe_passed, state.limits.max_concurrency,
-                                   ends_streak=report.answers_break_streak)
+                                   ends_streak=report.answers_break_streak,
+                                   sent_at=_sent_at(now, report.answered_age_s))
         if streak:
-            pause = state.breaker.overloaded(streak, report.overload_retry_after_s, probe_out)
+            pause = state.breaker.overloaded(streak, report.overload_retry_after_s, probe_out,
+                                             sent_at=_sent_at(now, report.overloaded_age_s))
             if pause is not None:
                 self._pause(state, now + pause, self._metrics.breaker_opens)
 
@@ -643,3 +645,8 @@ class _Metrics:
 @cache
 def _metrics() -> _Metrics:
     return _Metrics()
+
+
+def _sent_at(now: float, age_s: float | None) -> float | None:
+    """A lease's "sent ``age_s`` before this report" on our clock (its own is not ours)."""
+    return None if age_s is None else now - age_s

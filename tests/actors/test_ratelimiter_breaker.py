@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from actors.limiter_breaker import FIRST_PAUSE_S, OPEN_AFTER
-from actors.limiter_lease import LimiterLease
+from actors.limiter_buckets import LoopClock
+from actors.limiter_lease import RELAXED_FLUSH_S, LimiterLease
 from actors.limiter_stock import KeyStock
 from actors.limits import GrantRequest, KeyReport, Need, SettleBatch, TierLimits
 from actors.ratelimiter import RateLimiter
@@ -110,12 +111,9 @@ async def test_the_first_wave_opens_the_breaker_though_an_earlier_answer_shares_
                                      max_concurrency=40))
     lease = LimiterLease(InProcessHandle(limiter), clock=clock)
     async with contextlib.AsyncExitStack() as calls:
-        before = await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                               output_tokens=0))
+        before = await _hold(calls, lease)
         clock.advance(0.01)
-        wave = [await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
-                                                              output_tokens=0))
-                for _ in range(OPEN_AFTER)]
+        wave = [await _hold(calls, lease) for _ in range(OPEN_AFTER)]
         for permit in wave:
             permit.overloaded()
         before.settle(input_tokens=10, output_tokens=0)  # sent first, answered last
@@ -207,3 +205,89 @@ async def test_a_retry_after_a_529_waits_for_the_limiter_to_count_it_not_for_sto
     # The 20 calls, then one probe per pause (1 s, then 2 s: the second lands after the end).
     # A retry served from stock before the lease heard of the breaker: 20 + 16 more.
     assert len(in_outage) <= 20 + 2, in_outage
+
+
+async def _slow_lease(delay_s: float) -> LimiterLease:
+    """A registered lease on the real clock whose settle replies take ``delay_s``."""
+    limiter, _ = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                 max_concurrency=40))
+    lease = LimiterLease(SlowReplies(limiter, LoopClock(), delay_s))  # type: ignore[arg-type]
+    await lease.open()
+    return lease
+
+
+@pytest.mark.asyncio
+async def test_a_retry_waiting_to_be_heard_keeps_to_its_time_budget() -> None:
+    # ``timeout_s`` is the retry's whole budget (the call's ``max_wait_s``): the wait for the
+    # limiter to hear of the 529 spends it too. It restarted the budget for the wait in the
+    # queue: a call whose budget is shorter than the pause failed only after both waits.
+    lease = await _slow_lease(delay_s=0.15)
+    async with contextlib.AsyncExitStack() as calls:
+        wave = [await _hold(calls, lease) for _ in range(OPEN_AFTER)]
+        for permit in wave:
+            permit.overloaded()  # opens the breaker: a 1 s pause once the lease hears of it
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0, timeout_s=0.4,
+                                 after_overloaded=True):
+            pass
+    assert loop.time() - start < 0.5  # not 0.15 or more to hear of the 529, then 0.4 more
+    await lease.close()
+
+
+@pytest.mark.asyncio
+async def test_a_retry_goes_once_its_529_is_heard_not_after_the_reports_queued_behind() -> None:
+    # The lease sends report after report while something urgent keeps coming up (a 429 on
+    # another tier here; a contended key's give-backs on a busy process). A retry waiting to
+    # be heard was let go only once that run of reports ended: a round trip per report more.
+    lease = await _slow_lease(delay_s=0.2)
+    other = KEY.model_copy(update={"tier": "haiku"})
+    async with lease.reserve(other, input_tokens=10, output_tokens=0) as limited:
+        async with lease.reserve(KEY, input_tokens=10, output_tokens=0) as failed:
+            failed.overloaded()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        retry = asyncio.ensure_future(_enter(lease.reserve(
+            KEY, input_tokens=10, output_tokens=0, after_overloaded=True)))
+        await asyncio.sleep(0.05)  # the report of the 529 is on its way
+        limited.rate_limited(retry_after_s=5.0)  # urgent: a report right after it
+        await retry
+    assert loop.time() - start < 0.35  # one round trip (0.2 s), not two
+    await lease.close()
+
+
+async def _enter(reserve: Any) -> None:
+    async with reserve:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_late_answer_from_another_process_does_not_hide_the_first_wave() -> None:
+    # D16 runs its agents in two processes: the reply of a call one of them sent just before
+    # the outage lands after the other's first 529s, in a report of its own.
+    limiter, clock = make(TierLimits(rpm=100_000, itpm=1_000_000, otpm=1_000_000,
+                                     max_concurrency=40))
+    old, new = (LimiterLease(InProcessHandle(limiter), clock=clock) for _ in range(2))
+    async with contextlib.AsyncExitStack() as calls:
+        before = await _hold(calls, old)
+        clock.advance(0.01)
+        wave = [await _hold(calls, new) for _ in range(OPEN_AFTER)]
+        for permit in wave[:2]:
+            permit.overloaded()
+        clock.advance(0.05)  # the first two 529s are reported
+        await spin()
+        before.settle(input_tokens=10, output_tokens=0)  # sent before them, answered after
+        clock.advance(RELAXED_FLUSH_S)  # and reported
+        await spin()
+        for permit in wave[2:]:
+            permit.overloaded()
+    clock.advance(0.05)
+    await spin()
+    assert (await limiter.status()).buckets[0].paused_for_s > 0
+
+
+async def _hold(calls: contextlib.AsyncExitStack, lease: LimiterLease) -> Any:
+    """A permit held until ``calls`` closes: a call in flight."""
+    return await calls.enter_async_context(lease.reserve(KEY, input_tokens=10,
+                                                         output_tokens=0))
