@@ -37,7 +37,6 @@ from ray.exceptions import RayTaskError
 
 from actors import lane_wire
 from actors.errors import RaytroupeError
-from actors.lane_server import Outbox
 from actors.messages import AskRequest, Reply
 
 _log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ class Lane:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  lost: Callable[[], BaseException]) -> None:
         self._writer, self._lost = writer, lost
-        self._out = Outbox(writer)
+        self._out = lane_wire.Outbox(writer)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._ending: set[int] = set()

@@ -173,7 +173,7 @@ class _Connection:
     def __init__(self, server: LaneServer, answer: Answer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self._server, self._answer, self._reader = server, answer, reader
-        self._out = Outbox(writer)
+        self._out = lane_wire.Outbox(writer)
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     async def serve(self) -> None:
@@ -220,31 +220,6 @@ class _Connection:
         self._tasks.pop(ask_id, None)
         if task.cancelled():
             self._out.send(lane_wire.frame(lane_wire.ENDED, ask_id))
-
-
-class Outbox:
-    """Frames written together once per loop turn: a burst of replies (or asks) that finish
-    in one turn costs one ``send`` instead of one each."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-        self._frames: list[bytes] = []
-
-    def send(self, data: bytes) -> None:
-        if self._writer.is_closing():
-            return
-        if not self._frames:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._frames.append(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._writer.close()
-
-    def _flush(self) -> None:
-        if self._frames and not self._writer.is_closing():
-            self._writer.write(b"".join(self._frames))
-        self._frames.clear()
 
 
 def _actor_prefix() -> str:

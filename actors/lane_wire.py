@@ -102,3 +102,28 @@ def _unpickled(payload: bytes, expected: type[Any]) -> Any:
     if not isinstance(value, expected):
         raise TypeError(f"a lane frame holds a {type(value).__name__}, not {expected.__name__}")
     return value
+
+
+class Outbox:
+    """Frames written together once per loop turn: a burst of replies (or asks) that finish
+    in one turn costs one ``send`` instead of one each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._frames: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        if self._writer.is_closing():
+            return
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def _flush(self) -> None:
+        if self._frames and not self._writer.is_closing():
+            self._writer.write(b"".join(self._frames))
+        self._frames.clear()
